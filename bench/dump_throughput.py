@@ -1,0 +1,91 @@
+"""Dump throughput: tailbank's `dump` path vs a bare `torch.no_grad()` forward loop.
+
+Both run the same model over the same loader (un-augmented, same batch size) in one process,
+alternating, best of ``--repeats``; the ratio is ours / bare in images per second (goal >= 0.9).
+"ours" is the dump stage's own code: embed (features, logits, extra views), copy to host and
+stream into an HDF5 bank that is renamed into place.
+
+    python bench/dump_throughput.py                                   # digits_lt, bundled
+    python bench/dump_throughput.py --dataset mnist_lt --root ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from features.bank import BankMeta, BankWriter
+from pipeline.data import load_source, make_splits, make_loader
+from pipeline.engine import set_seed
+from pipeline.methods import build_method
+from stages.dump import write_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits_lt")
+    parser.add_argument("--root", default="data/raw")
+    parser.add_argument("--backbone", default="resnet32")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    set_seed(0)
+    source = load_source(args.dataset, args.root)
+    splits = make_splits(source, imbalance_factor=1.0, val_per_class=10, test_per_class=40,
+                         max_per_class=None, seed=0)
+    loader = make_loader(source, splits.train, batch_size=args.batch_size, train=False,
+                         device=device)
+    method = build_method("ce", backbone=args.backbone, in_channels=source.channels,
+                          class_counts=splits.class_counts.tolist()).to(device).eval()
+    meta = BankMeta(method="ce", backbone=args.backbone, dataset=args.dataset,
+                    num_classes=source.num_classes, feature_dim=method.backbone.feature_dim,
+                    seed=0, params_digest="bench", checkpoint_sha256="bench",
+                    class_counts=splits.class_counts)
+
+    def bare() -> None:
+        with torch.no_grad():
+            for batch in loader.epoch(0):
+                method.backbone(batch.images.to(device, non_blocking=True))
+        sync(device)
+
+    def ours() -> None:
+        with tempfile.TemporaryDirectory() as folder, BankWriter(Path(folder) / "b.h5", meta) as bank:
+            for batch in loader.epoch(0):
+                write_batch(bank, "train", method, batch, device)
+        sync(device)
+
+    bare()  # warm-up: allocator, kernels, page cache
+    times = {"bare": [], "ours": []}
+    for _ in range(args.repeats):
+        for name, work in (("bare", bare), ("ours", ours)):
+            start = time.perf_counter()
+            work()
+            times[name].append(time.perf_counter() - start)
+    images = loader.num_samples
+    rate = {name: images / min(values) for name, values in times.items()}
+    print(f"dump throughput, {args.dataset} train ({images} images), {args.backbone}, "
+          f"batch {args.batch_size}, {device}, torch threads {torch.get_num_threads()}")
+    print(f"{'path':<8}{'images/s':>12}{'best s':>10}")
+    for name in ("bare", "ours"):
+        print(f"{name:<8}{rate[name]:>12.0f}{min(times[name]):>10.3f}")
+    print(f"ratio ours/bare: {rate['ours'] / rate['bare']:.3f} (goal >= 0.9)")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

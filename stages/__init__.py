@@ -1,0 +1,1 @@
+"""The DAG: the only layer that reads params.yaml and writes DVC outputs."""

@@ -1,0 +1,111 @@
+"""Stage ``classify@<method>``: decoupled classifiers on a bank, evaluated per shot group."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.bank import Bank
+from features.classifiers import ProbeConfig, fit_classifier
+from features.metrics import Evaluation, evaluate
+from stages.layout import bank_path, classify_results, require_file, resolve_device
+from stages.params import ClassifyParams, EvalParams, Params
+from stages.io import write_csv, write_json
+from stages.progress import log
+
+
+def run(params: Params, method_name: str) -> Path:
+    """Train each classifier kind of ``classify.kinds`` on ``banks/<method>.h5``.
+
+    Epochs and τ are chosen on the balanced val split; the test split is only evaluated.
+    Writes ``results/classify/<method>/metrics.json`` (one entry per kind: overall / many /
+    medium / few accuracy, MCC, NMI, ECE on test, plus val accuracy and what val selected) and
+    ``per_class/<kind>.csv`` (per-class test accuracy against training count).
+
+    Returns:
+        The results folder.
+    """
+    path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
+    out = classify_results(method_name)
+    with Bank.open(path) as bank:
+        data = {split: (bank.features(split), bank.labels(split), bank.logits(split))
+                for split in ("train", "val", "test")}
+        counts = bank.meta.class_counts
+    config = probe_config(params.classify, params.seed)
+    metrics: dict[str, Any] = {}
+    per_class: dict[str, np.ndarray] = {}
+    for kind in params.classify.kinds:
+        test, val_acc, selected = fit_and_evaluate(kind, data, counts, config, params.eval)
+        metrics[kind] = {**clean(test.summary()), "val_overall": round(val_acc, 6),
+                         **{f"selected_{key}": value for key, value in selected.items()}}
+        per_class[kind] = test.per_class
+        log(f"classify {method_name} {kind}: test overall {test.overall:.4f} many "
+            f"{fmt(test.many)} medium {fmt(test.medium)} few {fmt(test.few)} (val {val_acc:.4f})")
+    write_json(out / "metrics.json", metrics)
+    for kind, accuracy in per_class.items():
+        rows = [(c, int(counts[c]), float(accuracy[c])) for c in np.argsort(-counts, kind="stable")]
+        write_csv(out / "per_class" / f"{kind}.csv", ("class", "train_count", "accuracy"), rows)
+    return out
+
+
+def fit_and_evaluate(
+    kind: str,
+    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    counts: np.ndarray,
+    config: ProbeConfig,
+    eval_params: EvalParams,
+) -> tuple[Evaluation, float, dict[str, float]]:
+    """Fit one classifier kind on train (selected on val), evaluate it on val and test.
+
+    Returns:
+        The test evaluation, the val accuracy and what val selected (epoch, τ, ...).
+    """
+    (train_x, train_y, train_logits), (val_x, val_y, val_logits) = data["train"], data["val"]
+    fitted = fit_classifier(
+        kind,
+        train_x=train_x,
+        train_y=train_y,
+        val_x=val_x,
+        val_y=val_y,
+        class_counts=counts,
+        config=config,
+        head_logits=(train_logits, val_logits) if train_logits is not None else None,
+    )
+    options = {"many_above": eval_params.many_above, "few_below": eval_params.few_below,
+               "ece_bins": eval_params.ece_bins}
+    scores = {
+        split: evaluate(fitted.split_logits(split, data[split][0], data[split][2]),
+                        data[split][1], counts, **options)
+        for split in ("val", "test")
+    }
+    return scores["test"], scores["val"].overall, dict(fitted.selected)
+
+
+def probe_config(section: ClassifyParams, seed: int) -> ProbeConfig:
+    """The classifier library's recipe from the ``classify`` params."""
+    return ProbeConfig(
+        epochs=section.epochs,
+        batch_size=section.batch_size,
+        lr=section.lr,
+        momentum=section.momentum,
+        weight_decay=section.weight_decay,
+        cosine_scale=section.cosine_scale,
+        crt_epochs=section.crt_epochs,
+        lws_epochs=section.lws_epochs,
+        tau_grid=tuple(section.tau_grid),
+        seed=seed,
+        device=str(resolve_device(section.device)),
+    )
+
+
+def clean(summary: dict[str, float | None]) -> dict[str, float | None]:
+    """Round for stable, readable metrics files; NaN (empty group) becomes null."""
+    return {key: None if value is None or math.isnan(value) else round(float(value), 6)
+            for key, value in summary.items()}
+
+
+def fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"

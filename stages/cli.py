@@ -1,0 +1,129 @@
+"""The ``tailbank`` command line: one command per DVC stage (dvc.yaml calls these)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stages.errors import USER_ERRORS
+
+app = typer.Typer(
+    name="tailbank",
+    help=(
+        "Long-tailed recognition pipeline: pretrain backbones, dump HDF5 feature banks, "
+        "train classifiers on the banks. `dvc repro` runs every stage; these commands run one. "
+        "Each reads its own sections of params.yaml."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = typer.Option(
+    Path("params.yaml"), "--params", "-p", help="The params file to read.", show_default=True
+)
+DebugOption = typer.Option(False, "--debug", help="Show the full traceback of an error.")
+MethodOption = typer.Option(
+    ..., "--method", "-m", help="A key of `methods:` in params.yaml (ce, cbs, bsce, ...)."
+)
+
+
+def _run(debug: bool, work: Callable[[], Any]) -> None:
+    """Run a stage; a user error is one line on stderr and exit code 2 (traceback with --debug)."""
+    try:
+        work()
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"tailbank: error: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        print("tailbank: interrupted; run the same command again to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except Exception as error:
+        if debug:
+            raise
+        print(
+            f"tailbank: internal error: {type(error).__name__}: {error} "
+            "(re-run with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1) from None
+
+
+def _params(path: Path):
+    from stages.params import load_params
+
+    return load_params(path)
+
+
+@app.command()
+def check(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
+    """Validate params.yaml (every key, type and range) and exit; prints the methods found."""
+
+    def work() -> None:
+        loaded = _params(params)
+        print(f"{params}: ok ({len(loaded.methods)} methods: {', '.join(loaded.methods)})")
+
+    _run(debug, work)
+
+
+@app.command()
+def prepare(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
+    """Draw the long-tailed train, balanced val and test splits of `data.dataset`.
+
+    Writes data/splits/<dataset>.json. Reads params: seed, data.
+    """
+    from stages import prepare as stage
+
+    _run(debug, lambda: stage.run(_params(params)))
+
+
+@app.command()
+def pretrain(
+    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+) -> None:
+    """Train a backbone with one method; keep the epoch with the best val accuracy.
+
+    Writes models/<method>/model.pt and results/pretrain/<method>/ (metrics, DVCLive curves).
+    Resumes an interrupted run from checkpoints/pretrain/<method>.pt.
+    Reads params: seed, data, train, methods.<method>.
+    """
+    from stages import pretrain as stage
+
+    _run(debug, lambda: stage.run(_params(params), method))
+
+
+@app.command()
+def dump(
+    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+) -> None:
+    """Dump features, labels, index and logits of un-augmented train/val/test images.
+
+    Writes banks/<method>.h5 (atomically). Reads params: data, dump.
+    """
+    from stages import dump as stage
+
+    _run(debug, lambda: stage.run(_params(params), method))
+
+
+@app.command()
+def classify(
+    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+) -> None:
+    """Train the classifiers of `classify.kinds` on a bank; evaluate on test per shot group.
+
+    Writes results/classify/<method>/metrics.json and per_class/<kind>.csv.
+    Reads params: seed, classify, eval.
+    """
+    from stages import classify as stage
+
+    _run(debug, lambda: stage.run(_params(params), method))
+
+
+if __name__ == "__main__":
+    app()

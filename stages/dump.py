@@ -1,0 +1,118 @@
+"""Stage ``dump@<method>``: features of un-augmented train/val/test images into an HDF5 bank."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from features.bank import BankMeta, BankWriter
+from pipeline.data import make_loader
+from pipeline.methods import Method, build_method
+from stages.errors import StageError
+from stages.io import sha256_file
+from stages.layout import bank_path, model_path, require_file, resolve_device
+from stages.params import Params, section_digest
+from stages.pretrain import MODEL_FORMAT, load_splits
+from stages.prepare import open_source
+from stages.progress import StepProgress
+
+SPLITS = ("train", "val", "test")
+
+
+def run(params: Params, method_name: str) -> Path:
+    """Write ``banks/<method>.h5`` from the best-on-val model of ``pretrain@<method>``.
+
+    Returns:
+        The path of the bank.
+    """
+    checkpoint = require_file(model_path(method_name), f"tailbank pretrain --method {method_name}")
+    payload = load_model_payload(checkpoint)
+    device = resolve_device(params.dump.device)
+    method = restore_method(payload).to(device).eval()
+    splits = load_splits(payload["dataset"])
+    source = open_source(params.data)
+    if source.name != payload["dataset"]:
+        raise StageError(
+            f"{checkpoint}: trained on '{payload['dataset']}' but data.dataset is "
+            f"'{source.name}'; re-run `tailbank pretrain --method {method_name}`"
+        )
+    loaders = {
+        split: make_loader(source, getattr(splits, split), batch_size=params.dump.batch_size,
+                           train=False, device=device)
+        for split in SPLITS
+    }
+    meta = BankMeta(
+        method=method_name,
+        backbone=payload["backbone"],
+        dataset=payload["dataset"],
+        num_classes=len(payload["class_counts"]),
+        feature_dim=method.backbone.feature_dim,
+        seed=int(payload["seed"]),
+        params_digest=section_digest(payload["params_digest"], params.data, params.dump),
+        checkpoint_sha256=sha256_file(checkpoint),
+        class_counts=splits.class_counts,
+        class_names=source.class_names,
+        augment="none",
+        tailbank_version=version("tailbank"),
+    )
+    target = bank_path(method_name)
+    total = sum(len(loader) for loader in loaders.values())
+    with StepProgress(f"dump {method_name}", total) as progress, BankWriter(target, meta) as bank:
+        done = 0
+        for split, loader in loaders.items():
+            for batch in loader.epoch(0):
+                write_batch(bank, split, method, batch, device)
+                done += 1
+                progress.advance_to(done, split)
+        progress.epoch_line(
+            f"dump {method_name}: "
+            + ", ".join(f"{split} {loader.num_samples}" for split, loader in loaders.items())
+            + f" -> {target}"
+        )
+    return target
+
+
+@torch.inference_mode()
+def write_batch(bank: BankWriter, split: str, method: Method, batch: Any,
+                device: torch.device) -> None:
+    """Embed one batch and append features, labels, index, logits and extra views."""
+    embedding = method.embed(batch.images.to(device, non_blocking=True))
+    bank.append(
+        split,
+        features=embedding.features.float().cpu().numpy(),
+        labels=batch.labels.cpu().numpy(),
+        index=batch.index.cpu().numpy(),
+        logits=embedding.logits.float().cpu().numpy(),
+        extra={name: view.float().cpu().numpy() for name, view in embedding.extra.items()},
+    )
+
+
+def load_model_payload(path: Path) -> dict[str, Any]:
+    """Read a tailbank model checkpoint, refusing foreign or truncated files in one line."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged zip or pickle
+        raise StageError(
+            f"{path}: not a readable tailbank model ({type(error).__name__}); "
+            "delete it and re-run the pretrain stage"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise StageError(f"{path}: not a tailbank model checkpoint (format {MODEL_FORMAT} "
+                         "expected); re-run the pretrain stage")
+    return payload
+
+
+def restore_method(payload: dict[str, Any]) -> Method:
+    """Rebuild a method from its checkpoint payload and load the best-on-val weights."""
+    method = build_method(
+        payload["kind"],
+        backbone=payload["backbone"],
+        in_channels=int(payload["in_channels"]),
+        class_counts=payload["class_counts"],
+        options=payload["options"],
+    )
+    method.load_state_dict(payload["state_dict"])
+    return method

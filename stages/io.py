@@ -1,0 +1,79 @@
+"""Atomic, byte-reproducible writes of the small outputs stages produce.
+
+Every output appears only when complete: it is written to a temporary file in the same folder,
+flushed to disk, then renamed over the target (``os.replace`` is atomic on POSIX), so a killed
+run leaves either the old file or none, never a truncated one, and DVC never caches half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    On an exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Atomically write ``data`` to ``target``."""
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_json(target: str | Path, payload: Any) -> None:
+    """Atomically write canonical JSON (sorted keys, 2-space indent, trailing newline)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes(target, text.encode())
+
+
+def write_csv(target: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Atomically write a CSV table (floats with 6 significant digits, so bytes are stable)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([f"{value:.6g}" if isinstance(value, float) else value for value in row])
+    write_bytes(target, buffer.getvalue().encode())
+
+
+def save_torch(target: str | Path, payload: Any) -> None:
+    """Atomically ``torch.save`` a payload (torch's zip writer is byte-stable for equal inputs)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(target, buffer.getvalue())
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

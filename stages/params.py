@@ -1,0 +1,316 @@
+"""The typed schema of params.yaml: every key validated on load, with one-line errors.
+
+Each DVC stage reads only the sections that dvc.yaml lists for it, so a change to one
+section re-runs only the stages that depend on it:
+
+- ``seed``, ``data``                          -> prepare
+- ``seed``, ``data``, ``train``, ``methods.<m>`` -> pretrain@<m>
+- ``data``, ``dump``                          -> dump@<m>
+- ``seed``, ``classify``, ``eval``              -> classify@<m>
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stages.errors import StageError
+
+SchemaModel = type[BaseModel]
+
+
+class _Strict(BaseModel):
+    """Base of every section: unknown keys are errors, values are never coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitLists(_Strict):
+    """Split list files of the list datasets (ImageNet-LT, Places-LT, iNaturalist 2018)."""
+
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+
+
+class DataParams(_Strict):
+    """Which images, and how the long-tailed train / balanced val / test splits are made."""
+
+    dataset: str = "digits_lt"
+    root: str = "data/raw"
+    download: bool = False
+    imbalance_factor: float = Field(20.0, ge=1.0)
+    max_per_class: int | None = Field(None, ge=1)
+    val_per_class: int = Field(10, ge=1)
+    test_per_class: int = Field(40, ge=1)
+    lists: SplitLists = SplitLists()
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from pipeline.data import DATASETS
+
+        return _one_of(name, DATASETS)
+
+
+class OptimParams(_Strict):
+    """SGD with momentum (every paper's optimiser)."""
+
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    nesterov: bool = False
+
+
+class ScheduleParams(_Strict):
+    """Linear warm-up, then step decay at milestones or cosine decay to zero."""
+
+    kind: Literal["step", "cosine"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class TrainParams(_Strict):
+    """Stage-1 training recipe shared by every method (a method may override any key)."""
+
+    backbone: str = "resnet32"
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    augment: str = "none"
+    num_workers: int = Field(0, ge=0)
+    device: str = "auto"
+    max_grad_norm: float | None = Field(None, gt=0)
+    optim: OptimParams = OptimParams()
+    schedule: ScheduleParams = ScheduleParams()
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        from pipeline.models import BACKBONES
+
+        return _one_of(name, BACKBONES)
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, name: str) -> str:
+        from pipeline.data import AUGMENTATIONS
+
+        return _one_of(name, AUGMENTATIONS)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, name: str) -> str:
+        if name in ("auto", "cpu", "cuda") or name.startswith("cuda:"):
+            return name
+        raise ValueError(f"'{name}' is not a device; use auto, cpu, cuda or cuda:N")
+
+
+class MethodParams(_Strict):
+    """One entry of ``methods:``: which method module, its options, its training overrides."""
+
+    kind: str
+    options: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, name: str) -> str:
+        from pipeline.methods import METHODS
+
+        return _one_of(name, tuple(METHODS))
+
+
+class DumpParams(_Strict):
+    """Feature dumping: batch size of the un-augmented forward passes."""
+
+    batch_size: int = Field(512, ge=1)
+    device: str = "auto"
+
+
+class ClassifyParams(_Strict):
+    """Classifiers trained on the frozen features of each bank."""
+
+    kinds: tuple[str, ...] = ("head", "linear", "balanced_softmax", "cbs_linear", "cosine")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    cosine_scale: float = Field(16.0, gt=0)
+    crt_epochs: int = Field(10, ge=1)
+    lws_epochs: int = Field(10, ge=1)
+    tau_grid: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(21))
+    device: str = "auto"
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        from features.classifiers import CLASSIFIER_KINDS
+
+        if not kinds:
+            raise ValueError("list at least one classifier kind")
+        return tuple(_one_of(kind, CLASSIFIER_KINDS) for kind in kinds)
+
+
+class EvalParams(_Strict):
+    """Shot groups (many > many_above, few < few_below training images) and calibration bins."""
+
+    many_above: int = Field(100, ge=1)
+    few_below: int = Field(20, ge=1)
+    ece_bins: int = Field(15, ge=1)
+
+
+class Params(_Strict):
+    """The whole of params.yaml."""
+
+    seed: int = Field(0, ge=0)
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+    methods: dict[str, MethodParams]
+    dump: DumpParams = DumpParams()
+    classify: ClassifyParams = ClassifyParams()
+    eval: EvalParams = EvalParams()
+
+    def method(self, name: str) -> MethodParams:
+        """The ``methods.<name>`` entry, or a one-line error listing the methods there are."""
+        if name not in self.methods:
+            raise StageError(
+                f"params.yaml: no method '{name}' under 'methods:'"
+                f"{_suggestion(name, tuple(self.methods))}; "
+                f"defined: {', '.join(self.methods)}"
+            )
+        return self.methods[name]
+
+    def train_for(self, name: str) -> TrainParams:
+        """``train`` with the overrides of ``methods.<name>.train`` merged in (validated)."""
+        merged = _deep_merge(self.train.model_dump(), self.method(name).train)
+        return _validate(TrainParams, merged, origin="params.yaml", prefix=f"methods.{name}.train")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml.
+
+    Raises:
+        StageError: one line naming the file and key at fault (missing file, bad YAML, unknown
+            or misspelled key with the closest valid one, wrong type, out-of-range value,
+            unknown method option).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: params file not found; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise StageError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: expected a mapping of sections (seed, data, train, methods, ...)")
+    params = _validate(Params, raw, origin=str(path))
+    for name, entry in params.methods.items():
+        _check_method_options(name, entry, origin=str(path))
+        params.train_for(name)
+    return params
+
+
+def section_digest(*sections: Any) -> str:
+    """sha256 of the canonical JSON of some params sections (provenance in banks and models)."""
+    import hashlib
+
+    payload = [s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in sections]
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_method_options(name: str, entry: MethodParams, origin: str) -> None:
+    from pipeline.methods import method_options_fields
+
+    valid = method_options_fields(entry.kind)
+    for key in entry.options:
+        if key not in valid:
+            hint = _suggestion(key, tuple(valid)) or (
+                f"; valid: {', '.join(valid)}" if valid else f"; '{entry.kind}' takes no options"
+            )
+            raise StageError(f"{origin}: unknown key 'methods.{name}.options.{key}'{hint}")
+
+
+def _validate(model: SchemaModel, raw: Any, origin: str, prefix: str = "") -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise StageError(_describe(error, model, origin, prefix)) from None
+
+
+def _describe(error: ValidationError, model: SchemaModel, origin: str, prefix: str) -> str:
+    """Turn pydantic's first error into one line: file, dotted key, what is wrong, a fix."""
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    key = ".".join(([prefix] if prefix else []) + location)
+    if first["type"] == "extra_forbidden":
+        siblings = _field_names(model, location[:-1])
+        return f"{origin}: unknown key '{key}'{_suggestion(location[-1], siblings)}"
+    if first["type"] == "missing":
+        return f"{origin}: key '{key}' is required"
+    message = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    return f"{origin}: {key}: {message}{shown}"
+
+
+def _field_names(model: SchemaModel, location: list[str]) -> tuple[str, ...]:
+    """Valid keys at a dotted location of the schema (for 'did you mean')."""
+    current: Any = model
+    parts = list(location)
+    while parts:
+        fields = getattr(current, "model_fields", {})
+        field = fields.get(parts.pop(0))
+        if field is None:
+            return ()
+        annotation = field.annotation
+        if typing.get_origin(annotation) is dict:
+            # methods.<name>: the next part is a user-chosen key, then the entry's fields
+            if not parts:
+                return ()
+            parts.pop(0)
+            annotation = typing.get_args(annotation)[1]
+        current = _model_of(annotation)
+    return tuple(getattr(current, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as ``X`` or ``X | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _suggestion(word: str, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _one_of(name: str, choices: tuple[str, ...]) -> str:
+    if name in choices:
+        return name
+    raise ValueError(f"unknown name '{name}'{_suggestion(name, choices)}; choose one of: "
+                     f"{', '.join(choices)}")
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,199 @@
+"""Stage ``pretrain@<method>``: train a backbone with one long-tail method, keep the best on val."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.data import Splits, make_loader
+from pipeline.engine import EpochRecord, OptimConfig, ScheduleConfig, TrainConfig, set_seed, train
+from pipeline.methods import Method, build_method
+from stages.errors import StageError
+from stages.io import save_torch, write_json
+from stages.layout import (
+    model_path,
+    pretrain_results,
+    require_file,
+    resolve_device,
+    resume_path,
+    splits_path,
+)
+from stages.params import Params, TrainParams, section_digest
+from stages.prepare import open_source
+from stages.progress import StepProgress
+
+MODEL_FORMAT = "tailbank-model/1"
+
+
+def run(params: Params, method_name: str) -> Path:
+    """Train ``methods.<method_name>`` and write ``models/<method>/model.pt`` and its metrics.
+
+    An interrupted run resumes from ``checkpoints/pretrain/<method>.pt``, which is removed
+    once the stage completes.
+
+    Returns:
+        The path of the best-on-val model checkpoint.
+    """
+    entry = params.method(method_name)
+    recipe = params.train_for(method_name)
+    splits = load_splits(params.data.dataset)
+    source = open_source(params.data)
+    device = resolve_device(recipe.device)
+
+    set_seed(params.seed)
+    method = build_method(
+        entry.kind,
+        backbone=recipe.backbone,
+        in_channels=source.channels,
+        class_counts=splits.class_counts.tolist(),
+        options=entry.options,
+    ).to(device)
+    loaders = {
+        part: make_loader(
+            source,
+            getattr(splits, part),
+            batch_size=recipe.batch_size,
+            train=part == "train",
+            sampling=method.sampling,
+            augment=recipe.augment,
+            seed=params.seed,
+            device=device,
+            num_workers=recipe.num_workers,
+        )
+        for part in ("train", "val")
+    }
+    config = train_config(recipe, params.seed)
+    checkpoint = resume_path(method_name)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    results = pretrain_results(method_name)
+    live_dir = results / "live"
+    shutil.rmtree(live_dir, ignore_errors=True)
+
+    title = f"pretrain {method_name}"
+    steps_per_epoch = len(loaders["train"])
+    with StepProgress(title, recipe.epochs * steps_per_epoch) as progress, CurveLogger(
+        live_dir
+    ) as curves:
+
+        def on_epoch_end(record: EpochRecord) -> None:
+            curves.log(record)
+            progress.epoch_line(
+                f"{title} epoch {record.epoch + 1}/{recipe.epochs} loss {record.train_loss:.4f} "
+                f"train_acc {record.train_acc:.4f} val_acc {record.val_acc:.4f} lr {record.lr:.4g}"
+            )
+
+        def on_step(epoch: int, step: int) -> None:
+            progress.advance_to(epoch * steps_per_epoch + step + 1, f"epoch {epoch + 1}")
+
+        result = train(
+            method,
+            loaders["train"],
+            loaders["val"],
+            config,
+            device=device,
+            checkpoint_path=checkpoint,
+            on_epoch_end=on_epoch_end,
+            on_step=on_step,
+        )
+
+    target = model_path(method_name)
+    save_torch(target, model_payload(params, method_name, recipe, method, result.best_state,
+                                     splits, source.channels, result.best_epoch))
+    last = result.history[-1]
+    write_json(
+        results / "metrics.json",
+        {
+            "best_epoch": result.best_epoch + 1,
+            "best_val_acc": round(result.best_val_acc, 6),
+            "epochs": len(result.history),
+            "last_train_acc": round(last.train_acc, 6),
+            "last_train_loss": round(last.train_loss, 6),
+        },
+    )
+    checkpoint.unlink(missing_ok=True)
+    return target
+
+
+def train_config(recipe: TrainParams, seed: int) -> TrainConfig:
+    """The engine's recipe from the ``train`` params (with the method's overrides merged)."""
+    schedule = recipe.schedule
+    return TrainConfig(
+        epochs=recipe.epochs,
+        optim=OptimConfig(**recipe.optim.model_dump()),
+        schedule=ScheduleConfig(
+            kind=schedule.kind,
+            warmup_epochs=schedule.warmup_epochs,
+            milestones=tuple(schedule.milestones),
+            gamma=schedule.gamma,
+        ),
+        seed=seed,
+        max_grad_norm=recipe.max_grad_norm,
+    )
+
+
+def model_payload(
+    params: Params,
+    method_name: str,
+    recipe: TrainParams,
+    method: Method,
+    best_state: dict[str, torch.Tensor],
+    splits: Splits,
+    in_channels: int,
+    best_epoch: int,
+) -> dict[str, Any]:
+    """Everything ``dump`` needs to rebuild the model without reading params.yaml."""
+    entry = params.method(method_name)
+    return {
+        "format": MODEL_FORMAT,
+        "method": method_name,
+        "kind": entry.kind,
+        "backbone": recipe.backbone,
+        "in_channels": in_channels,
+        "dataset": splits.dataset,
+        "class_counts": splits.class_counts.tolist(),
+        "options": dict(entry.options),
+        "seed": params.seed,
+        "best_epoch": best_epoch,
+        "params_digest": section_digest(params.seed, params.data, recipe, entry),
+        "state_dict": {key: value.detach().cpu() for key, value in best_state.items()},
+    }
+
+
+def load_splits(dataset: str) -> Splits:
+    """The prepare stage's splits of ``dataset``."""
+    path = require_file(splits_path(dataset), "tailbank prepare")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise StageError(f"{path}: not valid JSON; delete it and run `tailbank prepare`") from None
+    return Splits.from_dict(payload, origin=str(path))
+
+
+class CurveLogger:
+    """Training curves through DVCLive (``dvcyaml=False``: dvc.yaml declares the plots)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._live: Any = None
+
+    def __enter__(self) -> CurveLogger:
+        from dvclive import Live
+
+        self._live = Live(str(self._directory), dvcyaml=False, save_dvc_exp=False, report=None)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._live.end()
+
+    def log(self, record: EpochRecord) -> None:
+        """One step per epoch: train loss / accuracy, val accuracy and learning rate."""
+        self._live.step = record.epoch
+        for name, value in asdict(record).items():
+            if name != "epoch":
+                self._live.log_metric(name, float(value))
+        self._live.next_step()

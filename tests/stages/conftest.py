@@ -1,0 +1,34 @@
+"""Fixtures for the stage tests: a tiny params file that runs the whole DAG in seconds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_params() -> dict[str, Any]:
+    """The repository's params.yaml shrunk to a few epochs of a small backbone."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = copy.deepcopy(params)
+    params["train"].update(backbone="resnet20", epochs=2, batch_size=128)
+    params["train"]["schedule"].update(warmup_epochs=0)
+    params["classify"].update(epochs=3, crt_epochs=2, lws_epochs=2)
+    return params
+
+
+@pytest.fixture
+def write_params(tmp_path: Path):
+    """Write a params dict (tiny by default, with edits) to tmp_path/params.yaml."""
+
+    def write(params: dict[str, Any] | None = None, path: Path | None = None) -> Path:
+        target = path or tmp_path / "params.yaml"
+        target.write_text(yaml.safe_dump(params if params is not None else tiny_params()))
+        return target
+
+    return write

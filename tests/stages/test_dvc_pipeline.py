@@ -1,0 +1,93 @@
+"""End to end: `dvc repro` of the real dvc.yaml on tiny params, in a fresh git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.stages.conftest import REPO, tiny_params
+
+pytestmark = pytest.mark.slow
+
+METHODS = ("ce", "cbs", "bsce")
+SCALARS = ("overall", "many", "medium", "few", "mcc", "nmi", "ece")
+
+
+def dvc(project: Path, *args: str) -> str:
+    """Run a dvc command in the project; fail the test with its output when it fails."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the code and dvc.yaml with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    for package in ("pipeline", "features", "stages"):
+        shutil.copytree(REPO / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    dvc(root, "config", "core.analytics", "false")
+    output = dvc(root, "repro")
+    expected = {"prepare"} | {f"{stage}@{m}" for stage in ("pretrain", "dump", "classify")
+                              for m in METHODS}
+    assert ran_stages(output) == expected
+    return root
+
+
+def test_metrics_cover_every_method_and_classifier(project):
+    shown = json.loads(dvc(project, "metrics", "show", "--json"))
+    metrics = next(iter(shown.values()))["data"]
+    kinds = tiny_params()["classify"]["kinds"]
+    for method in METHODS:
+        table = metrics[f"results/classify/{method}/metrics.json"]["data"]
+        assert set(table) == set(kinds)
+        for kind in kinds:
+            assert set(SCALARS) <= set(table[kind])
+            assert 0.0 <= table[kind]["overall"] <= 1.0
+
+
+def test_outputs_are_in_place(project):
+    for method in METHODS:
+        assert (project / "models" / method / "model.pt").is_file()
+        assert (project / "banks" / f"{method}.h5").is_file()
+        assert not (project / "checkpoints" / "pretrain" / f"{method}.pt").exists()
+        curves = project / "results" / "pretrain" / method / "live" / "plots" / "metrics"
+        assert (curves / "val_acc.tsv").is_file()
+
+
+def test_second_repro_runs_nothing(project):
+    assert ran_stages(dvc(project, "repro")) == set()
+
+
+def test_classifier_param_reruns_only_classify(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["classify"]["epochs"] += 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert ran_stages(dvc(project, "repro")) == {f"classify@{m}" for m in METHODS}
+
+
+def test_method_param_reruns_only_its_branch(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["methods"]["cbs"]["train"] = {"epochs": 1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert ran_stages(dvc(project, "repro")) == {"pretrain@cbs", "dump@cbs", "classify@cbs"}

@@ -1,0 +1,81 @@
+"""params.yaml validation: every bad key, type or range is one line naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from stages.errors import StageError
+from stages.params import load_params
+from tests.stages.conftest import tiny_params
+
+
+def test_repository_params_are_valid():
+    from tests.stages.conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    assert set(params.methods) >= {"ce", "cbs", "bsce"}
+    assert params.data.dataset == "digits_lt"
+
+
+def edit(params, dotted, value):
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return params
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("data.imbalanse_factor", 10, "unknown key 'data.imbalanse_factor' (did you mean 'data.imbalance_factor'?)"),
+        ("data.imbalance_factor", 0.5, "data.imbalance_factor: Input should be greater than or equal to 1"),
+        ("data.imbalance_factor", "lots", "data.imbalance_factor: Input should be a valid number"),
+        ("data.dataset", "cifar100lt", "did you mean 'cifar100_lt'"),
+        ("train.epochs", -3, "train.epochs: Input should be greater than or equal to 1"),
+        ("train.optim.lrate", 0.1, "unknown key 'train.optim.lrate' (did you mean 'train.optim.lr'?)"),
+        ("train.backbone", "resnet33", "train.backbone: unknown name 'resnet33'"),
+        ("train.device", "tpu", "train.device: 'tpu' is not a device"),
+        ("methods.ce.kind", "cee", "methods.ce.kind: unknown name 'cee' (did you mean 'ce'?)"),
+        ("methods.ce.optoins", {}, "unknown key 'methods.ce.optoins' (did you mean 'methods.ce.options'?)"),
+        ("methods.ce.options", {"tau": 1}, "unknown key 'methods.ce.options.tau'"),
+        ("methods.cbs.train", {"epochz": 3}, "unknown key 'methods.cbs.train.epochz' (did you mean 'methods.cbs.train.epochs'?)"),
+        ("classify.kinds", ["linear", "lsw"], "did you mean 'lws'"),
+        ("eval.few_below", 0, "eval.few_below: Input should be greater than or equal to 1"),
+        ("sede", 1, "unknown key 'sede' (did you mean 'seed'?)"),
+    ],
+)
+def test_bad_params_name_the_key(write_params, dotted, value, expected):
+    path = write_params(edit(tiny_params(), dotted, value))
+    with pytest.raises(StageError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert expected in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(StageError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(StageError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_method_overrides_merge_into_train(write_params):
+    params = tiny_params()
+    params["methods"]["cbs"]["train"] = {"epochs": 7, "optim": {"lr": 0.01}}
+    loaded = load_params(write_params(params))
+    recipe = loaded.train_for("cbs")
+    assert recipe.epochs == 7 and recipe.optim.lr == 0.01
+    assert recipe.optim.momentum == loaded.train.optim.momentum
+    assert loaded.train_for("ce").epochs == loaded.train.epochs
+
+
+def test_unknown_method_lists_defined_ones(write_params):
+    loaded = load_params(write_params())
+    with pytest.raises(StageError, match=r"no method 'bcse'.*did you mean 'bsce'"):
+        loaded.method("bcse")
