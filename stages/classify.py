@@ -76,11 +76,12 @@ def fit_and_evaluate(
     )
     options = {"many_above": eval_params.many_above, "few_below": eval_params.few_below,
                "ece_bins": eval_params.ece_bins}
-    scores = {
-        split: evaluate(fitted.split_logits(split, data[split][0], data[split][2]),
-                        data[split][1], counts, **options)
-        for split in ("val", "test")
-    }
+    scores = {}
+    for split in ("val", "test"):
+        features, labels, bank_logits = data[split]
+        # `head` scores the backbone's own logits; every other kind scores the features
+        inputs = bank_logits if fitted.input_field == "logits" else features
+        scores[split] = evaluate(fitted.logits(inputs), labels, counts, **options)
     return scores["test"], scores["val"].overall, dict(fitted.selected)
 
 

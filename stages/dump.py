@@ -60,7 +60,9 @@ def run(params: Params, method_name: str) -> Path:
     )
     target = bank_path(method_name)
     total = sum(len(loader) for loader in loaders.values())
-    with StepProgress(f"dump {method_name}", total) as progress, BankWriter(target, meta) as bank:
+    with StepProgress(f"dump {method_name}", total) as progress, BankWriter(
+        target, meta, split_sizes={split: loader.num_samples for split, loader in loaders.items()}
+    ) as bank:
         done = 0
         for split, loader in loaders.items():
             for batch in loader.epoch(0):

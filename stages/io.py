@@ -36,6 +36,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        # mkstemp creates 0600; outputs are shared artefacts with the usual permissions
+        os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)

@@ -52,20 +52,14 @@ def run(params: Params, method_name: str) -> Path:
         in_channels=source.channels,
         class_counts=splits.class_counts.tolist(),
         options=entry.options,
+        seed=params.seed,
     ).to(device)
+    common = {"batch_size": recipe.batch_size, "seed": params.seed, "device": device,
+              "num_workers": recipe.num_workers}
     loaders = {
-        part: make_loader(
-            source,
-            getattr(splits, part),
-            batch_size=recipe.batch_size,
-            train=part == "train",
-            sampling=method.sampling,
-            augment=recipe.augment,
-            seed=params.seed,
-            device=device,
-            num_workers=recipe.num_workers,
-        )
-        for part in ("train", "val")
+        "train": make_loader(source, splits.train, train=True, sampling=method.sampling,
+                             augment=recipe.augment, **common),
+        "val": make_loader(source, splits.val, train=False, **common),
     }
     config = train_config(recipe, params.seed)
     checkpoint = resume_path(method_name)

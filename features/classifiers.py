@@ -1,0 +1,657 @@
+"""Classifiers trained on a bank's frozen features (decoupled learning, Kang et al. 2020).
+
+Every trained kind is a small torch module on train-standardised features, trained by
+minibatch SGD with momentum and a cosine learning-rate decay over its epochs; the state
+of the epoch with the best accuracy on the (balanced) val split is kept. Test rows are
+never seen here. All randomness comes from one `torch.Generator` seeded by
+`ProbeConfig.seed`, so CPU fits are bit-for-bit repeatable.
+
+Kinds:
+    head              the backbone's own logits stored in the bank (no training).
+    linear            instance-balanced linear classifier, plain cross-entropy.
+    balanced_softmax  linear, balanced softmax loss (Ren et al. 2020).
+    cbs_linear        linear, plain cross-entropy, class-balanced sampling.
+    cosine            scaled cosine classifier, balanced softmax loss.
+    crt               Kang's classifier re-training.
+    lws               Kang's learnable weight scaling on the `linear` classifier.
+    tau_norm          Kang's tau-normalised `linear` classifier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from features.errors import FeaturesError
+from features.sampling import class_balanced_order, instance_order
+
+CLASSIFIER_KINDS = (
+    "head",
+    "linear",
+    "balanced_softmax",
+    "cbs_linear",
+    "cosine",
+    "crt",
+    "lws",
+    "tau_norm",
+)
+INPUT_FEATURES = "features"
+INPUT_LOGITS = "logits"
+
+_EVAL_BATCH = 4096
+_INIT_STD = 0.01
+# Features that are constant on train would otherwise divide by zero when standardised.
+_MIN_STD = 1e-6
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Hyper-parameters of the classifiers on a bank.
+
+    Attributes:
+        epochs: Epochs of `linear`, `balanced_softmax`, `cbs_linear` and `cosine`.
+        batch_size: Rows per SGD step.
+        lr: Initial learning rate, decayed to 0 by a cosine over each fit's epochs.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty on weights and biases (not on LWS scales).
+        cosine_scale: s, the temperature of the cosine classifier.
+        crt_epochs: Epochs of cRT.
+        lws_epochs: Epochs of LWS.
+        tau_grid: Candidate tau of tau-normalisation, chosen on val.
+        seed: Seed of initialisation and sampling.
+        device: torch device to train on ("cpu", "cuda", "cuda:1", ...) or "auto" for CUDA
+            when available.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    cosine_scale: float = 16.0
+    crt_epochs: int = 10
+    lws_epochs: int = 10
+    tau_grid: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in range(21))
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "crt_epochs", "lws_epochs"):
+            if getattr(self, name) < 1:
+                raise FeaturesError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "cosine_scale"):
+            if not getattr(self, name) > 0:
+                raise FeaturesError(f"ProbeConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.momentum < 1) or self.weight_decay < 0:
+            raise FeaturesError(
+                "ProbeConfig.momentum must lie in [0, 1) and weight_decay be >= 0, got "
+                f"{self.momentum} and {self.weight_decay}"
+            )
+        if not self.tau_grid or min(self.tau_grid) < 0:
+            raise FeaturesError(
+                f"ProbeConfig.tau_grid must be non-empty and >= 0, got {self.tau_grid}"
+            )
+
+    def torch_device(self) -> torch.device:
+        """The device to train on; "auto" picks CUDA when available."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(self.device)
+        except RuntimeError as error:
+            raise FeaturesError(
+                f"ProbeConfig.device {self.device!r} is not a torch device; use cpu, cuda or auto"
+            ) from error
+
+
+class LinearHead(nn.Module):
+    """z = W x + b.
+
+    Args:
+        weight: float [C, D].
+        bias: float [C].
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone())
+        self.bias = nn.Parameter(bias.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps x [N, D] to logits [N, C]."""
+        return F.linear(x, self.weight, self.bias)
+
+
+class CosineHead(nn.Module):
+    """z_c = s * cos(x, w_c) = s * <x, w_c> / (||x|| ||w_c||).
+
+    Args:
+        weight: float [C, D].
+        scale: s.
+    """
+
+    def __init__(self, weight: torch.Tensor, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone())
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps x [N, D] to logits [N, C]."""
+        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+class ScaledLinearHead(nn.Module):
+    """Learnable weight scaling (Kang et al. 2020, Sec. 4.2): z_c = f_c (w_c . x) + b_c.
+
+    W and b are frozen buffers; only the per-class scales f [C] are learnt, starting at 1.
+
+    Args:
+        weight: float [C, D].
+        bias: float [C].
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+        self.scales = nn.Parameter(torch.ones(len(weight), dtype=weight.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps x [N, D] to logits [N, C]."""
+        return self.scales * F.linear(x, self.weight) + self.bias
+
+
+class Probe(nn.Module):
+    """A head on standardised features: head((x - mean) / std), mean and std from train only.
+
+    Args:
+        mean: float [D], per-feature mean of the training rows.
+        std: float [D], per-feature standard deviation of the training rows.
+        head: Maps standardised features [N, D] to logits [N, C].
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, head: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Maps features x [N, D] to logits [N, C]."""
+        return self.head((x - self.mean) / self.std)
+
+
+@dataclass
+class FittedClassifier:
+    """A classifier chosen on val, ready to score any split of the bank.
+
+    `input_field` names what `logits` takes, as the bank calls it: "features" for every
+    trained kind, "logits" for `head`, whose decision is the backbone's own stored logits.
+    So a caller scores a split uniformly::
+
+        inputs = bank.features(split) if clf.input_field == "features" else bank.logits(split)
+        scores = clf.logits(inputs)
+
+    Attributes:
+        kind: One of `CLASSIFIER_KINDS`.
+        selected: What val chose ({"epoch": e}, {"tau": t}, ...) and the val accuracy
+            it reached ({"val_accuracy": a}).
+        model: The trained probe on CPU; None for `head`.
+        num_classes: C.
+        input_dim: Width of the input rows: D, or C for `head`.
+        input_field: "features" or "logits", see above.
+    """
+
+    kind: str
+    selected: dict[str, float]
+    model: Probe | None
+    num_classes: int
+    input_dim: int
+    input_field: str = INPUT_FEATURES
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Scores rows of a split.
+
+        Args:
+            features: float [N, D], the bank's features of a split; for kind `head`, the
+                bank's logits [N, C] of that split.
+
+        Returns:
+            float32 [N, C].
+        """
+        inputs = _float_matrix(features, f"{self.kind} classifier input", self.input_dim)
+        if self.model is None:
+            return inputs
+        if len(inputs) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        return _predict(self.model, torch.from_numpy(inputs)).numpy()
+
+
+def balanced_softmax_loss(
+    logits: torch.Tensor, labels: torch.Tensor, class_counts: torch.Tensor
+) -> torch.Tensor:
+    """Balanced softmax loss (Ren et al. 2020, Eq. 4), averaged over the batch.
+
+    l(z, y) = -log( n_y exp(z_y) / sum_j n_j exp(z_j) ) = CE(z + log n, y).
+
+    Args:
+        logits: float [B, C], z.
+        labels: int64 [B], y.
+        class_counts: [C], n, training rows per class; a class without rows counts as 1
+            so that the loss stays finite.
+
+    Returns:
+        Scalar loss.
+    """
+    log_prior = torch.log(class_counts.to(logits.dtype).clamp(min=1.0))
+    return F.cross_entropy(logits + log_prior, labels)
+
+
+def fit_classifier(
+    kind: str,
+    *,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    class_counts: np.ndarray,
+    config: ProbeConfig,
+    head_logits: tuple[np.ndarray, np.ndarray] | None = None,
+    base: FittedClassifier | None = None,
+) -> FittedClassifier:
+    """Fits one kind of classifier on a bank's train rows, choosing on its val rows.
+
+    Args:
+        kind: One of `CLASSIFIER_KINDS`.
+        train_x: float [N, D], training features.
+        train_y: int [N], training labels in [0, C).
+        val_x: float [M, D], validation features.
+        val_y: int [M], validation labels.
+        class_counts: int [C], training rows per class (the bank's `class_counts`).
+        config: Hyper-parameters.
+        head_logits: For kind `head`: the bank's stored logits (train [N, C], val [M, C]).
+        base: For `lws` and `tau_norm`: an already fitted `linear` classifier of the same
+            rows and config to start from; fitted here when None.
+
+    Returns:
+        The classifier of the best val epoch (or tau).
+    """
+    if kind not in CLASSIFIER_KINDS:
+        raise FeaturesError(f"unknown classifier kind {kind!r}; valid kinds: {CLASSIFIER_KINDS}")
+    data = _TrainingData.build(train_x, train_y, val_x, val_y, class_counts, config)
+    if kind == "head":
+        return _fit_head(data, head_logits)
+    if kind in ("lws", "tau_norm"):
+        base = _base_linear(base, data, config)
+        if kind == "lws":
+            return _fit_lws(data, base, config)
+        return _fit_tau_norm(data, base, config.tau_grid)
+    return _FITTERS[kind](data, config)
+
+
+@dataclass
+class _TrainingData:
+    """Train and val rows as tensors on the training device, plus train statistics."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    class_counts: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_counts)
+
+    @property
+    def dim(self) -> int:
+        return self.train_x.shape[1]
+
+    @classmethod
+    def build(
+        cls,
+        train_x: np.ndarray,
+        train_y: np.ndarray,
+        val_x: np.ndarray,
+        val_y: np.ndarray,
+        class_counts: np.ndarray,
+        config: ProbeConfig,
+    ) -> _TrainingData:
+        counts = np.asarray(class_counts)
+        if counts.ndim != 1 or len(counts) < 2 or not np.issubdtype(counts.dtype, np.integer):
+            raise FeaturesError(
+                f"class_counts: expected an integer [C] array with C >= 2, got "
+                f"{counts.dtype} {counts.shape}"
+            )
+        train = _float_matrix(train_x, "train_x")
+        val = _float_matrix(val_x, "val_x", train.shape[1])
+        train_labels = _label_vector(train_y, "train_y", len(train), len(counts))
+        val_labels = _label_vector(val_y, "val_y", len(val), len(counts))
+        if len(train) == 0 or len(val) == 0:
+            raise FeaturesError("train_x and val_x must have at least one row each")
+        # Statistics of train only: val and test are transformed, never measured.
+        mean = train.mean(axis=0, dtype=np.float64)
+        std = np.maximum(train.std(axis=0, dtype=np.float64), _MIN_STD)
+        device = config.torch_device()
+        return cls(
+            train_x=torch.from_numpy(train).to(device),
+            train_y=torch.from_numpy(train_labels).to(device),
+            val_x=torch.from_numpy(val).to(device),
+            val_y=torch.from_numpy(val_labels).to(device),
+            class_counts=torch.from_numpy(counts.astype(np.int64)).to(device),
+            mean=torch.from_numpy(mean.astype(np.float32)),
+            std=torch.from_numpy(std.astype(np.float32)),
+            device=device,
+        )
+
+    def probe(self, head: nn.Module) -> Probe:
+        return Probe(self.mean.clone(), self.std.clone(), head).to(self.device)
+
+
+def _fit_head(
+    data: _TrainingData, head_logits: tuple[np.ndarray, np.ndarray] | None
+) -> FittedClassifier:
+    """The backbone's own head: its stored logits are the decision, nothing is trained."""
+    if head_logits is None:
+        raise FeaturesError(
+            "classifier 'head' needs the bank's stored logits, but the bank has none; "
+            "re-dump the bank with logits or drop 'head' from the classifier kinds"
+        )
+    train_logits, val_logits = head_logits
+    _float_matrix(train_logits, "head_logits[0] (train)", data.num_classes, len(data.train_x))
+    val = _float_matrix(val_logits, "head_logits[1] (val)", data.num_classes, len(data.val_x))
+    accuracy = _accuracy(torch.from_numpy(val).argmax(dim=1), data.val_y.cpu())
+    return FittedClassifier(
+        kind="head",
+        selected={"val_accuracy": accuracy},
+        model=None,
+        num_classes=data.num_classes,
+        input_dim=data.num_classes,
+        input_field=INPUT_LOGITS,
+    )
+
+
+def _fit_linear(data: _TrainingData, config: ProbeConfig) -> FittedClassifier:
+    """Instance-balanced linear classifier: min CE(W x + b, y), rows sampled uniformly."""
+    probe = data.probe(_new_linear_head(data, config))
+    return _train("linear", probe, data, config, F.cross_entropy, balanced=False)
+
+
+def _fit_balanced_softmax(data: _TrainingData, config: ProbeConfig) -> FittedClassifier:
+    """Linear classifier trained with the balanced softmax loss (Ren et al. 2020, Eq. 4).
+
+    Trains CE(W x + b + log n, y); predicts with the plain W x + b.
+    """
+    probe = data.probe(_new_linear_head(data, config))
+    return _train(
+        "balanced_softmax", probe, data, config, _prior_corrected_loss(data), balanced=False
+    )
+
+
+def _fit_cbs_linear(data: _TrainingData, config: ProbeConfig) -> FittedClassifier:
+    """Linear classifier, CE(W x + b, y), rows drawn by class-balanced sampling."""
+    probe = data.probe(_new_linear_head(data, config))
+    return _train("cbs_linear", probe, data, config, F.cross_entropy, balanced=True)
+
+
+def _fit_cosine(data: _TrainingData, config: ProbeConfig) -> FittedClassifier:
+    """Cosine classifier z_c = s cos(x, w_c), trained with CE(z + log n, y) (logit adjustment).
+
+    Rows are sampled uniformly; predicts with the plain z.
+    """
+    weight = torch.randn(
+        data.num_classes, data.dim, generator=_generator(config), dtype=torch.float32
+    )
+    probe = data.probe(CosineHead(weight, config.cosine_scale))
+    return _train("cosine", probe, data, config, _prior_corrected_loss(data), balanced=False)
+
+
+def _fit_crt(data: _TrainingData, config: ProbeConfig) -> FittedClassifier:
+    """Classifier re-training (Kang et al. 2020, Sec. 4.2).
+
+    A re-initialised linear classifier trained with CE(W x + b, y) on class-balanced
+    samples for `crt_epochs` epochs with cosine learning-rate decay.
+    """
+    probe = data.probe(_new_linear_head(data, config))
+    return _train(
+        "crt", probe, data, config, F.cross_entropy, balanced=True, epochs=config.crt_epochs
+    )
+
+
+def _fit_lws(data: _TrainingData, base: FittedClassifier, config: ProbeConfig) -> FittedClassifier:
+    """Learnable weight scaling (Kang et al. 2020, Sec. 4.2) on the fitted `linear` classifier.
+
+    Learns f [C] in z_c = f_c (w_c . x) + b_c with W, b frozen, minimising CE(z, y) on
+    class-balanced samples for `lws_epochs` epochs. The scales get no weight decay: it
+    would pull them to 0, not to their starting value 1.
+    """
+    linear = _linear_head_of(base)
+    head = ScaledLinearHead(linear.weight.detach(), linear.bias.detach())
+    probe = _probe_on_base(base, head, data)
+    no_decay = dataclasses.replace(config, weight_decay=0.0)
+    return _train(
+        "lws", probe, data, no_decay, F.cross_entropy, balanced=True, epochs=config.lws_epochs
+    )
+
+
+def _fit_tau_norm(
+    data: _TrainingData, base: FittedClassifier, tau_grid: tuple[float, ...]
+) -> FittedClassifier:
+    """Tau-normalisation (Kang et al. 2020, Sec. 4.2): w_c <- w_c / ||w_c||^tau, bias dropped.
+
+    Tau is the value of `tau_grid` with the best val accuracy; ties go to the smaller tau.
+    """
+    linear = _linear_head_of(base)
+    weight = linear.weight.detach()
+    norms = weight.norm(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
+    best: tuple[float, float, Probe] | None = None
+    for tau in sorted(set(tau_grid)):
+        head = LinearHead(weight / norms**tau, torch.zeros(len(weight), dtype=weight.dtype))
+        probe = _probe_on_base(base, head, data)
+        accuracy = _val_accuracy(probe, data)
+        if best is None or accuracy > best[1]:
+            best = (tau, accuracy, probe)
+    assert best is not None
+    tau, accuracy, probe = best
+    return _fitted("tau_norm", {"tau": tau, "val_accuracy": accuracy}, probe, data)
+
+
+_FITTERS: dict[str, Callable[[_TrainingData, ProbeConfig], FittedClassifier]] = {
+    "linear": _fit_linear,
+    "balanced_softmax": _fit_balanced_softmax,
+    "cbs_linear": _fit_cbs_linear,
+    "cosine": _fit_cosine,
+    "crt": _fit_crt,
+}
+
+
+def _train(
+    kind: str,
+    probe: Probe,
+    data: _TrainingData,
+    config: ProbeConfig,
+    loss_fn: LossFn,
+    *,
+    balanced: bool,
+    epochs: int | None = None,
+) -> FittedClassifier:
+    """Minibatch SGD with momentum and cosine lr decay; keeps the best val epoch's state."""
+    epochs = epochs if epochs is not None else config.epochs
+    generator = _generator(config)
+    optimizer = torch.optim.SGD(
+        [p for p in probe.parameters() if p.requires_grad],
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    best_epoch, best_accuracy, best_state = 0, -1.0, _state_of(probe)
+    for epoch in range(epochs):
+        _set_lr(optimizer, _cosine_lr(config.lr, epoch, epochs))
+        order = _epoch_order(data, balanced, generator)
+        _run_epoch(probe, optimizer, loss_fn, data, order.to(data.device), config.batch_size)
+        accuracy = _val_accuracy(probe, data)
+        if accuracy > best_accuracy:
+            best_epoch, best_accuracy, best_state = epoch + 1, accuracy, _state_of(probe)
+    probe.load_state_dict(best_state)
+    return _fitted(kind, {"epoch": best_epoch, "val_accuracy": best_accuracy}, probe, data)
+
+
+def _run_epoch(
+    probe: Probe,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    data: _TrainingData,
+    order: torch.Tensor,
+    batch_size: int,
+) -> None:
+    probe.train()
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        loss = loss_fn(probe(data.train_x[rows]), data.train_y[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def _epoch_order(data: _TrainingData, balanced: bool, generator: torch.Generator) -> torch.Tensor:
+    num_rows = len(data.train_y)
+    if balanced:
+        return class_balanced_order(data.train_y, num_rows, generator)
+    return instance_order(num_rows, generator)
+
+
+def _cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
+    """lr_e = lr / 2 * (1 + cos(pi e / E)) for e = 0 .. E-1."""
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _state_of(probe: Probe) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in probe.state_dict().items()}
+
+
+def _generator(config: ProbeConfig) -> torch.Generator:
+    return torch.Generator().manual_seed(config.seed)
+
+
+def _new_linear_head(data: _TrainingData, config: ProbeConfig) -> LinearHead:
+    weight = _INIT_STD * torch.randn(
+        data.num_classes, data.dim, generator=_generator(config), dtype=torch.float32
+    )
+    return LinearHead(weight, torch.zeros(data.num_classes, dtype=torch.float32))
+
+
+def _prior_corrected_loss(data: _TrainingData) -> LossFn:
+    counts = data.class_counts
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return balanced_softmax_loss(logits, labels, counts)
+
+    return loss
+
+
+def _base_linear(
+    base: FittedClassifier | None, data: _TrainingData, config: ProbeConfig
+) -> FittedClassifier:
+    if base is None:
+        return _fit_linear(data, config)
+    if base.kind != "linear" or base.model is None:
+        raise FeaturesError(
+            f"base must be a fitted 'linear' classifier, got {base.kind!r}; "
+            "fit kind 'linear' first or pass base=None"
+        )
+    if base.input_dim != data.dim or base.num_classes != data.num_classes:
+        raise FeaturesError(
+            f"base classifier maps {base.input_dim} features to {base.num_classes} classes, "
+            f"but the rows have {data.dim} features and {data.num_classes} classes"
+        )
+    return base
+
+
+def _probe_on_base(base: FittedClassifier, head: nn.Module, data: _TrainingData) -> Probe:
+    """A new head on the base classifier's own standardisation, which its weights assume."""
+    assert base.model is not None
+    return Probe(base.model.mean.clone(), base.model.std.clone(), head).to(data.device)
+
+
+def _linear_head_of(base: FittedClassifier) -> LinearHead:
+    assert base.model is not None and isinstance(base.model.head, LinearHead)
+    return base.model.head
+
+
+def _fitted(
+    kind: str, selected: dict[str, float], probe: Probe, data: _TrainingData
+) -> FittedClassifier:
+    probe = probe.to("cpu").eval()
+    for parameter in probe.parameters():
+        parameter.requires_grad_(False)
+    return FittedClassifier(
+        kind=kind,
+        selected=selected,
+        model=probe,
+        num_classes=data.num_classes,
+        input_dim=data.dim,
+    )
+
+
+@torch.no_grad()
+def _predict(probe: Probe, x: torch.Tensor) -> torch.Tensor:
+    """Logits [N, C] of rows x [N, D], in batches to bound memory."""
+    probe.eval()
+    blocks = [probe(x[start : start + _EVAL_BATCH]) for start in range(0, len(x), _EVAL_BATCH)]
+    return torch.cat(blocks).to(torch.float32)
+
+
+def _val_accuracy(probe: Probe, data: _TrainingData) -> float:
+    return _accuracy(_predict(probe, data.val_x).argmax(dim=1), data.val_y)
+
+
+def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((pred == labels).to(torch.float64).mean())
+
+
+def _float_matrix(
+    values: np.ndarray, name: str, width: int | None = None, rows: int | None = None
+) -> np.ndarray:
+    array = np.asarray(values)
+    if (
+        array.ndim != 2
+        or (width is not None and array.shape[1] != width)
+        or (rows is not None and array.shape[0] != rows)
+        or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer))
+    ):
+        expected = f"[{rows if rows is not None else 'N'}, {width if width is not None else 'D'}]"
+        raise FeaturesError(
+            f"{name}: expected a real {expected} array, got {array.dtype} {array.shape}"
+        )
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise FeaturesError(f"{name}: contains NaN or inf")
+    return array
+
+
+def _label_vector(values: np.ndarray, name: str, rows: int, num_classes: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != (rows,) or not np.issubdtype(array.dtype, np.integer):
+        raise FeaturesError(
+            f"{name}: expected integer labels of shape ({rows},), got {array.dtype} {array.shape}"
+        )
+    if rows and (array.min() < 0 or array.max() >= num_classes):
+        raise FeaturesError(f"{name}: labels must lie in [0, {num_classes}) = len(class_counts)")
+    return np.ascontiguousarray(array, dtype=np.int64)

@@ -1,0 +1,297 @@
+"""Batches of a split for training and feature dumping, replayable epoch by epoch.
+
+Two backends behind one interface: in-memory datasets are normalised once into a tensor on
+the target device and batched with tensor ops; file datasets stream through a DataLoader.
+Either way, an epoch's order and augmentations are a pure function of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.dataset_source import DatasetSource
+from pipeline.data.randomness import (
+    AUGMENT_STREAM,
+    ORDER_STREAM,
+    WORKER_STREAM,
+    epoch_rng,
+    epoch_torch_generator,
+)
+from pipeline.data.samplers import class_balanced_indices, instance_indices
+from pipeline.data.splits import SplitPart
+from pipeline.data.transforms import (
+    augment_batch,
+    check_augmentation,
+    file_image_tensor,
+    normalised_tensor,
+)
+from pipeline.errors import PipelineError
+
+SAMPLINGS: tuple[str, ...] = ("instance", "class_balanced")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a split.
+
+    Attributes:
+        images: float32 [B, C, H, W], normalised.
+        labels: int64 [B].
+        index: int64 [B], position of each image in the split's pool (a SplitPart.indices value).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a loader walks its split (see :func:`make_loader` for each field)."""
+
+    batch_size: int
+    train: bool
+    sampling: str
+    augment: str
+    seed: int
+    device: torch.device
+
+
+class EpochLoader(ABC):
+    """Iterates a split epoch by epoch; epoch ``e`` is the same whenever it is replayed.
+
+    Training loaders shuffle (or class-balance) and augment; evaluation loaders visit the
+    split in order, unaugmented, and drop nothing. The last batch may be smaller.
+
+    Attributes:
+        labels: int64 [N], labels of the split.
+        num_samples: images per epoch (N; class-balanced epochs draw N with replacement).
+        options: batch size, sampling, augmentation, seed and device.
+    """
+
+    def __init__(self, labels: np.ndarray, options: LoaderOptions) -> None:
+        self.labels = labels.astype(np.int64)
+        self.num_samples = len(labels)
+        self.options = options
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.options.batch_size)
+
+    @abstractmethod
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of epoch ``epoch``.
+
+        Args:
+            epoch: the epoch number (non-negative).
+
+        Yields:
+            :class:`Batch` objects on the loader's device.
+        """
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions in the split that epoch ``epoch`` visits, in order.
+
+        Returns:
+            int64 [num_samples].
+        """
+        if not self.options.train:
+            return np.arange(self.num_samples, dtype=np.int64)
+        rng = epoch_rng(self.options.seed, epoch, ORDER_STREAM)
+        if self.options.sampling == "class_balanced":
+            return class_balanced_indices(self.labels, self.num_samples, rng)
+        return instance_indices(self.num_samples, rng)
+
+
+class TensorEpochLoader(EpochLoader):
+    """Batches of an in-memory pool: normalised once on the device, augmented batch-wise."""
+
+    def __init__(self, source: DatasetSource, part: SplitPart, options: LoaderOptions) -> None:
+        pool = source.pools[part.pool]
+        assert pool.images is not None
+        super().__init__(pool.labels[part.indices], options)
+        device = options.device
+        self._images = normalised_tensor(pool.images[part.indices], source.mean, source.std, device)
+        self._labels = torch.from_numpy(self.labels).to(device)
+        self._index = torch.from_numpy(part.indices.astype(np.int64)).to(device)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        options = self.options
+        order = torch.from_numpy(self.epoch_order(epoch)).to(options.device)
+        generator = epoch_torch_generator(options.seed, epoch, AUGMENT_STREAM)
+        for start in range(0, len(order), options.batch_size):
+            positions = order[start : start + options.batch_size]
+            images = self._images.index_select(0, positions)
+            if options.train:
+                images = augment_batch(images, options.augment, generator)
+            yield Batch(images=images, labels=self._labels[positions], index=self._index[positions])
+
+
+class ImageFileDataset(Dataset):
+    """Images of a file pool, addressed by ``(position in the split, seed of its augmentation)``.
+
+    The seed travels with the position so an image's augmentation does not depend on which
+    worker loads it.
+    """
+
+    def __init__(self, source: DatasetSource, part: SplitPart, augment: str) -> None:
+        pool = source.pools[part.pool]
+        assert pool.paths is not None
+        self.paths = [pool.paths[index] for index in part.indices]
+        self.labels = pool.labels[part.indices].astype(np.int64)
+        self.index = part.indices.astype(np.int64)
+        self.image_size = source.image_size
+        self.mean = source.mean
+        self.std = source.std
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        position, sample_seed = key
+        generator = None
+        if self.augment != "none":
+            generator = torch.Generator().manual_seed(sample_seed)
+        image = file_image_tensor(
+            self._read(self.paths[position]),
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            augment=self.augment,
+            generator=generator,
+        )
+        return image, int(self.labels[position]), int(self.index[position])
+
+    @staticmethod
+    def _read(path: str) -> Image.Image:
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            raise PipelineError(
+                f"`{path}` cannot be read as an image ({error}): replace it or drop it from its "
+                "split list"
+            ) from error
+
+
+class FileEpochLoader(EpochLoader):
+    """Batches of a file pool through a torch DataLoader with ``num_workers`` workers."""
+
+    def __init__(
+        self, source: DatasetSource, part: SplitPart, options: LoaderOptions, num_workers: int
+    ) -> None:
+        super().__init__(source.pools[part.pool].labels[part.indices], options)
+        self.num_workers = num_workers
+        self._dataset = ImageFileDataset(source, part, options.augment if options.train else "none")
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        options = self.options
+        order = self.epoch_order(epoch)
+        augment_rng = epoch_rng(options.seed, epoch, AUGMENT_STREAM)
+        sample_seeds = augment_rng.integers(0, 2**63, size=len(order))
+        keys = list(zip(order.tolist(), sample_seeds.tolist(), strict=True))
+        on_cuda = options.device.type == "cuda"
+        loader = DataLoader(
+            self._dataset,
+            batch_size=options.batch_size,
+            sampler=keys,
+            num_workers=self.num_workers,
+            pin_memory=on_cuda,
+            # Worker seeds derive from this generator; augmentation itself is seeded per image.
+            generator=epoch_torch_generator(options.seed, epoch, WORKER_STREAM),
+        )
+        for images, labels, index in loader:
+            yield Batch(
+                images=images.to(options.device, non_blocking=on_cuda),
+                labels=labels.to(options.device, non_blocking=on_cuda),
+                index=index.to(options.device, non_blocking=on_cuda),
+            )
+
+
+def make_loader(
+    source: DatasetSource,
+    part: SplitPart,
+    *,
+    batch_size: int,
+    train: bool,
+    sampling: str = "instance",
+    augment: str = "none",
+    seed: int = 0,
+    device: torch.device | None = None,
+    num_workers: int = 0,
+) -> EpochLoader:
+    """A loader over one split of a dataset.
+
+    Args:
+        source: the dataset.
+        part: the split to iterate.
+        batch_size: B, images per batch.
+        train: shuffle and augment (True), or visit in order unaugmented (False).
+        sampling: "instance" (each image once per epoch) or "class_balanced" (training only).
+        augment: one of :data:`pipeline.data.transforms.AUGMENTATIONS` (training only).
+        seed: seed of every epoch's order and augmentation.
+        device: where batches go; CUDA when available if ``None``.
+        num_workers: DataLoader workers for file pools (in-memory pools need none).
+
+    Returns:
+        An :class:`EpochLoader`.
+
+    Raises:
+        PipelineError: an unknown sampling or augmentation, a training-only option on an
+            evaluation loader, a non-positive batch size or an unknown pool.
+    """
+    _check_options(
+        source, part, batch_size=batch_size, train=train, sampling=sampling, augment=augment
+    )
+    options = LoaderOptions(
+        batch_size=batch_size,
+        train=train,
+        sampling=sampling,
+        augment=augment,
+        seed=seed,
+        device=device or default_device(),
+    )
+    if source.pools[part.pool].in_memory:
+        return TensorEpochLoader(source, part, options)
+    return FileEpochLoader(source, part, options, num_workers)
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_options(
+    source: DatasetSource,
+    part: SplitPart,
+    *,
+    batch_size: int,
+    train: bool,
+    sampling: str,
+    augment: str,
+) -> None:
+    if sampling not in SAMPLINGS:
+        raise PipelineError(
+            f"sampling: unknown sampler '{sampling}'; valid: {', '.join(SAMPLINGS)}"
+        )
+    check_augmentation(augment)
+    if not train and (sampling, augment) != ("instance", "none"):
+        raise PipelineError(
+            f"an evaluation loader visits every image once, unaugmented: got sampling "
+            f"'{sampling}' and augment '{augment}'; pass them to training loaders only"
+        )
+    if batch_size < 1:
+        raise PipelineError(f"batch_size is {batch_size}: it must be at least 1")
+    if part.pool not in source.pools:
+        raise PipelineError(
+            f"split uses pool '{part.pool}' but {source.name} has pools "
+            f"{', '.join(source.pools)}: make the splits again for this dataset"
+        )

@@ -1,0 +1,93 @@
+"""``load_source(name, root)``: every supported dataset by name, as a :class:`DatasetSource`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from pipeline.data.dataset_source import DatasetSource, ImagePool
+from pipeline.data.list_sources import LIST_DATASETS, load_list_source
+from pipeline.data.torchvision_sources import TORCHVISION_DATASETS, load_torchvision_source
+from pipeline.errors import PipelineError
+
+DATASETS: tuple[str, ...] = (
+    "digits_lt",
+    "mnist_lt",
+    "fashion_mnist_lt",
+    "cifar10_lt",
+    "cifar100_lt",
+    "imagenet_lt",
+    "places_lt",
+    "inat2018",
+)
+
+# scikit-learn's digits store ink as 0..16; the pipeline's images are uint8 0..255.
+DIGITS_MAX_VALUE = 16
+# Statistics of the rescaled digits, in [0, 1] pixel units.
+DIGITS_MEAN = (0.3053,)
+DIGITS_STD = (0.3759,)
+
+
+def load_source(
+    name: str,
+    root: str | Path,
+    *,
+    download: bool = False,
+    lists: Mapping[str, str | None] | None = None,
+) -> DatasetSource:
+    """Load a dataset's pools of images and labels.
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: where the files live (ignored by ``digits_lt``, which ships with scikit-learn).
+        download: let torchvision fetch missing files (torchvision datasets only).
+        lists: split list files of the list datasets; see
+            :func:`pipeline.data.list_sources.load_list_source`.
+
+    Returns:
+        The dataset's :class:`DatasetSource`.
+
+    Raises:
+        PipelineError: an unknown name, or missing / malformed files.
+    """
+    if name not in DATASETS:
+        raise PipelineError(f"data.dataset: unknown dataset '{name}'{_closest_hint(name)}")
+    root_path = Path(root).expanduser().absolute()
+    if name == "digits_lt":
+        return load_digits_source()
+    if name in TORCHVISION_DATASETS:
+        return load_torchvision_source(name, root_path, download=download)
+    assert name in LIST_DATASETS
+    return load_list_source(name, root_path, lists)
+
+
+def load_digits_source() -> DatasetSource:
+    """scikit-learn's 1,797 bundled 8x8 digits as one pool ``"all"`` (nothing to download).
+
+    Returns:
+        A source with images uint8 [1797, 8, 8, 1] and no separate test pool.
+    """
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)[..., np.newaxis]
+    labels = digits.target.astype(np.int64)
+    return DatasetSource(
+        name="digits_lt",
+        num_classes=10,
+        channels=1,
+        image_size=8,
+        mean=DIGITS_MEAN,
+        std=DIGITS_STD,
+        pools={"all": ImagePool(labels=labels, images=images)},
+        has_test_pool=False,
+        class_names=tuple(str(digit) for digit in range(10)),
+    )
+
+
+def _closest_hint(name: str) -> str:
+    matches = difflib.get_close_matches(name, DATASETS, n=1, cutoff=0.4)
+    suggestion = f"; did you mean '{matches[0]}'?" if matches else ";"
+    return f"{suggestion} valid: {', '.join(DATASETS)}"

@@ -1,0 +1,167 @@
+"""Atomic training checkpoints: weights, optimiser, progress and every random stream."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.engine.config import TrainConfig
+from pipeline.engine.records import EpochRecord, TrainingProgress
+from pipeline.errors import PipelineError
+
+CHECKPOINT_FORMAT = "tailbank-train-checkpoint/1"
+
+
+def save_checkpoint(
+    path: Path,
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: TrainingProgress,
+    config: TrainConfig,
+) -> None:
+    """Write everything needed to continue training after ``progress.next_epoch - 1``.
+
+    Args:
+        path: destination; replaced atomically, so a crash leaves the previous file intact.
+        method: the method being trained (its buffers, e.g. queues, are saved too).
+        optimizer: its optimiser (momentum buffers).
+        progress: history and best-on-val state so far.
+        config: the recipe, checked on resume.
+    """
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(config),
+        "method": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "next_epoch": progress.next_epoch,
+        "best_epoch": progress.best_epoch,
+        "best_val_acc": progress.best_val_acc,
+        "best_state": progress.best_state,
+        "history": [asdict(record) for record in progress.history],
+        "rng": capture_random_state(),
+    }
+    write_atomically(payload, path)
+
+
+def load_checkpoint(
+    path: Path, method: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> TrainingProgress:
+    """Restore ``method``, ``optimizer`` and the global random streams from ``path``.
+
+    Returns:
+        The progress saved with the checkpoint.
+
+    Raises:
+        PipelineError: the file is unreadable, foreign, from another recipe or another method.
+    """
+    payload = read_payload(path)
+    if payload.get("config") != asdict(config):
+        raise PipelineError(
+            f"{path}: checkpoint was written with a different training recipe; delete it to "
+            "train from scratch, or restore the recipe it was written with"
+        )
+    try:
+        method.load_state_dict(payload["method"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        reason = str(error).splitlines()[0]
+        raise PipelineError(
+            f"{path}: checkpoint does not fit this method ({reason}); delete it to train "
+            "from scratch"
+        ) from None
+    restore_random_state(payload["rng"])
+    return TrainingProgress(
+        next_epoch=payload["next_epoch"],
+        best_epoch=payload["best_epoch"],
+        best_val_acc=payload["best_val_acc"],
+        best_state=payload["best_state"],
+        history=[EpochRecord(**record) for record in payload["history"]],
+    )
+
+
+def read_payload(path: Path) -> dict[str, Any]:
+    """Load a checkpoint file without unpickling arbitrary objects."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a truncated zip or pickle
+        raise PipelineError(
+            f"{path}: unreadable training checkpoint ({type(error).__name__}); delete it to "
+            "train from scratch"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise PipelineError(
+            f"{path}: not a tailbank training checkpoint ({CHECKPOINT_FORMAT} expected); "
+            "delete it or point the run at another checkpoint path"
+        )
+    return payload
+
+
+def write_atomically(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    sync_directory(path.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Persist a rename on POSIX file systems (directories cannot be opened on Windows)."""
+    if os.name != "posix":
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def capture_random_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), NumPy and Python random states, in types ``weights_only`` loads."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_random_state` (CUDA states only where CUDA is present)."""
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

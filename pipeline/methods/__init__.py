@@ -1,0 +1,28 @@
+"""Long-tail training methods, one module each, behind the :class:`Method` interface.
+
+``ce`` (cross-entropy), ``cbs`` (class-balanced sampling) and ``bsce`` (Balanced Softmax).
+A new method is a module with a :class:`Method` subclass, added to :data:`METHODS`.
+"""
+
+from pipeline.methods.base import SAMPLINGS, Embedding, Method, NoOptions, StepOutput
+from pipeline.methods.bsce import BalancedSoftmax
+from pipeline.methods.cbs import ClassBalancedSampling
+from pipeline.methods.ce import CrossEntropy
+from pipeline.methods.losses import balanced_softmax_cross_entropy, log_class_prior
+from pipeline.methods.registry import METHODS, build_method, method_options_fields
+
+__all__ = [
+    "METHODS",
+    "SAMPLINGS",
+    "BalancedSoftmax",
+    "ClassBalancedSampling",
+    "CrossEntropy",
+    "Embedding",
+    "Method",
+    "NoOptions",
+    "StepOutput",
+    "balanced_softmax_cross_entropy",
+    "build_method",
+    "log_class_prior",
+    "method_options_fields",
+]

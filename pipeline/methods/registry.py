@@ -1,0 +1,73 @@
+"""Methods by kind: ``build_method("bsce", backbone="resnet32", ...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.methods.base import Method
+from pipeline.methods.bsce import BalancedSoftmax
+from pipeline.methods.cbs import ClassBalancedSampling
+from pipeline.methods.ce import CrossEntropy
+from pipeline.methods.options import option_defaults, parse_options
+from pipeline.models import build_backbone, closest_hint, seeded_initialisation
+
+METHODS: dict[str, type[Method]] = {
+    method.name: method for method in (CrossEntropy, ClassBalancedSampling, BalancedSoftmax)
+}
+
+
+def method_class(kind: str) -> type[Method]:
+    """The class registered for ``kind``.
+
+    Raises:
+        PipelineError: unknown kind, with the valid kinds and the closest one.
+    """
+    if kind not in METHODS:
+        raise PipelineError(f"unknown method kind '{kind}'{closest_hint(kind, tuple(METHODS))}")
+    return METHODS[kind]
+
+
+def method_options_fields(kind: str) -> dict[str, Any]:
+    """Option names of method ``kind`` mapped to their defaults (for params validation)."""
+    return option_defaults(method_class(kind).Options)
+
+
+def build_method(
+    kind: str,
+    *,
+    backbone: str,
+    in_channels: int,
+    class_counts: Sequence[int],
+    options: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> Method:
+    """Build method ``kind`` around a fresh backbone with one class per entry of the counts.
+
+    Args:
+        kind: a key of :data:`METHODS`.
+        backbone: a name in ``pipeline.models.BACKBONES``.
+        in_channels: channels of the input images.
+        class_counts: training images per class; its length is the number of classes C.
+        options: the method's hyper-parameters by name; missing keys keep their defaults.
+        seed: seed of every initial weight (backbone and method heads); ``None`` draws them
+            from torch's default generator.
+
+    Returns:
+        The method on the CPU, in training mode.
+
+    Raises:
+        PipelineError: unknown kind, backbone or option key, a mistyped option value, or
+            class counts the method cannot use.
+    """
+    method_type = method_class(kind)
+    parsed_options = parse_options(method_type.Options, options, kind)
+    counts = torch.as_tensor(list(class_counts), dtype=torch.int64)
+    if counts.numel() == 0:
+        raise PipelineError(f"method '{kind}': class_counts is empty; pass one count per class")
+    with seeded_initialisation(seed):
+        network = build_backbone(backbone, num_classes=counts.numel(), in_channels=in_channels)
+        return method_type(network, counts, parsed_options)

@@ -1,0 +1,182 @@
+"""Epoch loaders over in-memory and file pools: shapes, order, replay, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data.dataset_source import DatasetSource
+from pipeline.data.loaders import Batch, EpochLoader, make_loader
+from pipeline.data.longtail import make_splits
+from pipeline.data.sources import load_source
+from pipeline.data.splits import SplitPart, Splits
+from pipeline.errors import PipelineError
+from tests.pipeline.data.standins import write_list_standin
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def digits_splits(digits_source: DatasetSource) -> Splits:
+    return make_splits(
+        digits_source,
+        imbalance_factor=20,
+        val_per_class=10,
+        test_per_class=40,
+        max_per_class=None,
+        seed=0,
+    )
+
+
+def _collect(loader: EpochLoader, epoch: int) -> list[Batch]:
+    return list(loader.epoch(epoch))
+
+
+def _assert_same_batches(first: list[Batch], second: list[Batch]) -> None:
+    assert len(first) == len(second)
+    for one, other in zip(first, second, strict=True):
+        assert torch.equal(one.images, other.images) and torch.equal(one.index, other.index)
+        assert torch.equal(one.labels, other.labels)
+
+
+def test_eval_loader_visits_the_split_in_order_unaugmented(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    loader = make_loader(digits_source, digits_splits.test, batch_size=64, train=False, device=CPU)
+    batches = _collect(loader, 0)
+    assert len(loader) == len(batches) == 7 and len(batches[-1].labels) == 400 - 6 * 64
+    index = torch.cat([batch.index for batch in batches]).numpy()
+    np.testing.assert_array_equal(index, digits_splits.test.indices)
+    pool = digits_source.pools["all"]
+    first = batches[0]
+    assert first.images.shape == (64, 1, 8, 8) and first.images.dtype == torch.float32
+    np.testing.assert_array_equal(first.labels.numpy(), pool.labels[first.index.numpy()])
+    expected = (pool.images[int(first.index[0])][..., 0] / 255 - 0.3053) / 0.3759
+    np.testing.assert_allclose(first.images[0, 0].numpy(), expected, rtol=1e-5)
+    _assert_same_batches(batches, _collect(loader, 9))
+
+
+def test_training_epochs_replay_and_differ(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    def loader() -> EpochLoader:
+        return make_loader(
+            digits_source,
+            digits_splits.train,
+            batch_size=32,
+            train=True,
+            augment="crop_flip",
+            seed=7,
+            device=CPU,
+        )
+
+    first = loader()
+    epoch_three = _collect(first, 3)
+    _assert_same_batches(epoch_three, _collect(loader(), 3))
+    other_epoch = _collect(first, 4)
+    assert not torch.equal(epoch_three[0].index, other_epoch[0].index)
+    index = torch.cat([batch.index for batch in epoch_three]).numpy()
+    assert sorted(index.tolist()) == digits_splits.train.indices.tolist()
+
+
+def test_training_loader_depends_on_its_seed(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    first, second = (
+        make_loader(
+            digits_source, digits_splits.train, batch_size=32, train=True, seed=seed, device=CPU
+        )
+        for seed in (0, 1)
+    )
+    assert not torch.equal(next(first.epoch(0)).index, next(second.epoch(0)).index)
+
+
+def test_class_balanced_training_evens_out_the_classes(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    loader = make_loader(
+        digits_source,
+        digits_splits.train,
+        batch_size=50,
+        train=True,
+        sampling="class_balanced",
+        device=CPU,
+    )
+    labels = torch.cat([batch.labels for epoch in range(20) for batch in loader.epoch(epoch)])
+    share = torch.bincount(labels, minlength=10).float() / len(labels)
+    assert loader.num_samples == len(digits_splits.train)
+    assert float(share.min()) > 0.07 and float(share.max()) < 0.13
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"train": True, "sampling": "square_root"}, "unknown sampler 'square_root'"),
+        ({"train": True, "augment": "mixup"}, "unknown augmentation 'mixup'"),
+        ({"train": False, "sampling": "class_balanced"}, "evaluation loader"),
+        ({"train": False, "augment": "crop"}, "evaluation loader"),
+        ({"train": True, "batch_size": 0}, "batch_size is 0"),
+    ],
+)
+def test_bad_options_are_rejected(
+    digits_source: DatasetSource, digits_splits: Splits, options: dict, message: str
+) -> None:
+    with pytest.raises(PipelineError, match=message):
+        make_loader(digits_source, digits_splits.val, **{"batch_size": 8, **options})
+
+
+def test_unknown_pool_is_rejected(digits_source: DatasetSource) -> None:
+    part = SplitPart("train", np.arange(3, dtype=np.int64))
+    with pytest.raises(PipelineError, match="pool 'train'"):
+        make_loader(digits_source, part, batch_size=8, train=False)
+
+
+@pytest.fixture
+def file_source(tmp_path: Path) -> DatasetSource:
+    lists = {pool: f"ImageNet_LT_{pool}.txt" for pool in ("train", "val", "test")}
+    write_list_standin(tmp_path, lists, per_pool=10)
+    source = load_source("imagenet_lt", tmp_path)
+    # Small images keep the test fast; the pipeline is the same at 224.
+    return DatasetSource(**{**source.__dict__, "image_size": 16})
+
+
+def test_file_loader_eval_batches(file_source: DatasetSource) -> None:
+    part = SplitPart("val", np.array([1, 4, 7], dtype=np.int64))
+    batches = _collect(make_loader(file_source, part, batch_size=2, train=False, device=CPU), 0)
+    assert [batch.images.shape for batch in batches] == [(2, 3, 16, 16), (1, 3, 16, 16)]
+    assert torch.cat([batch.index for batch in batches]).tolist() == [1, 4, 7]
+    assert torch.cat([batch.labels for batch in batches]).tolist() == [1, 0, 3]
+
+
+def test_file_loader_epochs_replay_whatever_the_workers(file_source: DatasetSource) -> None:
+    part = SplitPart("train", np.arange(10, dtype=np.int64))
+
+    def loader(num_workers: int) -> EpochLoader:
+        return make_loader(
+            file_source,
+            part,
+            batch_size=4,
+            train=True,
+            augment="crop_flip",
+            seed=3,
+            device=CPU,
+            num_workers=num_workers,
+        )
+
+    in_process = _collect(loader(0), 1)
+    assert len(in_process) == 3
+    _assert_same_batches(in_process, _collect(loader(0), 1))
+    _assert_same_batches(in_process, _collect(loader(2), 1))
+    assert not torch.equal(in_process[0].images, _collect(loader(0), 2)[0].images)
+
+
+def test_unreadable_image_names_the_file(file_source: DatasetSource) -> None:
+    broken = Path(file_source.pools["test"].paths[2])  # type: ignore[index]
+    broken.write_bytes(b"not a png")
+    part = SplitPart("test", np.arange(4, dtype=np.int64))
+    loader = make_loader(file_source, part, batch_size=4, train=False, device=CPU)
+    with pytest.raises(PipelineError, match=r"2\.png"):
+        _collect(loader, 0)
