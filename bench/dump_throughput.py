@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from features.bank import BankMeta, BankWriter
-from pipeline.data import load_source, make_splits, make_loader
+from pipeline.data import load_source, make_loader, make_splits
 from pipeline.engine import set_seed
 from pipeline.methods import build_method
 from stages.dump import write_batch
@@ -59,9 +59,10 @@ def main() -> None:
         sync(device)
 
     def ours() -> None:
-        with tempfile.TemporaryDirectory() as folder, BankWriter(Path(folder) / "b.h5", meta) as bank:
-            for batch in loader.epoch(0):
-                write_batch(bank, "train", method, batch, device)
+        with tempfile.TemporaryDirectory() as folder:
+            with BankWriter(Path(folder) / "bank.h5", meta) as bank:
+                for batch in loader.epoch(0):
+                    write_batch(bank, "train", method, batch, device)
         sync(device)
 
     bare()  # warm-up: allocator, kernels, page cache

@@ -11,9 +11,9 @@ import numpy as np
 from features.bank import Bank
 from features.classifiers import ProbeConfig, fit_classifier
 from features.metrics import Evaluation, evaluate
+from stages.io import write_csv, write_json
 from stages.layout import bank_path, classify_results, require_file, resolve_device
 from stages.params import ClassifyParams, EvalParams, Params
-from stages.io import write_csv, write_json
 from stages.progress import log
 
 

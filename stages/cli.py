@@ -39,7 +39,7 @@ def _run(debug: bool, work: Callable[[], Any]) -> None:
     except USER_ERRORS as error:
         if debug:
             raise
-        print(f"tailbank: error: {error}", file=sys.stderr)
+        print(f"tailbank: error: {one_line(error)}", file=sys.stderr)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         print("tailbank: interrupted; run the same command again to resume", file=sys.stderr)
@@ -53,6 +53,18 @@ def _run(debug: bool, work: Callable[[], Any]) -> None:
             file=sys.stderr,
         )
         raise typer.Exit(1) from None
+
+
+def one_line(error: BaseException) -> str:
+    """The user-facing line of an error.
+
+    An error raised inside a DataLoader worker comes back re-raised with the worker's
+    traceback folded into its message; its last line is the original message.
+    """
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "worker" in lines[0]:
+        return lines[-1].split(": ", 1)[-1] if "Error: " in lines[-1] else lines[-1]
+    return lines[0] if lines else type(error).__name__
 
 
 def _params(path: Path):

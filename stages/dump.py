@@ -15,8 +15,8 @@ from stages.errors import StageError
 from stages.io import sha256_file
 from stages.layout import bank_path, model_path, require_file, resolve_device
 from stages.params import Params, section_digest
-from stages.pretrain import MODEL_FORMAT, load_splits
 from stages.prepare import open_source
+from stages.pretrain import MODEL_FORMAT, load_splits
 from stages.progress import StepProgress
 
 SPLITS = ("train", "val", "test")

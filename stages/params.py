@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from stages.errors import StageError
 
@@ -177,12 +177,13 @@ class Params(_Strict):
     dump: DumpParams = DumpParams()
     classify: ClassifyParams = ClassifyParams()
     eval: EvalParams = EvalParams()
+    _origin: str = PrivateAttr("params.yaml")
 
     def method(self, name: str) -> MethodParams:
         """The ``methods.<name>`` entry, or a one-line error listing the methods there are."""
         if name not in self.methods:
             raise StageError(
-                f"params.yaml: no method '{name}' under 'methods:'"
+                f"{self._origin}: no method '{name}' under 'methods:'"
                 f"{_suggestion(name, tuple(self.methods))}; "
                 f"defined: {', '.join(self.methods)}"
             )
@@ -191,7 +192,7 @@ class Params(_Strict):
     def train_for(self, name: str) -> TrainParams:
         """``train`` with the overrides of ``methods.<name>.train`` merged in (validated)."""
         merged = _deep_merge(self.train.model_dump(), self.method(name).train)
-        return _validate(TrainParams, merged, origin="params.yaml", prefix=f"methods.{name}.train")
+        return _validate(TrainParams, merged, origin=self._origin, prefix=f"methods.{name}.train")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -204,7 +205,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """
     path = Path(path)
     if not path.is_file():
-        raise StageError(f"{path}: params file not found; run from the project root or pass --params")
+        raise StageError(
+            f"{path}: params file not found; run from the project root or pass --params"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -212,8 +215,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise StageError(f"{path}: not valid YAML{where}; fix the syntax") from None
     if not isinstance(raw, dict):
-        raise StageError(f"{path}: expected a mapping of sections (seed, data, train, methods, ...)")
+        raise StageError(
+            f"{path}: expected a mapping of sections (seed, data, train, methods, ...)"
+        )
     params = _validate(Params, raw, origin=str(path))
+    params._origin = str(path)
     for name, entry in params.methods.items():
         _check_method_options(name, entry, origin=str(path))
         params.train_for(name)
@@ -232,11 +238,14 @@ def section_digest(*sections: Any) -> str:
 def _check_method_options(name: str, entry: MethodParams, origin: str) -> None:
     from pipeline.methods import method_options_fields
 
-    valid = method_options_fields(entry.kind)
+    valid = tuple(method_options_fields(entry.kind))
     for key in entry.options:
         if key not in valid:
-            hint = _suggestion(key, tuple(valid)) or (
-                f"; valid: {', '.join(valid)}" if valid else f"; '{entry.kind}' takes no options"
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = (
+                f" (did you mean 'methods.{name}.options.{close[0]}'?)" if close
+                else f"; valid: {', '.join(valid)}" if valid
+                else f"; method kind '{entry.kind}' takes no options"
             )
             raise StageError(f"{origin}: unknown key 'methods.{name}.options.{key}'{hint}")
 
@@ -255,7 +264,11 @@ def _describe(error: ValidationError, model: SchemaModel, origin: str, prefix: s
     key = ".".join(([prefix] if prefix else []) + location)
     if first["type"] == "extra_forbidden":
         siblings = _field_names(model, location[:-1])
-        return f"{origin}: unknown key '{key}'{_suggestion(location[-1], siblings)}"
+        parent = key[: len(key) - len(location[-1])]
+        close = difflib.get_close_matches(location[-1], siblings, n=1, cutoff=0.6)
+        hint = f" (did you mean '{parent}{close[0]}'?)" if close else (
+            f"; valid keys here: {', '.join(siblings)}" if siblings else "")
+        return f"{origin}: unknown key '{key}'{hint}"
     if first["type"] == "missing":
         return f"{origin}: key '{key}' is required"
     message = first["msg"].removeprefix("Value error, ")

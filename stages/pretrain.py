@@ -176,9 +176,7 @@ class CurveLogger:
         self._live: Any = None
 
     def __enter__(self) -> CurveLogger:
-        from dvclive import Live
-
-        self._live = Live(str(self._directory), dvcyaml=False, save_dvc_exp=False, report=None)
+        self._live = _live_without_git(self._directory)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -191,3 +189,25 @@ class CurveLogger:
             if name != "epoch":
                 self._live.log_metric(name, float(value))
         self._live.next_step()
+
+
+def _live_without_git(directory: Path) -> Any:
+    """A DVCLive logger that also works in a git repository with no commit yet.
+
+    DVCLive asks git for the current revision while it starts and fails in a freshly
+    initialised repository (scmrepo raises ``SCMError: Empty git repo``, which DVCLive does not
+    catch). tailbank uses none of DVCLive's git integration (``dvcyaml=False``,
+    ``save_dvc_exp=False``), so that failure is turned into "no repository".
+    """
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+
+    class _Live(Live):
+        def _init_dvc(self) -> None:
+            try:
+                super()._init_dvc()
+            except SCMError:
+                self._dvc_repo = None
+                self._save_dvc_exp = False
+
+    return _Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)

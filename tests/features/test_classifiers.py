@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,15 +24,6 @@ TRAINED_KINDS = tuple(kind for kind in CLASSIFIER_KINDS if kind != "head")
 REBALANCING_KINDS = ("balanced_softmax", "cbs_linear", "crt", "lws", "tau_norm")
 TAIL_CLASSES = [3, 4]
 FAST = ProbeConfig(epochs=10, crt_epochs=10, lws_epochs=10, batch_size=64, seed=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Tiny problems: one thread is faster and immune to other processes' load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @dataclasses.dataclass

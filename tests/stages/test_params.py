@@ -34,7 +34,7 @@ def edit(params, dotted, value):
         ("data.imbalance_factor", "lots", "data.imbalance_factor: Input should be a valid number"),
         ("data.dataset", "cifar100lt", "did you mean 'cifar100_lt'"),
         ("train.epochs", -3, "train.epochs: Input should be greater than or equal to 1"),
-        ("train.optim.lrate", 0.1, "unknown key 'train.optim.lrate' (did you mean 'train.optim.lr'?)"),
+        ("train.optim.lrate", 0.1, "unknown key 'train.optim.lrate'; valid keys here: lr, momentum"),
         ("train.backbone", "resnet33", "train.backbone: unknown name 'resnet33'"),
         ("train.device", "tpu", "train.device: 'tpu' is not a device"),
         ("methods.ce.kind", "cee", "methods.ce.kind: unknown name 'cee' (did you mean 'ce'?)"),
