@@ -414,6 +414,9 @@ def _fit_cosine(data: _TrainingData, config: ProbeConfig) -> FittedClassifier:
     weight = torch.randn(
         data.num_classes, data.dim, generator=_generator(config), dtype=torch.float32
     )
+    # unit rows: the gradient through w / ||w|| shrinks as 1 / ||w||, so randn rows (norm
+    # ~sqrt(D)) would make the effective learning rate D times smaller than `lr`
+    weight = F.normalize(weight, dim=1)
     probe = data.probe(CosineHead(weight, config.cosine_scale))
     return _train("cosine", probe, data, config, _prior_corrected_loss(data), balanced=False)
 

@@ -82,7 +82,9 @@ def fit_and_evaluate(
         # `head` scores the backbone's own logits; every other kind scores the features
         inputs = bank_logits if fitted.input_field == "logits" else features
         scores[split] = evaluate(fitted.logits(inputs), labels, counts, **options)
-    return scores["test"], scores["val"].overall, dict(fitted.selected)
+    # val accuracy is reported as val_overall; the rest is what val chose (epoch, tau)
+    selected = {key: value for key, value in fitted.selected.items() if key != "val_accuracy"}
+    return scores["test"], scores["val"].overall, selected
 
 
 def probe_config(section: ClassifyParams, seed: int) -> ProbeConfig:
