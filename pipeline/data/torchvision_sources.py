@@ -81,13 +81,14 @@ def load_torchvision_source(name: str, root: Path, *, download: bool) -> Dataset
     )
 
 
-def _require_files(name: str, folder: Path, file_names: Sequence[str]) -> None:
+def _require_files(name: str, root: Path, folder: Path, file_names: Sequence[str]) -> None:
     missing = [folder / file_name for file_name in file_names if not (folder / file_name).is_file()]
     if missing:
         raise PipelineError(
             f"`{missing[0]}` not found ({len(missing)} of the {len(file_names)} files {name} "
-            f"needs under `{folder}` are missing): set `data.download: true` or put the "
-            f"torchvision {name} files there"
+            f"needs under `{folder}` are missing): point `data.root` at the folder that holds "
+            f"`{folder.relative_to(root)}`, put the torchvision {name} files there, "
+            "or set `data.download: true` to fetch them"
         )
 
 
@@ -108,7 +109,7 @@ def _load_mnist_pools(
     if download:
         _download(dataset_class, root)
     raw_folder = root / dataset_class.__name__ / "raw"
-    _require_files(dataset_class.__name__, raw_folder, MNIST_FILES)
+    _require_files(dataset_class.__name__, root, raw_folder, MNIST_FILES)
     pools = {}
     for pool_name, train in (("train", True), ("test", False)):
         try:
@@ -132,7 +133,7 @@ def _load_cifar_pools(
     train_files = [file_name for file_name, _ in dataset_class.train_list]
     test_files = [file_name for file_name, _ in dataset_class.test_list]
     meta_file = dataset_class.meta["filename"]
-    _require_files(dataset_class.__name__, folder, [*train_files, *test_files, meta_file])
+    _require_files(dataset_class.__name__, root, folder, [*train_files, *test_files, meta_file])
     class_names = tuple(_unpickle(folder / meta_file)[dataset_class.meta["key"]])
     pools = {
         "train": _read_cifar_batches([folder / file_name for file_name in train_files]),
