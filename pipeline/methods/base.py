@@ -60,6 +60,8 @@ class Method(nn.Module, ABC):
         name: the key of the method in :data:`pipeline.methods.METHODS`.
         sampling: which training sampler the method expects, one of :data:`SAMPLINGS`.
         Options: frozen dataclass of the method's hyper-parameters; every field has a default.
+        needs_teacher: the constructor takes a keyword ``teacher`` (a trained, frozen
+            :class:`Method`, e.g. the GML teacher of a GML student).
 
     Attributes:
         backbone: the network whose features go into the bank.
@@ -71,6 +73,7 @@ class Method(nn.Module, ABC):
     name: ClassVar[str]
     sampling: ClassVar[str] = "instance"
     Options: ClassVar[type] = NoOptions
+    needs_teacher: ClassVar[bool] = False
 
     def __init__(self, backbone: Backbone, class_counts: Tensor, options: Any) -> None:
         """Attach the backbone and the training class frequencies.

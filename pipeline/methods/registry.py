@@ -44,6 +44,7 @@ def build_method(
     class_counts: Sequence[int],
     options: Mapping[str, Any] | None = None,
     seed: int | None = None,
+    teacher: Method | None = None,
 ) -> Method:
     """Build method ``kind`` around a fresh backbone with one class per entry of the counts.
 
@@ -55,6 +56,7 @@ def build_method(
         options: the method's hyper-parameters by name; missing keys keep their defaults.
         seed: seed of every initial weight (backbone and method heads); ``None`` draws them
             from torch's default generator.
+        teacher: the trained teacher of a method whose ``needs_teacher`` is set.
 
     Returns:
         The method on the CPU, in training mode.
@@ -68,6 +70,9 @@ def build_method(
     counts = torch.as_tensor(list(class_counts), dtype=torch.int64)
     if counts.numel() == 0:
         raise PipelineError(f"method '{kind}': class_counts is empty; pass one count per class")
+    if method_type.needs_teacher and teacher is None:
+        raise PipelineError(f"method '{kind}' distils from a teacher: pass its trained teacher")
+    extra = {"teacher": teacher} if method_type.needs_teacher else {}
     with seeded_initialisation(seed):
         network = build_backbone(backbone, num_classes=counts.numel(), in_channels=in_channels)
-        return method_type(network, counts, parsed_options)
+        return method_type(network, counts, parsed_options, **extra)
