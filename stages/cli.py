@@ -137,5 +137,29 @@ def classify(
     _run(debug, lambda: stage.run(_params(params), method))
 
 
+@app.command()
+def preset(
+    name: str = typer.Argument(None, help="The preset to apply; leave out to list them."),
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Apply a paper's recipe (e.g. cifar100_lt_gml) to params.yaml, or list the presets.
+
+    Merges the preset's keys into params.yaml (comments of other keys are kept), validates the
+    result and writes it atomically; `git diff params.yaml` shows what changed. Then `dvc repro`.
+    """
+    from stages import presets
+
+    def work() -> None:
+        if name is None:
+            for preset_name, summary in presets.available().items():
+                print(f"{preset_name:<24} {summary}")
+            return
+        changed = presets.apply(name, params)
+        print(f"{params}: applied preset '{name}' ({len(changed)} keys: {', '.join(changed)})")
+
+    _run(debug, work)
+
+
 if __name__ == "__main__":
     app()

@@ -214,14 +214,19 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise StageError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse_params(raw, origin=str(path))
+
+
+def parse_params(raw: Any, origin: str) -> Params:
+    """Validate already-parsed params (see :func:`load_params`); ``origin`` names the file."""
     if not isinstance(raw, dict):
         raise StageError(
-            f"{path}: expected a mapping of sections (seed, data, train, methods, ...)"
+            f"{origin}: expected a mapping of sections (seed, data, train, methods, ...)"
         )
-    params = _validate(Params, raw, origin=str(path))
-    params._origin = str(path)
+    params = _validate(Params, raw, origin=origin)
+    params._origin = origin
     for name, entry in params.methods.items():
-        _check_method_options(name, entry, origin=str(path))
+        _check_method_options(name, entry, origin=origin)
         params.train_for(name)
     return params
 
