@@ -10,13 +10,13 @@ import torch
 
 from features.bank import BankMeta, BankWriter
 from pipeline.data import make_loader
-from pipeline.methods import Method, build_method
+from pipeline.methods import Method
 from stages.errors import StageError
 from stages.io import sha256_file
 from stages.layout import bank_path, model_path, require_file, resolve_device
 from stages.params import Params, section_digest
 from stages.prepare import open_source
-from stages.pretrain import MODEL_FORMAT, load_splits
+from stages.pretrain import load_model_payload, load_splits, restore_method
 from stages.progress import StepProgress
 
 SPLITS = ("train", "val", "test")
@@ -90,31 +90,3 @@ def write_batch(bank: BankWriter, split: str, method: Method, batch: Any,
         logits=embedding.logits.float().cpu().numpy(),
         extra={name: view.float().cpu().numpy() for name, view in embedding.extra.items()},
     )
-
-
-def load_model_payload(path: Path) -> dict[str, Any]:
-    """Read a tailbank model checkpoint, refusing foreign or truncated files in one line."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged zip or pickle
-        raise StageError(
-            f"{path}: not a readable tailbank model ({type(error).__name__}); "
-            "delete it and re-run the pretrain stage"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise StageError(f"{path}: not a tailbank model checkpoint (format {MODEL_FORMAT} "
-                         "expected); re-run the pretrain stage")
-    return payload
-
-
-def restore_method(payload: dict[str, Any]) -> Method:
-    """Rebuild a method from its checkpoint payload and load the best-on-val weights."""
-    method = build_method(
-        payload["kind"],
-        backbone=payload["backbone"],
-        in_channels=int(payload["in_channels"]),
-        class_counts=payload["class_counts"],
-        options=payload["options"],
-    )
-    method.load_state_dict(payload["state_dict"])
-    return method

@@ -113,9 +113,19 @@ class TrainParams(_Strict):
 
 
 class MethodParams(_Strict):
-    """One entry of ``methods:``: which method module, its options, its training overrides."""
+    """One entry of ``methods:``.
+
+    Attributes:
+        kind: the method module (``pipeline.methods.METHODS``).
+        needs: the file this method's training needs besides the shared code and data, which
+            dvc.yaml lists as a dependency: the teacher's checkpoint ``models/<teacher>/model.pt``
+            for a method that distils from a teacher, the method's own module otherwise.
+        options: the method's hyper-parameters.
+        train: overrides of any key of the ``train`` section for this method.
+    """
 
     kind: str
+    needs: str
     options: dict[str, Any] = {}
     train: dict[str, Any] = {}
 
@@ -227,8 +237,33 @@ def parse_params(raw: Any, origin: str) -> Params:
     params._origin = origin
     for name, entry in params.methods.items():
         _check_method_options(name, entry, origin=origin)
+        _check_teacher(name, entry, params.methods, origin=origin)
         params.train_for(name)
     return params
+
+
+def teacher_of(entry: MethodParams) -> str | None:
+    """The method key of an entry's teacher (from ``needs``), or None for a method without one."""
+    from pipeline.methods import METHODS
+
+    if not METHODS[entry.kind].needs_teacher:
+        return None
+    parts = Path(entry.needs).parts
+    return parts[1] if len(parts) == 3 and parts[0] == "models" and parts[2] == "model.pt" else ""
+
+
+def _check_teacher(
+    name: str, entry: MethodParams, methods: dict[str, MethodParams], origin: str
+) -> None:
+    teacher = teacher_of(entry)
+    if teacher is None:
+        return
+    if teacher not in methods or teacher == name:
+        others = [key for key in methods if key != name]
+        raise StageError(
+            f"{origin}: methods.{name}.needs: '{entry.kind}' distils from a teacher, so this must "
+            f"be models/<teacher>/model.pt with <teacher> one of: {', '.join(others)}"
+        )
 
 
 def section_digest(*sections: Any) -> str:

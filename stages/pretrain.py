@@ -23,7 +23,7 @@ from stages.layout import (
     resume_path,
     splits_path,
 )
-from stages.params import Params, TrainParams, section_digest
+from stages.params import Params, TrainParams, section_digest, teacher_of
 from stages.prepare import open_source
 from stages.progress import StepProgress
 
@@ -45,6 +45,7 @@ def run(params: Params, method_name: str) -> Path:
     source = open_source(params.data)
     device = resolve_device(recipe.device)
 
+    teacher_payload = load_teacher_payload(params, method_name, splits)
     set_seed(params.seed)
     method = build_method(
         entry.kind,
@@ -53,6 +54,7 @@ def run(params: Params, method_name: str) -> Path:
         class_counts=splits.class_counts.tolist(),
         options=entry.options,
         seed=params.seed,
+        teacher=restore_method(teacher_payload) if teacher_payload else None,
     ).to(device)
     common = {"batch_size": recipe.batch_size, "seed": params.seed, "device": device,
               "num_workers": recipe.num_workers}
@@ -96,8 +98,13 @@ def run(params: Params, method_name: str) -> Path:
         )
 
     target = model_path(method_name)
-    save_torch(target, model_payload(params, method_name, recipe, method, result.best_state,
-                                     splits, source.channels, result.best_epoch))
+    payload = model_payload(params, method_name, recipe, method, result.best_state,
+                            splits, source.channels, result.best_epoch)
+    if teacher_payload:
+        # the student's state holds the teacher's weights; dump rebuilds its skeleton from this
+        payload["teacher"] = {key: value for key, value in teacher_payload.items()
+                              if key != "state_dict"}
+    save_torch(target, payload)
     last = result.history[-1]
     write_json(
         results / "metrics.json",
@@ -156,6 +163,63 @@ def model_payload(
         "params_digest": section_digest(params.seed, params.data, recipe, entry),
         "state_dict": {key: value.detach().cpu() for key, value in best_state.items()},
     }
+
+
+def load_teacher_payload(params: Params, method_name: str, splits: Splits) -> dict | None:
+    """The trained teacher of a distilled student (``methods.<m>.needs``), checked to fit."""
+    teacher = teacher_of(params.method(method_name))
+    if teacher is None:
+        return None
+    path = require_file(model_path(teacher), f"tailbank pretrain --method {teacher}")
+    payload = load_model_payload(path)
+    if payload["class_counts"] != splits.class_counts.tolist():
+        raise StageError(
+            f"{path}: the teacher was trained on other class counts than data/splits of "
+            f"'{splits.dataset}'; re-run `tailbank pretrain --method {teacher}`"
+        )
+    return payload
+
+
+def load_model_payload(path: Path) -> dict[str, Any]:
+    """Read a tailbank model checkpoint, refusing foreign or truncated files in one line."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged zip or pickle
+        raise StageError(
+            f"{path}: not a readable tailbank model ({type(error).__name__}); "
+            "delete it and re-run the pretrain stage"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise StageError(f"{path}: not a tailbank model checkpoint (format {MODEL_FORMAT} "
+                         "expected); re-run the pretrain stage")
+    return payload
+
+
+def restore_method(payload: dict[str, Any]) -> Method:
+    """Rebuild a method from a checkpoint payload; load its weights when the payload has them.
+
+    A distilled student's payload carries its teacher's description (without weights, which
+    live in the student's own state): the teacher is rebuilt as a skeleton first.
+    """
+    teacher = restore_method(payload["teacher"]) if "teacher" in payload else None
+    method = build_method(
+        payload["kind"],
+        backbone=payload["backbone"],
+        in_channels=int(payload["in_channels"]),
+        class_counts=payload["class_counts"],
+        options=payload["options"],
+        teacher=teacher,
+    )
+    if "state_dict" in payload:
+        try:
+            method.load_state_dict(payload["state_dict"])
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
+            raise StageError(
+                f"model of '{payload['method']}' does not fit its architecture "
+                f"({payload['kind']}, {payload['backbone']}): {first}; re-run its pretrain stage"
+            ) from None
+    return method
 
 
 def load_splits(dataset: str) -> Splits:

@@ -111,7 +111,11 @@ class EpochLoader(ABC):
 
 
 class TensorEpochLoader(EpochLoader):
-    """Batches of an in-memory pool: normalised once on the device, augmented batch-wise."""
+    """Batches of an in-memory pool: normalised once on the device, augmented batch-wise.
+
+    The torchvision policies ("autoaugment", "randaugment", "simclr") run image by image on the
+    CPU (see :func:`pipeline.data.augmentations.policy_batch`); the others stay on the device.
+    """
 
     def __init__(self, source: DatasetSource, part: SplitPart, options: LoaderOptions) -> None:
         pool = source.pools[part.pool]
@@ -119,6 +123,8 @@ class TensorEpochLoader(EpochLoader):
         super().__init__(pool.labels[part.indices], options)
         device = options.device
         self._images = normalised_tensor(pool.images[part.indices], source.mean, source.std, device)
+        self._mean = source.mean
+        self._std = source.std
         self._labels = torch.from_numpy(self.labels).to(device)
         self._index = torch.from_numpy(part.indices.astype(np.int64)).to(device)
 
@@ -130,7 +136,9 @@ class TensorEpochLoader(EpochLoader):
             positions = order[start : start + options.batch_size]
             images = self._images.index_select(0, positions)
             if options.train:
-                images = augment_batch(images, options.augment, generator)
+                images = augment_batch(
+                    images, options.augment, generator, mean=self._mean, std=self._std
+                )
             yield Batch(images=images, labels=self._labels[positions], index=self._index[positions])
 
 

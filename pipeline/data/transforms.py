@@ -1,4 +1,18 @@
-"""Image transforms: batched tensor augmentation for in-memory images, PIL pipelines for files."""
+"""Image transforms: batched tensor augmentation for in-memory images, PIL pipelines for files.
+
+The augmentations, by name (:data:`AUGMENTATIONS`; in-memory CIFAR-size images / file images):
+
+* "none": the image as it is / resize and centre crop.
+* "crop": pad by H // 8 and crop back (mean-coloured border) / RandomResizedCrop.
+* "crop_flip": "crop" and a horizontal flip with probability 1/2.
+* "autoaugment": "crop_flip", AutoAugment (CIFAR-10 / ImageNet policy; Cubuk et al. 2019) and,
+  on in-memory images, Cutout (DeVries & Taylor 2017): the GML and MBIB CIFAR recipe.
+* "randaugment": "crop_flip" and RandAugment with 2 ops at magnitude 10 of 10.
+* "simclr": the SimCLR view (Chen et al. 2020): RandomResizedCrop, flip, colour jitter with
+  probability 0.8, grayscale with probability 0.2 (and blur on file images): PaCo's key view.
+
+The last three need the dataset's mean and std (:mod:`pipeline.data.augmentations`).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +25,17 @@ import torch.nn.functional as functional
 from PIL import Image
 from torchvision.transforms import functional as image_functional
 
+from pipeline.data.augmentations import (
+    POLICY_AUGMENTATIONS,
+    apply_seeded,
+    fill_colour,
+    large_image_policy,
+    policy_batch,
+    policy_seeds,
+)
 from pipeline.errors import PipelineError
 
-AUGMENTATIONS: tuple[str, ...] = ("none", "crop", "crop_flip")
+AUGMENTATIONS: tuple[str, ...] = ("none", "crop", "crop_flip", *POLICY_AUGMENTATIONS)
 
 # torchvision's RandomResizedCrop defaults (Szegedy et al. 2015's "Inception" crop).
 CROP_SCALE = (0.08, 1.0)
@@ -88,25 +110,92 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flips.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
 
 
-def augment_batch(images: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
-    """Apply one of :data:`AUGMENTATIONS` to a batch, each image with its own random numbers.
+def cutout(images: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
+    """Blank one ``side`` x ``side`` square per image (Cutout, DeVries & Taylor 2017).
 
-    "crop" pads by ``max(1, H // 8)`` (4 pixels at 32x32, as in the CIFAR recipe) and crops
-    back; "crop_flip" adds a horizontal flip.
+    The centre is uniform over the pixels, so the square may be clipped at the borders; it is
+    filled with 0, the mean colour of normalised images.
 
     Args:
         images: float [B, C, H, W], normalised.
-        augment: one of :data:`AUGMENTATIONS`.
-        generator: CPU generator of all random numbers.
+        side: side of the square in pixels.
+        generator: CPU generator of the centres (rows first, then columns).
 
     Returns:
         float [B, C, H, W].
     """
+    batch, _, height, width = images.shape
+    centre_rows = torch.randint(0, height, (batch, 1), generator=generator).to(images.device)
+    centre_cols = torch.randint(0, width, (batch, 1), generator=generator).to(images.device)
+    rows = torch.arange(height, device=images.device)
+    cols = torch.arange(width, device=images.device)
+    in_rows = (rows >= centre_rows - side // 2) & (rows < centre_rows + side - side // 2)
+    in_cols = (cols >= centre_cols - side // 2) & (cols < centre_cols + side - side // 2)
+    hole = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+    return images.masked_fill(hole, 0.0)
+
+
+def augment_batch(
+    images: torch.Tensor,
+    augment: str,
+    generator: torch.Generator,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Apply one of :data:`AUGMENTATIONS` to a batch, each image with its own random numbers.
+
+    "crop" pads by ``max(1, H // 8)`` (4 pixels at 32x32, as in the CIFAR recipe) and crops
+    back; "crop_flip" adds a horizontal flip; "autoaugment" and "randaugment" add their policy
+    after the flip, and "autoaugment" a Cutout square of side ``max(1, H // 2)`` last;
+    "simclr" is the SimCLR view (resized crop, flip, colour ops). The result is a function of
+    the images and the generator's state alone; the global RNG is left as it was.
+
+    Args:
+        images: float [B, C, H, W], normalised, on any device.
+        augment: one of :data:`AUGMENTATIONS`.
+        generator: CPU generator of all random numbers.
+        mean: C channel means of the normalisation, in [0, 1] pixel units; needed by
+            "autoaugment", "randaugment" and "simclr", which work on pixels.
+        std: C channel standard deviations of the normalisation, likewise.
+
+    Returns:
+        float [B, C, H, W] on the device of ``images``.
+
+    Raises:
+        PipelineError: ``augment`` is unknown.
+        ValueError: a pixel policy without ``mean`` and ``std``.
+    """
     check_augmentation(augment)
+    if augment not in POLICY_AUGMENTATIONS:
+        return _crop_flip(images, augment, generator)
+    if mean is None or std is None:
+        raise ValueError(f"augment '{augment}' works on pixels: pass the dataset's mean and std")
+    return _policy_augment(images, augment, generator, mean, std)
+
+
+def _crop_flip(images: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
+    """Apply "none", "crop" or "crop_flip" to a normalised float [B, C, H, W] batch."""
     if augment == "none":
         return images
     images = random_crop(images, max(1, images.shape[2] // 8), generator)
-    return random_flip(images, generator) if augment == "crop_flip" else images
+    return images if augment == "crop" else random_flip(images, generator)
+
+
+def _policy_augment(
+    images: torch.Tensor,
+    augment: str,
+    generator: torch.Generator,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Apply "autoaugment", "randaugment" or "simclr" to a normalised float [B, C, H, W] batch."""
+    if augment == "simclr":
+        # The SimCLR view brings its own resized crop and flip.
+        return policy_batch(images, augment, generator, mean, std)
+    images = policy_batch(_crop_flip(images, "crop_flip", generator), augment, generator, mean, std)
+    if augment == "autoaugment":
+        images = cutout(images, max(1, images.shape[2] // 2), generator)
+    return images
 
 
 def inception_crop_box(
@@ -164,8 +253,9 @@ def file_image_tensor(
     """Turn one RGB image from disk into the normalised square tensor the model sees.
 
     With ``augment`` "none": resize the short side to ``image_size * 256 / 224`` and take the
-    centre ``image_size`` crop. Otherwise: a RandomResizedCrop to ``image_size``, plus a
-    horizontal flip for "crop_flip".
+    centre ``image_size`` crop. Otherwise: a RandomResizedCrop to ``image_size``, a horizontal
+    flip unless "crop", then the large-image policy of "autoaugment", "randaugment" or
+    "simclr" (see :func:`pipeline.data.augmentations.large_image_policy`).
 
     Args:
         image: an RGB PIL image.
@@ -188,7 +278,10 @@ def file_image_tensor(
         image = image_functional.resized_crop(
             image, top, left, crop_height, crop_width, [image_size, image_size]
         )
-        if augment == "crop_flip" and torch.rand(1, generator=generator).item() < 0.5:
+        if augment != "crop" and torch.rand(1, generator=generator).item() < 0.5:
             image = image_functional.hflip(image)
+        if augment in POLICY_AUGMENTATIONS:
+            policy = large_image_policy(augment, image_size, fill_colour(mean))
+            image = apply_seeded(policy, [image], policy_seeds(1, generator))[0]
     tensor = image_functional.to_tensor(image)
     return image_functional.normalize(tensor, list(mean), list(std))

@@ -1,6 +1,8 @@
 """Long-tail training methods, one module each, behind the :class:`Method` interface.
 
-``ce`` (cross-entropy), ``cbs`` (class-balanced sampling) and ``bsce`` (Balanced Softmax).
+``ce`` (cross-entropy), ``cbs`` (class-balanced sampling), ``bsce`` (Balanced Softmax),
+``paco`` (parametric contrastive learning), ``gml_teacher`` / ``gml_student`` (Gaussian
+mixture likelihood distillation) and ``bib`` / ``mbib`` (balanced information bottleneck).
 A new method is a module with a :class:`Method` subclass, added to :data:`METHODS`.
 """
 

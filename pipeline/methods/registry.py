@@ -12,11 +12,22 @@ from pipeline.methods.base import Method
 from pipeline.methods.bsce import BalancedSoftmax
 from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
+from pipeline.methods.gml_student import GMLStudent
+from pipeline.methods.gml_teacher import GMLTeacher
+from pipeline.methods.paco import ParametricContrastive
 from pipeline.methods.options import option_defaults, parse_options
 from pipeline.models import build_backbone, closest_hint, seeded_initialisation
 
 METHODS: dict[str, type[Method]] = {
-    method.name: method for method in (CrossEntropy, ClassBalancedSampling, BalancedSoftmax)
+    method.name: method
+    for method in (
+        CrossEntropy,
+        ClassBalancedSampling,
+        BalancedSoftmax,
+        ParametricContrastive,
+        GMLTeacher,
+        GMLStudent,
+    )
 }
 
 

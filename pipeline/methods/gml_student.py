@@ -1,0 +1,405 @@
+"""``gml_student``: Gaussian Mixture Likelihood training from a frozen teacher (Suh & Seo, 2023).
+
+The student (Sec. 3.3) is a backbone with the cosine classifier of the teacher, trained by
+
+    gamma * L_cls (Eq. 6) + beta * L_GML (Eq. 4 / 10) + alpha_kd * L_KD.
+
+Queries are the L2-normalised projector MLP of the student's pooled feature (Eq. 7). Keys are
+*teacher* backbone features kept, raw, in class-wise FIFO queues whose lengths follow Eq. 5;
+every step the whole queue passes through a trainable key MLP and is L2-normalised.
+
+Choices where the paper is silent (the official code differs where noted):
+
+* Enqueue order: the batch's teacher features are enqueued *after* the loss is computed, so a
+  query never meets the key of its own current image (only, at most, that image's key from an
+  earlier epoch). The official code enqueues first; ``enqueue_first=True`` does that.
+* Empty slots are masked: a class with no key yet leaves the softmax of Eq. 4, and a query of
+  such a class is left out of the mean (the official code fills the queue with random rows).
+* The teacher is a registered sub-module, frozen in place (``requires_grad`` off, always in
+  eval mode, even after ``train()``), and left out of :meth:`GMLStudent.parameter_groups`.
+  Being a sub-module it follows ``.to(device)`` and lives in ``state_dict``: a student
+  checkpoint is self-contained and a resume checks that the teacher is the same one.
+* One image view serves the classifier, the query, the teacher key and the KD target (the
+  official code feeds the teacher and the query differently augmented views).
+* KD compares the plain ``s * cos`` logits of both networks (no prior), as the official code.
+* With ``learn_tau``, tau_g is trained only by a second copy of L_GML whose keys exclude the
+  query's own sample and whose similarities are detached (Sec. 3.3); the main term uses the
+  detached tau_g. The second copy is added to the loss with weight beta, as in the official
+  code, and tau_g is stored as log tau_g without weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.errors import PipelineError
+from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.gml_loss import distillation_kl, gml_loss
+from pipeline.methods.gml_queue import ClassWiseQueue, class_queue_sizes, gather_from_all_ranks
+from pipeline.methods.gml_teacher import (
+    CosineClassifier,
+    check_scale,
+    cosine_classifier_loss,
+    log_label_prior,
+    trainable_parameters_without,
+)
+from pipeline.models import Backbone
+
+NAME = "gml_student"
+
+
+@dataclass(frozen=True)
+class GMLStudentOptions:
+    """Hyper-parameters of the GML student (CIFAR-LT defaults of Table A.1).
+
+    Attributes:
+        scale: s = 1 / tau_s of the cosine classifier.
+        queue_size: K, the total number of contrast slots (16384 on ImageNet-LT).
+        k_min: k_m, the least queue length of a class (Eq. 5).
+        tau_g: tau_g of Eq. 3, the initial value if ``learn_tau`` (0.07 on ImageNet-LT).
+        learn_tau: train tau_g through the own-sample-excluded copy of L_GML (Sec. 3.3).
+        projector_dims: widths of the query MLP, input first (must equal the student's
+            feature width); the key MLP has the same widths after its input, which is the
+            teacher's feature width. ImageNet-LT: (2048, 2048, 1024).
+        gamma: weight of L_cls.
+        beta: weight of L_GML.
+        alpha_kd: weight of the distillation term (0 on ImageNet-LT and iNaturalist).
+        kd_temperature: softmax temperature T of the distillation term.
+        prior_weight: alpha of Eq. 10, the weight of log p(c) in L_GML (1 gives Eq. 4).
+        enqueue_first: enqueue the batch's teacher features before computing the loss, as
+            the official code does (default: after).
+        mlp_batchnorm: batch norm after each hidden layer of both MLPs (official code).
+    """
+
+    scale: float = 30.0
+    queue_size: int = 4096
+    k_min: int = 2
+    tau_g: float = 0.1
+    learn_tau: bool = False
+    projector_dims: tuple[int, ...] = (64, 64, 32)
+    gamma: float = 1.0
+    beta: float = 1.0
+    alpha_kd: float = 1.0
+    kd_temperature: float = 4.0
+    prior_weight: float = 1.0
+    enqueue_first: bool = False
+    mlp_batchnorm: bool = True
+
+
+@dataclass(frozen=True)
+class GMLLossTerms:
+    """The terms of one student step, unweighted.
+
+    Attributes:
+        classification: L_cls (Eq. 6).
+        gml: L_GML (Eq. 4 / 10) with tau_g detached.
+        gml_temperature: the own-sample-excluded copy that trains tau_g (0 unless
+            ``learn_tau``).
+        distillation: the KD term (0 when ``alpha_kd`` is 0).
+        logits: ``[B, C]`` student cosine logits.
+    """
+
+    classification: Tensor
+    gml: Tensor
+    gml_temperature: Tensor
+    distillation: Tensor
+    logits: Tensor
+
+    def total(self, options: GMLStudentOptions) -> Tensor:
+        """``gamma L_cls + beta (L_GML + L_GML^tau) + alpha_kd L_KD``."""
+        return (
+            options.gamma * self.classification
+            + options.beta * (self.gml + self.gml_temperature)
+            + options.alpha_kd * self.distillation
+        )
+
+
+def projection_mlp(dims: Sequence[int], batchnorm: bool) -> nn.Sequential:
+    """``Linear -> [BatchNorm] -> ReLU`` per hidden width, then a last ``Linear`` (Eq. 7's MLP).
+
+    Args:
+        dims: widths, input first, at least two.
+        batchnorm: put a ``BatchNorm1d`` after each hidden linear layer.
+    """
+    layers: list[nn.Module] = []
+    for width_in, width_out in zip(dims[:-2], dims[1:-1], strict=True):
+        layers.append(nn.Linear(width_in, width_out))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(width_out))
+        layers.append(nn.ReLU())
+    layers.append(nn.Linear(dims[-2], dims[-1]))
+    return nn.Sequential(*layers)
+
+
+class GMLStudent(Method):
+    """The GML student: cosine classifier + L_GML on teacher-filled class-wise queues + KD.
+
+    Attributes:
+        teacher: the frozen teacher (any trained :class:`Method`; its ``embed`` gives the
+            queued features and the KD logits).
+        classifier: the student's :class:`CosineClassifier`.
+        projector: the query MLP on the student's pooled feature.
+        key_encoder: the key MLP on queued teacher features.
+        queue: the :class:`ClassWiseQueue` of raw teacher features.
+        log_tau: log tau_g (a parameter if ``learn_tau``, else a buffer).
+        log_prior: ``[C]`` buffer eta_c = log p(c).
+    """
+
+    name: ClassVar[str] = NAME
+    Options: ClassVar[type] = GMLStudentOptions
+    needs_teacher: ClassVar[bool] = True
+
+    def __init__(
+        self, backbone: Backbone, class_counts: Tensor, options: Any, *, teacher: Method
+    ) -> None:
+        """Build the heads and empty queues around ``backbone`` and freeze ``teacher`` in place.
+
+        Args:
+            backbone: the student network.
+            class_counts: ``[C]`` training images per class.
+            options: a :class:`GMLStudentOptions`.
+            teacher: the trained teacher, on the same C classes and counts.
+
+        Raises:
+            PipelineError: bad options, an empty class, or a teacher of other classes.
+        """
+        super().__init__(backbone, class_counts, options)
+        check_options(options, backbone.feature_dim)
+        check_teacher(teacher, class_counts)
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.classifier = CosineClassifier(
+            backbone.feature_dim, backbone.num_classes, options.scale
+        )
+        dims = tuple(options.projector_dims)
+        teacher_dim = teacher.backbone.feature_dim
+        self.projector = projection_mlp(dims, options.mlp_batchnorm)
+        self.key_encoder = projection_mlp((teacher_dim, *dims[1:]), options.mlp_batchnorm)
+        sizes = class_queue_sizes(class_counts, options.queue_size, options.k_min)
+        self.queue = ClassWiseQueue(sizes, teacher_dim)
+        log_tau = torch.tensor(math.log(options.tau_g))
+        if options.learn_tau:
+            self.log_tau = nn.Parameter(log_tau)
+        else:
+            self.register_buffer("log_tau", log_tau)
+        self.register_buffer("log_prior", log_label_prior(class_counts, self.name))
+
+    def train(self, mode: bool = True) -> GMLStudent:
+        """Set the student's mode; the teacher stays in eval mode (its batch-norm statistics
+        and dropout must not change)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @property
+    def tau_g(self) -> Tensor:
+        """The scalar temperature tau_g of Eq. 3."""
+        return self.log_tau.exp()
+
+    def pooled_features(self, images: Tensor) -> Tensor:
+        """``[B, D]`` pooled final features of the student backbone."""
+        return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+
+    def query(self, features: Tensor) -> Tensor:
+        """``[B, d]`` L2-normalised projections z_x of ``[B, D]`` student features (Eq. 7)."""
+        return F.normalize(self.projector(features), dim=1)
+
+    @torch.no_grad()
+    def teacher_view(self, images: Tensor) -> Embedding:
+        """The frozen teacher's ``[B, D_t]`` features and ``[B, C]`` logits of ``images``."""
+        return self.teacher.embed(images)
+
+    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+        """One step: loss terms from the current queues, then the batch's teacher features
+        enqueued (before the loss instead if ``enqueue_first``).
+
+        Args:
+            images: ``[B, C_in, H, W]`` images.
+            labels: ``[B]`` class indices.
+            index: ``[B]`` dataset positions (identify a query's own keys).
+
+        Returns:
+            The weighted total loss and the ``[B, C]`` student cosine logits.
+        """
+        teacher = self.teacher_view(images)
+        if self.options.enqueue_first:
+            self.enqueue(teacher.features, labels, index)
+        terms = self.loss_terms(images, labels, index, teacher)
+        if not self.options.enqueue_first:
+            self.enqueue(teacher.features, labels, index)
+        return StepOutput(loss=terms.total(self.options), logits=terms.logits.detach())
+
+    def enqueue(self, teacher_features: Tensor, labels: Tensor, index: Tensor) -> None:
+        """Push ``[B, D_t]`` teacher features into their class rings (all ranks' batches)."""
+        self.queue.enqueue(
+            gather_from_all_ranks(teacher_features.detach()),
+            gather_from_all_ranks(labels),
+            gather_from_all_ranks(index),
+        )
+
+    def loss_terms(
+        self, images: Tensor, labels: Tensor, index: Tensor, teacher: Embedding
+    ) -> GMLLossTerms:
+        """The unweighted terms of one batch against the current queues.
+
+        Args:
+            images: ``[B, C_in, H, W]`` images.
+            labels: ``[B]`` class indices.
+            index: ``[B]`` dataset positions.
+            teacher: the teacher's view of ``images`` (its ``logits`` are the KD target).
+        """
+        features = self.pooled_features(images)
+        logits = self.classifier(features)
+        zero = logits.new_zeros(())
+        gml, gml_temperature = (
+            self.gml_terms(features, labels, index) if self.options.beta > 0 else (zero, zero)
+        )
+        distillation = (
+            distillation_kl(logits, teacher.logits, self.options.kd_temperature)
+            if self.options.alpha_kd > 0
+            else zero
+        )
+        return GMLLossTerms(
+            classification=cosine_classifier_loss(logits, labels, self.log_prior),
+            gml=gml,
+            gml_temperature=gml_temperature,
+            distillation=distillation,
+            logits=logits,
+        )
+
+    def gml_terms(self, features: Tensor, labels: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """L_GML (Eq. 4 / 10) with tau_g detached, and the tau_g-only copy (Sec. 3.3).
+
+        Args:
+            features: ``[B, D]`` student pooled features.
+            labels: ``[B]`` class indices.
+            index: ``[B]`` dataset positions.
+
+        Returns:
+            The two scalar terms; both 0 while the queues cannot serve (no key yet, or fewer
+            than two rows for a batch-normalised MLP in training mode), and the second also
+            0 unless ``learn_tau``.
+        """
+        zero = features.new_zeros(())
+        slots = self.queue.filled_slots()
+        if not self.can_contrast(features.shape[0], slots.numel()):
+            return zero, zero
+        # index_select copies, so enqueueing after this step cannot alter saved activations.
+        keys = F.normalize(self.key_encoder(self.queue.features.index_select(0, slots)), dim=1)
+        key_class = self.queue.slot_class[slots]
+        cosine = self.query(features) @ keys.T
+        every_key = torch.ones_like(cosine, dtype=torch.bool)
+        tau = self.tau_g
+        gml = gml_loss(
+            cosine / tau.detach(),
+            key_class,
+            every_key,
+            labels,
+            self.log_prior,
+            self.options.prior_weight,
+        )
+        if not self.options.learn_tau:
+            return gml, zero
+        not_own = self.queue.sample_index[slots][None, :] != index[:, None]
+        gml_temperature = gml_loss(
+            cosine.detach() / tau,
+            key_class,
+            not_own,
+            labels,
+            self.log_prior,
+            self.options.prior_weight,
+        )
+        return gml, gml_temperature
+
+    def can_contrast(self, batch_size: int, num_keys: int) -> bool:
+        """Whether L_GML is defined: some key exists, and batch norm (if any) sees two rows."""
+        if num_keys == 0:
+            return False
+        needs_two_rows = self.options.mlp_batchnorm and self.training
+        return not needs_two_rows or min(batch_size, num_keys) >= 2
+
+    def predict(self, images: Tensor) -> Tensor:
+        """``[B, C]`` student logits ``s * cos(x, w_c)``, without the prior."""
+        return self.classifier(self.pooled_features(images))
+
+    def embed(self, images: Tensor) -> Embedding:
+        """Pooled features ``[B, D]``, cosine logits ``[B, C]`` and the query ``projection``."""
+        features = self.pooled_features(images)
+        return Embedding(
+            features=features,
+            logits=self.classifier(features),
+            extra={"projection": self.query(features)},
+        )
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The student's trainable parameters; tau_g (if learnt) in its own group without
+        weight decay. The teacher and the unused ``backbone.fc`` are left out."""
+        excluded: list[nn.Module] = [self.teacher, self.backbone.fc]
+        groups: list[dict[str, Any]] = []
+        if isinstance(self.log_tau, nn.Parameter):
+            groups.append({"params": [self.log_tau], "weight_decay": 0.0})
+        main = [
+            parameter
+            for parameter in trainable_parameters_without(self, *excluded)
+            if parameter is not self.log_tau
+        ]
+        return [{"params": main}, *groups]
+
+
+def option_error(key: str, problem: str) -> PipelineError:
+    """A one-line error naming ``methods.gml_student.options.<key>``."""
+    return PipelineError(f"key 'methods.{NAME}.options.{key}' {problem}; fix it in params.yaml")
+
+
+def check_options(options: GMLStudentOptions, feature_dim: int) -> None:
+    """Refuse option values the losses cannot use (queue sizes are checked with Eq. 5).
+
+    Raises:
+        PipelineError: naming the first bad key.
+    """
+    check_scale(options.scale, NAME)
+    for key in ("tau_g", "kd_temperature"):
+        if not getattr(options, key) > 0:
+            raise option_error(key, f"must be positive, got {getattr(options, key)!r}")
+    for key in ("gamma", "beta", "alpha_kd"):
+        if not getattr(options, key) >= 0:
+            raise option_error(key, f"must be a non-negative weight, got {getattr(options, key)!r}")
+    dims = tuple(options.projector_dims)
+    if len(dims) < 2 or not all(
+        isinstance(width, int) and not isinstance(width, bool) and width > 0 for width in dims
+    ):
+        raise option_error("projector_dims", f"must be two or more positive widths, got {dims}")
+    if dims[0] != feature_dim:
+        raise option_error(
+            "projector_dims",
+            f"starts with {dims[0]} but the student backbone's features are {feature_dim} wide; "
+            f"start it with {feature_dim}",
+        )
+
+
+def check_teacher(teacher: Any, class_counts: Tensor) -> None:
+    """Refuse a teacher that is not a method trained on the student's classes and counts.
+
+    Raises:
+        PipelineError: with what differs and how to fix it.
+    """
+    if not isinstance(teacher, Method):
+        raise PipelineError(
+            f"method '{NAME}': teacher must be a trained pipeline Method (gml_teacher), got "
+            f"{type(teacher).__name__}; pass the model of pretrain@gml_teacher"
+        )
+    if teacher.backbone.num_classes != class_counts.numel() or not torch.equal(
+        teacher.class_counts.cpu(), class_counts.to(torch.int64).cpu()
+    ):
+        raise PipelineError(
+            f"method '{NAME}': the teacher was trained on other class counts "
+            f"({teacher.class_counts.numel()} classes, {int(teacher.class_counts.sum())} images) "
+            f"than the student's ({class_counts.numel()} classes, {int(class_counts.sum())} "
+            "images); retrain gml_teacher on the same dataset and split"
+        )

@@ -1,0 +1,179 @@
+"""``gml_teacher``: the cosine classifier with logit adjustment that GML distils from.
+
+Suh & Seo, ICML 2023, Sec. 3.3: the teacher is a backbone with a cosine-similarity classifier
+trained by ``L_cls`` (Eq. 6) alone, with no contrastive term. Its frozen features fill the
+student's class-wise queues and its logits are the student's distillation target
+(:mod:`pipeline.methods.gml_student`). The cosine classifier and ``L_cls`` live here because
+the student trains the very same head and loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.errors import PipelineError
+from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.losses import log_class_prior
+from pipeline.models import Backbone
+
+
+@dataclass(frozen=True)
+class GMLTeacherOptions:
+    """Hyper-parameters of the GML teacher.
+
+    Attributes:
+        scale: s = 1 / tau_s, the inverse softmax temperature of the cosine classifier
+            (tau_s = 1/30 in every experiment of the paper, Sec. 4.2).
+    """
+
+    scale: float = 30.0
+
+
+class CosineClassifier(nn.Module):
+    """Logits ``s * cos(x, w_c)``: the cosine-similarity classifier of Eq. 6 and 7.
+
+    Attributes:
+        weight: ``[C, D]`` class directions m_c (only their direction matters).
+        scale: s = 1 / tau_s.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, scale: float) -> None:
+        """Draw the class directions uniformly in ``[-1, 1]^D`` from torch's default generator.
+
+        Args:
+            feature_dim: D, the width of the features it reads.
+            num_classes: C.
+            scale: s = 1 / tau_s.
+        """
+        super().__init__()
+        self.scale = scale
+        self.weight = nn.Parameter(torch.empty(num_classes, feature_dim).uniform_(-1.0, 1.0))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Scaled cosine similarities ``s * m_x . m_c`` (Eq. 6 without the prior).
+
+        Args:
+            features: ``[B, D]`` pooled features x.
+
+        Returns:
+            ``[B, C]`` logits.
+        """
+        return self.scale * F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T
+
+
+def log_label_prior(class_counts: Tensor, method: str) -> Tensor:
+    """The logit-adjustment term eta_c = log p(c) of Eq. 2, p(c) = n_c / sum_j n_j.
+
+    Args:
+        class_counts: ``[C]`` training images per class.
+        method: the method's name, for the error message.
+
+    Returns:
+        ``[C]`` float32 log class frequencies.
+
+    Raises:
+        PipelineError: a class has no training image.
+    """
+    return log_class_prior(class_counts, method) - math.log(int(class_counts.sum()))
+
+
+def cosine_classifier_loss(logits: Tensor, labels: Tensor, log_prior: Tensor) -> Tensor:
+    """``L_cls`` of Eq. 6: cross-entropy of the cosine logits shifted by eta_c = log p(c).
+
+    ``-log( exp(m_x.m_y / tau_s + eta_y) / sum_c exp(m_x.m_c / tau_s + eta_c) )``, averaged.
+
+    Args:
+        logits: ``[B, C]`` scaled cosine logits ``m_x . m_c / tau_s``.
+        labels: ``[B]`` int64 class indices y.
+        log_prior: ``[C]`` eta_c = log p(c).
+
+    Returns:
+        Scalar mean loss.
+    """
+    return F.cross_entropy(logits + log_prior, labels)
+
+
+def check_scale(scale: float, method: str) -> None:
+    """Refuse a non-positive cosine scale (it would flip or flatten every logit)."""
+    if not scale > 0:
+        raise PipelineError(
+            f"key 'methods.{method}.options.scale' must be positive (1 / tau_s, 30 in the "
+            f"paper), got {scale!r}; fix it in params.yaml"
+        )
+
+
+class GMLTeacher(Method):
+    """Backbone + cosine classifier trained with the logit-adjusted ``L_cls`` (Eq. 6).
+
+    Prediction is the plain ``s * cos`` (the prior is a training-time shift only), so the
+    logits estimate the class-balanced posterior. The backbone's own linear ``fc`` is not
+    used and is left out of the optimiser.
+
+    Attributes:
+        classifier: the :class:`CosineClassifier` on the pooled features.
+        log_prior: ``[C]`` buffer eta_c = log p(c).
+    """
+
+    name: ClassVar[str] = "gml_teacher"
+    Options: ClassVar[type] = GMLTeacherOptions
+
+    def __init__(self, backbone: Backbone, class_counts: Tensor, options: Any) -> None:
+        """See :class:`Method`.
+
+        Raises:
+            PipelineError: a class has no training image, or a non-positive scale.
+        """
+        super().__init__(backbone, class_counts, options)
+        check_scale(options.scale, self.name)
+        self.classifier = CosineClassifier(
+            backbone.feature_dim, backbone.num_classes, options.scale
+        )
+        self.register_buffer("log_prior", log_label_prior(class_counts, self.name))
+
+    def pooled_features(self, images: Tensor) -> Tensor:
+        """``[B, D]`` pooled final backbone features of ``[B, C_in, H, W]`` images."""
+        return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+
+    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+        """``L_cls`` (Eq. 6) of one batch.
+
+        Args:
+            images: ``[B, C_in, H, W]`` images.
+            labels: ``[B]`` class indices.
+            index: ``[B]`` sample positions (unused).
+
+        Returns:
+            Mean ``L_cls`` and the plain ``[B, C]`` cosine logits (the test-time rule).
+        """
+        logits = self.classifier(self.pooled_features(images))
+        loss = cosine_classifier_loss(logits, labels, self.log_prior)
+        return StepOutput(loss=loss, logits=logits.detach())
+
+    def predict(self, images: Tensor) -> Tensor:
+        """``[B, C]`` logits ``s * cos(x, w_c)``, without the prior."""
+        return self.classifier(self.pooled_features(images))
+
+    def embed(self, images: Tensor) -> Embedding:
+        """Pooled features ``[B, D]`` and the cosine logits ``[B, C]``; no extra view."""
+        features = self.pooled_features(images)
+        return Embedding(features=features, logits=self.classifier(features), extra={})
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Every trainable parameter except those of the unused linear head ``backbone.fc``."""
+        return [{"params": trainable_parameters_without(self, self.backbone.fc)}]
+
+
+def trainable_parameters_without(module: nn.Module, *excluded: nn.Module) -> list[nn.Parameter]:
+    """Parameters of ``module`` that require gradients and belong to none of ``excluded``."""
+    skipped = {id(parameter) for part in excluded for parameter in part.parameters()}
+    return [
+        parameter
+        for parameter in module.parameters()
+        if parameter.requires_grad and id(parameter) not in skipped
+    ]
