@@ -9,13 +9,17 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.methods.base import Method
+from pipeline.methods.bib import (
+    BalancedInformationBottleneck,
+    MixtureOfBalancedInformationBottlenecks,
+)
 from pipeline.methods.bsce import BalancedSoftmax
 from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.gml_student import GMLStudent
 from pipeline.methods.gml_teacher import GMLTeacher
-from pipeline.methods.paco import ParametricContrastive
 from pipeline.methods.options import option_defaults, parse_options
+from pipeline.methods.paco import ParametricContrastive
 from pipeline.models import build_backbone, closest_hint, seeded_initialisation
 
 METHODS: dict[str, type[Method]] = {
@@ -27,6 +31,8 @@ METHODS: dict[str, type[Method]] = {
         ParametricContrastive,
         GMLTeacher,
         GMLStudent,
+        BalancedInformationBottleneck,
+        MixtureOfBalancedInformationBottlenecks,
     )
 }
 

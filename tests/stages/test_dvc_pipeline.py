@@ -17,7 +17,7 @@ from tests.stages.conftest import REPO, tiny_params
 
 pytestmark = pytest.mark.slow
 
-METHODS = ("ce", "cbs", "bsce")
+METHODS = tuple(tiny_params()["methods"])
 SCALARS = ("overall", "many", "medium", "few", "mcc", "nmi", "ece")
 
 
@@ -91,3 +91,12 @@ def test_method_param_reruns_only_its_branch(project):
     params["methods"]["cbs"]["train"] = {"epochs": 1}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     assert ran_stages(dvc(project, "repro")) == {"pretrain@cbs", "dump@cbs", "classify@cbs"}
+
+
+def test_teacher_change_reruns_its_student(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["methods"]["gml_teacher"]["train"] = {"epochs": 1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    expected = {f"{stage}@{m}" for stage in ("pretrain", "dump", "classify")
+                for m in ("gml_teacher", "gml_student")}
+    assert ran_stages(dvc(project, "repro")) == expected
