@@ -59,22 +59,6 @@ def class_queue_sizes(class_counts: Tensor, total: int, minimum: int) -> Tensor:
     return minimum + whole.to(torch.int64) + bonus
 
 
-def gather_from_all_ranks(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` over all distributed ranks (itself when not distributed).
-
-    Args:
-        tensor: ``[B, ...]`` this rank's rows.
-
-    Returns:
-        ``[world_size * B, ...]`` rows of every rank, in rank order (no gradient).
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
-
-
 class ClassWiseQueue(nn.Module):
     """C FIFO rings of feature rows in one ``[K, D]`` buffer (Eq. 5 lengths).
 

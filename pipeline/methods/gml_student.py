@@ -41,8 +41,9 @@ from torch import Tensor, nn
 
 from pipeline.errors import PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.distributed import gather_from_all_ranks
 from pipeline.methods.gml_loss import distillation_kl, gml_loss
-from pipeline.methods.gml_queue import ClassWiseQueue, class_queue_sizes, gather_from_all_ranks
+from pipeline.methods.gml_queue import ClassWiseQueue, class_queue_sizes
 from pipeline.methods.gml_teacher import (
     CosineClassifier,
     check_scale,

@@ -41,9 +41,10 @@ from torch import Tensor, nn
 from pipeline.data.transforms import augment_batch
 from pipeline.errors import PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.distributed import gather_from_all_ranks
 from pipeline.methods.losses import log_class_prior
 from pipeline.methods.paco_loss import paco_loss
-from pipeline.methods.paco_queue import LabelledKeyQueue, gather_from_all_ranks
+from pipeline.methods.paco_queue import LabelledKeyQueue
 from pipeline.models import Backbone
 
 # Batched tensor augmentations that need no dataset statistics.

@@ -13,22 +13,6 @@ import torch
 from torch import Tensor, nn
 
 
-def gather_from_all_ranks(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` over all distributed ranks (itself when not distributed).
-
-    Args:
-        tensor: ``[B, ...]`` this rank's rows.
-
-    Returns:
-        ``[world_size * B, ...]`` rows of every rank, in rank order (no gradient).
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
-    torch.distributed.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
-
-
 class LabelledKeyQueue(nn.Module):
     """A ring of ``K`` key rows with their class labels.
 
