@@ -25,7 +25,7 @@ from stages.layout import (
 )
 from stages.params import Params, TrainParams, section_digest, teacher_of
 from stages.prepare import open_source
-from stages.progress import StepProgress
+from stages.progress import StepProgress, log
 
 MODEL_FORMAT = "tailbank-model/1"
 
@@ -66,6 +66,9 @@ def run(params: Params, method_name: str) -> Path:
     config = train_config(recipe, params.seed)
     checkpoint = resume_path(method_name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    if checkpoint.is_file():
+        log(f"pretrain {method_name}: resuming the interrupted run from {checkpoint} "
+            "(earlier epochs are replayed into the curves)")
     results = pretrain_results(method_name)
     live_dir = results / "live"
     shutil.rmtree(live_dir, ignore_errors=True)
