@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from pipeline.engine.checkpoint import write_atomically
 
 
 @contextlib.contextmanager
@@ -67,9 +67,9 @@ def write_csv(target: str | Path, header: Sequence[str], rows: Sequence[Sequence
 
 def save_torch(target: str | Path, payload: Any) -> None:
     """Atomically ``torch.save`` a payload (torch's zip writer is byte-stable for equal inputs)."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes(target, buffer.getvalue())
+    write_atomically(payload, Path(target))
+    # mkstemp creates 0600; outputs are shared artefacts with the usual permissions
+    os.chmod(target, 0o644)
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:

@@ -8,10 +8,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline.data import Splits, make_loader
-from pipeline.engine import EpochRecord, OptimConfig, ScheduleConfig, TrainConfig, set_seed, train
+from pipeline.engine import (
+    EpochRecord,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    TrainResult,
+    set_seed,
+    train,
+)
+from pipeline.engine.checkpoint import read_payload
 from pipeline.methods import Method, build_method
 from stages.errors import StageError
 from stages.io import save_torch, write_json
@@ -101,13 +108,8 @@ def run(params: Params, method_name: str) -> Path:
         )
 
     target = model_path(method_name)
-    payload = model_payload(params, method_name, recipe, method, result.best_state,
-                            splits, source.channels, result.best_epoch)
-    if teacher_payload:
-        # the student's state holds the teacher's weights; dump rebuilds its skeleton from this
-        payload["teacher"] = {key: value for key, value in teacher_payload.items()
-                              if key != "state_dict"}
-    save_torch(target, payload)
+    save_torch(target, model_payload(params, method_name, recipe, result, splits,
+                                     source.channels, teacher_payload))
     last = result.history[-1]
     write_json(
         results / "metrics.json",
@@ -144,15 +146,18 @@ def model_payload(
     params: Params,
     method_name: str,
     recipe: TrainParams,
-    method: Method,
-    best_state: dict[str, torch.Tensor],
+    result: TrainResult,
     splits: Splits,
     in_channels: int,
-    best_epoch: int,
+    teacher_payload: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Everything ``dump`` needs to rebuild the model without reading params.yaml."""
+    """Everything ``dump`` needs to rebuild the model without reading params.yaml.
+
+    A student's state already holds its teacher's weights, so only the teacher's description
+    is kept, for rebuilding its skeleton.
+    """
     entry = params.method(method_name)
-    return {
+    payload = {
         "format": MODEL_FORMAT,
         "method": method_name,
         "kind": entry.kind,
@@ -162,10 +167,14 @@ def model_payload(
         "class_counts": splits.class_counts.tolist(),
         "options": dict(entry.options),
         "seed": params.seed,
-        "best_epoch": best_epoch,
+        "best_epoch": result.best_epoch,
         "params_digest": section_digest(params.seed, params.data, recipe, entry),
-        "state_dict": {key: value.detach().cpu() for key, value in best_state.items()},
+        "state_dict": {key: value.detach().cpu() for key, value in result.best_state.items()},
     }
+    if teacher_payload:
+        payload["teacher"] = {key: value for key, value in teacher_payload.items()
+                              if key != "state_dict"}
+    return payload
 
 
 def load_teacher_payload(params: Params, method_name: str, splits: Splits) -> dict | None:
@@ -185,17 +194,8 @@ def load_teacher_payload(params: Params, method_name: str, splits: Splits) -> di
 
 def load_model_payload(path: Path) -> dict[str, Any]:
     """Read a tailbank model checkpoint, refusing foreign or truncated files in one line."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged zip or pickle
-        raise StageError(
-            f"{path}: not a readable tailbank model ({type(error).__name__}); "
-            "delete it and re-run the pretrain stage"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise StageError(f"{path}: not a tailbank model checkpoint (format {MODEL_FORMAT} "
-                         "expected); re-run the pretrain stage")
-    return payload
+    return read_payload(path, MODEL_FORMAT, what="model checkpoint",
+                        fix="delete it and re-run its pretrain stage")
 
 
 def restore_method(payload: dict[str, Any]) -> Method:

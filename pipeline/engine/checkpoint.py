@@ -87,19 +87,33 @@ def load_checkpoint(
     )
 
 
-def read_payload(path: Path) -> dict[str, Any]:
-    """Load a checkpoint file without unpickling arbitrary objects."""
+def read_payload(
+    path: Path,
+    expected_format: str = CHECKPOINT_FORMAT,
+    *,
+    what: str = "training checkpoint",
+    fix: str = "delete it to train from scratch",
+) -> dict[str, Any]:
+    """Load a tailbank torch file without unpickling arbitrary objects, checking its format.
+
+    Args:
+        path: the file.
+        expected_format: the ``format`` entry the payload must carry.
+        what: what the file is, for the error message.
+        fix: how the user gets a good file, for the error message.
+
+    Raises:
+        PipelineError: one line naming the file when it is unreadable or of another format.
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a truncated zip or pickle
         raise PipelineError(
-            f"{path}: unreadable training checkpoint ({type(error).__name__}); delete it to "
-            "train from scratch"
+            f"{path}: unreadable {what} ({type(error).__name__}); {fix}"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise PipelineError(
-            f"{path}: not a tailbank training checkpoint ({CHECKPOINT_FORMAT} expected); "
-            "delete it or point the run at another checkpoint path"
+            f"{path}: not a tailbank {what} ({expected_format} expected); {fix}"
         )
     return payload
 

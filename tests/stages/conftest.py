@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 def tiny_params() -> dict[str, Any]:
     """The repository's params.yaml shrunk to a few epochs of a small backbone."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params = copy.deepcopy(params)
     params["train"].update(backbone="resnet20", epochs=2, batch_size=128)
     params["train"]["schedule"].update(warmup_epochs=0)
     params["classify"].update(epochs=3, crt_epochs=2, lws_epochs=2)
