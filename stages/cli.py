@@ -56,14 +56,8 @@ def _run(debug: bool, work: Callable[[], Any]) -> None:
 
 
 def one_line(error: BaseException) -> str:
-    """The user-facing line of an error.
-
-    An error raised inside a DataLoader worker comes back re-raised with the worker's
-    traceback folded into its message; its last line is the original message.
-    """
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    if len(lines) > 1 and "worker" in lines[0]:
-        return lines[-1].split(": ", 1)[-1] if "Error: " in lines[-1] else lines[-1]
+    """The user-facing line of an error: its first line, or its type when it has no message."""
+    lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
 

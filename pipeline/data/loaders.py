@@ -216,12 +216,27 @@ class FileEpochLoader(EpochLoader):
             # Worker seeds derive from this generator; augmentation itself is seeded per image.
             generator=epoch_torch_generator(options.seed, epoch, WORKER_STREAM),
         )
-        for images, labels, index in loader:
-            yield Batch(
-                images=images.to(options.device, non_blocking=on_cuda),
-                labels=labels.to(options.device, non_blocking=on_cuda),
-                index=index.to(options.device, non_blocking=on_cuda),
-            )
+        try:
+            for images, labels, index in loader:
+                yield Batch(
+                    images=images.to(options.device, non_blocking=on_cuda),
+                    labels=labels.to(options.device, non_blocking=on_cuda),
+                    index=index.to(options.device, non_blocking=on_cuda),
+                )
+        except PipelineError as error:
+            raise PipelineError(_worker_message(error)) from None
+
+
+def _worker_message(error: PipelineError) -> str:
+    """The original one-line message of an error raised in a DataLoader worker.
+
+    torch re-raises a worker's exception with the worker's traceback folded into the message;
+    its last line is ``<module>.PipelineError: <message>``. In-process errors pass unchanged.
+    """
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return str(error)
+    return lines[-1].split("PipelineError: ", 1)[-1]
 
 
 def make_loader(
