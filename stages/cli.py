@@ -32,10 +32,14 @@ MethodOption = typer.Option(
 )
 
 
-def _run(debug: bool, work: Callable[[], Any]) -> None:
-    """Run a stage; a user error is one line on stderr and exit code 2 (traceback with --debug)."""
+def _run(debug: bool, work: Callable[[], Any]) -> Any:
+    """Run a stage; a user error is one line on stderr and exit code 2 (traceback with --debug).
+
+    Returns:
+        What ``work`` returns.
+    """
     try:
-        work()
+        return work()
     except USER_ERRORS as error:
         if debug:
             raise
@@ -97,11 +101,28 @@ def pretrain(
 
     Writes models/<method>/model.pt and results/pretrain/<method>/ (metrics, DVCLive curves).
     Resumes an interrupted run from checkpoints/pretrain/<method>.pt.
-    Reads params: seed, data, train, methods.<method>.
+    Reads params: seed, data, train, methods.<method>. With `train.processes` > 1 it runs
+    that many data-parallel ranks under torchrun (started here unless torchrun started it).
     """
+    from stages import launch
     from stages import pretrain as stage
 
-    _run(debug, lambda: stage.run(_params(params), method))
+    def work() -> int:
+        loaded = _params(params)
+        recipe = loaded.train_for(method)
+        processes = recipe.processes
+        launch.check_global_batch(recipe.batch_size, processes, method)
+        if processes > 1 and not launch.inside_torchrun():
+            arguments = ["pretrain", "--method", method, "--params", str(params)]
+            return launch.run_under_torchrun(processes, arguments + (["--debug"] if debug else []))
+        stage.run(loaded, method)
+        return 0
+
+    code = _run(debug, work)
+    if code:
+        print(f"tailbank: error: a pretrain rank of '{method}' failed (exit {code}); its own "
+              "line above says why", file=sys.stderr)
+        raise typer.Exit(code)
 
 
 @app.command()

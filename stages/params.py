@@ -86,6 +86,9 @@ class TrainParams(_Strict):
     augment: str = "none"
     num_workers: int = Field(0, ge=0)
     device: str = "auto"
+    # Data-parallel ranks (torchrun; one per GPU); batch_size is the global batch.
+    processes: int = Field(1, ge=1)
+    sync_batchnorm: bool = True
     max_grad_norm: float | None = Field(None, gt=0)
     optim: OptimParams = OptimParams()
     schedule: ScheduleParams = ScheduleParams()

@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.data import Splits, make_loader
 from pipeline.engine import (
     EpochRecord,
@@ -19,6 +21,12 @@ from pipeline.engine import (
     train,
 )
 from pipeline.engine.checkpoint import read_payload
+from pipeline.engine.distributed import (
+    Rank,
+    rank_from_environment,
+    start_process_group,
+    stop_process_group,
+)
 from pipeline.methods import Method, build_method
 from stages.errors import StageError
 from stages.io import save_torch, write_json
@@ -41,16 +49,33 @@ def run(params: Params, method_name: str) -> Path:
     """Train ``methods.<method_name>`` and write ``models/<method>/model.pt`` and its metrics.
 
     An interrupted run resumes from ``checkpoints/pretrain/<method>.pt``, which is removed
-    once the stage completes.
+    once the stage completes. Started by torchrun (``WORLD_SIZE`` set), this process trains as
+    its rank: the training batches are split across ranks, and rank 0 alone writes.
 
     Returns:
         The path of the best-on-val model checkpoint.
     """
+    rank = rank_from_environment()
+    device = rank_device(resolve_device(params.train_for(method_name).device), rank)
+    start_process_group(rank, device)
+    try:
+        return _train_and_save(params, method_name, rank, device)
+    finally:
+        stop_process_group()
+
+
+def rank_device(device: torch.device, rank: Rank) -> torch.device:
+    """One GPU per local rank; CPU ranks share the CPU."""
+    if rank.distributed and device.type == "cuda":
+        return torch.device("cuda", rank.local_rank)
+    return device
+
+
+def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.device) -> Path:
     entry = params.method(method_name)
     recipe = params.train_for(method_name)
     splits = load_splits(params.data.dataset)
     source = open_source(params.data)
-    device = resolve_device(recipe.device)
 
     teacher_payload = load_teacher_payload(params, method_name, splits)
     set_seed(params.seed)
@@ -67,15 +92,23 @@ def run(params: Params, method_name: str) -> Path:
               "num_workers": recipe.num_workers}
     loaders = {
         "train": make_loader(source, splits.train, train=True, sampling=method.sampling,
-                             augment=recipe.augment, **common),
+                             augment=recipe.augment, rank=rank.rank,
+                             world_size=rank.world_size, **common),
         "val": make_loader(source, splits.val, train=False, **common),
     }
     config = train_config(recipe, params.seed)
     checkpoint = resume_path(method_name)
+    if not rank.is_main:
+        train(method, loaders["train"], loaders["val"], config, device=device,
+              checkpoint_path=checkpoint)
+        return model_path(method_name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
         log(f"pretrain {method_name}: resuming the interrupted run from {checkpoint} "
             "(earlier epochs are replayed into the curves)")
+    if rank.distributed:
+        log(f"pretrain {method_name}: {rank.world_size} data-parallel ranks, global batch "
+            f"{recipe.batch_size}")
     results = pretrain_results(method_name)
     live_dir = results / "live"
     shutil.rmtree(live_dir, ignore_errors=True)
@@ -139,6 +172,7 @@ def train_config(recipe: TrainParams, seed: int) -> TrainConfig:
         ),
         seed=seed,
         max_grad_norm=recipe.max_grad_norm,
+        sync_batchnorm=recipe.sync_batchnorm,
     )
 
 

@@ -63,6 +63,8 @@ class LoaderOptions:
     augment: str
     seed: int
     device: torch.device
+    rank: int = 0
+    world_size: int = 1
 
 
 class EpochLoader(ABC):
@@ -70,6 +72,12 @@ class EpochLoader(ABC):
 
     Training loaders shuffle (or class-balance) and augment; evaluation loaders visit the
     split in order, unaugmented, and drop nothing. The last batch may be smaller.
+
+    A training loader of rank ``r`` of ``W`` data-parallel processes walks the same global
+    order as every other rank and yields the ``r``-th of ``W`` equal slices of each global
+    batch of ``batch_size``; the last ``N mod W`` samples of an epoch are dropped so that every
+    rank gets batches of the same size (queues all-gather them, and equal slices make the
+    averaged gradient the gradient of the global batch).
 
     Attributes:
         labels: int64 [N], labels of the split.
@@ -83,7 +91,11 @@ class EpochLoader(ABC):
         self.options = options
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.options.batch_size)
+        return math.ceil(self._usable(self.num_samples) / self.options.batch_size)
+
+    def _usable(self, count: int) -> int:
+        """Samples of an epoch of ``count`` that the ranks can share equally."""
+        return count - count % self.options.world_size
 
     @abstractmethod
     def epoch(self, epoch: int) -> Iterator[Batch]:
@@ -109,6 +121,19 @@ class EpochLoader(ABC):
             return class_balanced_indices(self.labels, self.num_samples, rng)
         return instance_indices(self.num_samples, rng)
 
+    def batch_slices(self, epoch: int) -> Iterator[slice]:
+        """This rank's slice of the epoch order, batch by batch.
+
+        Yields:
+            ``slice`` objects into ``epoch_order(epoch)``, one per batch.
+        """
+        size, world = self.options.batch_size, self.options.world_size
+        usable = self._usable(self.num_samples)
+        for start in range(0, usable, size):
+            share = (min(start + size, usable) - start) // world
+            first = start + self.options.rank * share
+            yield slice(first, first + share)
+
 
 class TensorEpochLoader(EpochLoader):
     """Batches of an in-memory pool: normalised once on the device, augmented batch-wise.
@@ -132,8 +157,8 @@ class TensorEpochLoader(EpochLoader):
         options = self.options
         order = torch.from_numpy(self.epoch_order(epoch)).to(options.device)
         generator = epoch_torch_generator(options.seed, epoch, AUGMENT_STREAM)
-        for start in range(0, len(order), options.batch_size):
-            positions = order[start : start + options.batch_size]
+        for batch in self.batch_slices(epoch):
+            positions = order[batch]
             images = self._images.index_select(0, positions)
             if options.train:
                 images = augment_batch(
@@ -209,8 +234,9 @@ class FileEpochLoader(EpochLoader):
         on_cuda = options.device.type == "cuda"
         loader = DataLoader(
             self._dataset,
-            batch_size=options.batch_size,
-            sampler=keys,
+            # Seeds follow the global position, so a rank augments an image exactly as a
+            # single process would.
+            batch_sampler=[keys[batch] for batch in self.batch_slices(epoch)],
             num_workers=self.num_workers,
             pin_memory=on_cuda,
             # Worker seeds derive from this generator; augmentation itself is seeded per image.
@@ -250,6 +276,8 @@ def make_loader(
     seed: int = 0,
     device: torch.device | None = None,
     num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> EpochLoader:
     """A loader over one split of a dataset.
 
@@ -263,6 +291,8 @@ def make_loader(
         seed: seed of every epoch's order and augmentation.
         device: where batches go; CUDA when available if ``None``.
         num_workers: DataLoader workers for file pools (in-memory pools need none).
+        rank: this process's data-parallel rank (training loaders only).
+        world_size: data-parallel processes; each rank yields its slice of every batch.
 
     Returns:
         An :class:`EpochLoader`.
@@ -272,7 +302,8 @@ def make_loader(
             evaluation loader, a non-positive batch size or an unknown pool.
     """
     _check_options(
-        source, part, batch_size=batch_size, train=train, sampling=sampling, augment=augment
+        source, part, batch_size=batch_size, train=train, sampling=sampling, augment=augment,
+        rank=rank, world_size=world_size,
     )
     options = LoaderOptions(
         batch_size=batch_size,
@@ -281,6 +312,8 @@ def make_loader(
         augment=augment,
         seed=seed,
         device=device or default_device(),
+        rank=rank,
+        world_size=world_size,
     )
     if source.pools[part.pool].in_memory:
         return TensorEpochLoader(source, part, options)
@@ -300,6 +333,8 @@ def _check_options(
     train: bool,
     sampling: str,
     augment: str,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> None:
     if sampling not in SAMPLINGS:
         raise PipelineError(
@@ -313,6 +348,15 @@ def _check_options(
         )
     if batch_size < 1:
         raise PipelineError(f"batch_size is {batch_size}: it must be at least 1")
+    if not 0 <= rank < world_size:
+        raise PipelineError(f"rank {rank} is outside the {world_size} data-parallel processes")
+    if world_size > 1 and not train:
+        raise PipelineError("only training loaders are split across ranks; pass world_size=1")
+    if batch_size % world_size:
+        raise PipelineError(
+            f"batch_size {batch_size} is not divisible by the {world_size} processes; "
+            "set train.batch_size to a multiple of the number of processes"
+        )
     if part.pool not in source.pools:
         raise PipelineError(
             f"split uses pool '{part.pool}' but {source.name} has pools "

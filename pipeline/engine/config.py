@@ -64,6 +64,8 @@ class TrainConfig:
         schedule: the learning-rate schedule.
         seed: seeds the global random state at the start of a fresh (not resumed) run.
         max_grad_norm: clip the global gradient norm to this value; ``None`` = no clipping.
+        sync_batchnorm: under torch.distributed on CUDA, normalise with the statistics of
+            the global batch (SyncBatchNorm); CPU ranks average running statistics per epoch.
     """
 
     epochs: int
@@ -71,6 +73,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0
     max_grad_norm: float | None = None
+    sync_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

@@ -20,6 +20,12 @@ from torch import Tensor
 
 from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.engine.config import OptimConfig, TrainConfig
+from pipeline.engine.distributed import (
+    average_batchnorm_statistics,
+    is_main_process,
+    sum_over_ranks,
+    wrap_for_data_parallel,
+)
 from pipeline.engine.errors import NonFiniteError
 from pipeline.engine.records import EpochRecord, TrainingProgress, TrainResult
 from pipeline.engine.schedule import lr_at
@@ -67,9 +73,12 @@ def train(
     """Train ``method`` for ``config.epochs`` epochs and keep its best state on val.
 
     After each epoch: val accuracy, best-state update (strictly higher accuracy wins),
-    checkpoint (atomic), then ``on_epoch_end``. If ``checkpoint_path`` exists at the start,
-    training resumes from it and ``on_epoch_end`` is first replayed for the saved epochs so
-    that curves are complete. A fresh run seeds every global random stream with
+    checkpoint (atomic), then ``on_epoch_end``. Inside a torch.distributed process group the
+    method trains under DistributedDataParallel (each rank's ``train_loader`` yields its slice of
+    every global batch), losses and accuracies are summed over ranks, and only rank 0 writes the
+    checkpoint and calls ``on_epoch_end`` and ``on_step``. If ``checkpoint_path`` exists at the
+    start, training resumes from it and ``on_epoch_end`` is first replayed for the saved epochs
+    so that curves are complete. A fresh run seeds every global random stream with
     ``config.seed``; a resumed one restores them from the checkpoint.
 
     Args:
@@ -95,9 +104,16 @@ def train(
     device = torch.device(device)
     method.to(device)
     optimizer = make_optimizer(method, config.optim)
+    main = is_main_process()
+    if not main:
+        on_epoch_end = on_step = None
     progress = start_or_resume(method, optimizer, config, checkpoint_path, on_epoch_end)
+    step_model = wrap_for_data_parallel(method, device, sync_batchnorm=config.sync_batchnorm)
     for epoch in range(progress.next_epoch, config.epochs):
-        totals = train_one_epoch(method, optimizer, train_loader, config, epoch, device, on_step)
+        totals = train_one_epoch(
+            method, optimizer, train_loader, config, epoch, device, on_step, step_model
+        )
+        average_batchnorm_statistics(method)
         record = EpochRecord(
             epoch=epoch,
             train_loss=totals.loss,
@@ -106,7 +122,7 @@ def train(
             lr=totals.lr,
         )
         progress.finish_epoch(record, method)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and main:
             save_checkpoint(checkpoint_path, method, optimizer, progress, config)
         if on_epoch_end is not None:
             on_epoch_end(record)
@@ -150,19 +166,25 @@ def train_one_epoch(
     epoch: int,
     device: torch.device,
     on_step: Callable[[int, int], None] | None,
+    step_model: torch.nn.Module | None = None,
 ) -> EpochTotals:
-    """One pass over ``loader.epoch(epoch)`` with the learning rate set every iteration."""
+    """One pass over ``loader.epoch(epoch)`` with the learning rate set every iteration.
+
+    ``step_model`` computes the step (the method itself, or the method inside
+    DistributedDataParallel, whose backward averages gradients over ranks).
+    """
+    step_model = method if step_model is None else step_model
     method.train()
     steps = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
+    seen = torch.zeros((), dtype=torch.int64, device=device)
     lr = 0.0
     for step, batch in enumerate(loader.epoch(epoch)):
         lr = lr_at(epoch + (step + 1) / steps, config.optim.lr, config.schedule, config.epochs)
         set_learning_rate(optimizer, lr)
         labels = batch.labels.to(device, non_blocking=True)
-        output = method.training_step(
+        output = step_model(
             batch.images.to(device, non_blocking=True),
             labels,
             batch.index.to(device, non_blocking=True),
@@ -178,9 +200,12 @@ def train_one_epoch(
         seen += labels.numel()
         if on_step is not None:
             on_step(epoch, step)
-    if seen == 0:
+    for total in (loss_sum, correct, seen):
+        sum_over_ranks(total)
+    if seen.item() == 0:
         raise PipelineError(f"the training loader yielded no samples in epoch {epoch + 1}")
-    return EpochTotals(loss=loss_sum.item() / seen, accuracy=correct.item() / seen, lr=lr)
+    count = seen.item()
+    return EpochTotals(loss=loss_sum.item() / count, accuracy=correct.item() / count, lr=lr)
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -62,6 +62,8 @@ class Method(nn.Module, ABC):
         Options: frozen dataclass of the method's hyper-parameters; every field has a default.
         needs_teacher: the constructor takes a keyword ``teacher`` (a trained, frozen
             :class:`Method`, e.g. the GML teacher of a GML student).
+        skips_parameters: some steps leave a trainable parameter without gradient
+            (DistributedDataParallel then has to look for unused parameters every step).
 
     Attributes:
         backbone: the network whose features go into the bank.
@@ -74,6 +76,7 @@ class Method(nn.Module, ABC):
     sampling: ClassVar[str] = "instance"
     Options: ClassVar[type] = NoOptions
     needs_teacher: ClassVar[bool] = False
+    skips_parameters: ClassVar[bool] = False
 
     def __init__(self, backbone: Backbone, class_counts: Tensor, options: Any) -> None:
         """Attach the backbone and the training class frequencies.
@@ -104,6 +107,10 @@ class Method(nn.Module, ABC):
         Returns:
             The scalar loss and the ``[B, C]`` logits for the train accuracy.
         """
+
+    def forward(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+        """The training step; being ``forward`` lets DistributedDataParallel wrap a method."""
+        return self.training_step(images, labels, index)
 
     def predict(self, images: Tensor) -> Tensor:
         """Evaluation logits: the plain linear head unless a method says otherwise.

@@ -156,6 +156,9 @@ class GMLStudent(Method):
     name: ClassVar[str] = NAME
     Options: ClassVar[type] = GMLStudentOptions
     needs_teacher: ClassVar[bool] = True
+    # L_GML waits until every class queue holds a key, so early steps leave the projector
+    # and key MLP without gradient.
+    skips_parameters: ClassVar[bool] = True
 
     def __init__(
         self, backbone: Backbone, class_counts: Tensor, options: Any, *, teacher: Method
@@ -175,6 +178,8 @@ class GMLStudent(Method):
         check_options(options, backbone.feature_dim)
         check_teacher(teacher, class_counts)
         self.teacher = teacher.requires_grad_(False).eval()
+        # The cosine classifier replaces the linear head (see GMLTeacher).
+        backbone.fc.requires_grad_(False)
         self.classifier = CosineClassifier(
             backbone.feature_dim, backbone.num_classes, options.scale
         )

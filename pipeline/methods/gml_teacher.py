@@ -130,6 +130,9 @@ class GMLTeacher(Method):
             PipelineError: a class has no training image, or a non-positive scale.
         """
         super().__init__(backbone, class_counts, options)
+        # The cosine classifier replaces the linear head: freezing it keeps it out of
+        # DistributedDataParallel's gradient reduction, which would wait for it forever.
+        backbone.fc.requires_grad_(False)
         check_scale(options.scale, self.name)
         self.classifier = CosineClassifier(
             backbone.feature_dim, backbone.num_classes, options.scale

@@ -185,3 +185,56 @@ def test_unreadable_image_names_the_file(file_source: DatasetSource) -> None:
             _collect(loader, 0)
         # a worker's traceback is folded away: the same one line as in-process
         assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+@pytest.mark.parametrize("sampling", ["instance", "class_balanced"])
+def test_ranks_split_every_global_batch_into_equal_slices(
+    digits_source: DatasetSource, digits_splits: Splits, sampling: str
+) -> None:
+    def loader(rank: int, world_size: int) -> EpochLoader:
+        return make_loader(
+            digits_source, digits_splits.train, batch_size=15, train=True, sampling=sampling,
+            seed=4, device=CPU, rank=rank, world_size=world_size,
+        )
+
+    single = _collect(loader(0, 1), 2)
+    ranks = [_collect(loader(rank, 3), 2) for rank in range(3)]
+    usable = len(digits_splits.train.indices) // 3 * 3
+    assert len(loader(0, 3)) == len(ranks[0]) == -(-usable // 15)
+    whole = torch.cat([batch.index for batch in single])
+    for step, slices in enumerate(zip(*ranks, strict=True)):
+        sizes = {len(part.index) for part in slices}
+        assert len(sizes) == 1, f"batch {step}: ranks got unequal slices {sizes}"
+        joined = torch.cat([part.index for part in slices])
+        assert torch.equal(joined, whole[step * 15 : step * 15 + len(joined)])
+    assert sum(len(batch.index) for rank in ranks for batch in rank) == usable
+
+
+def test_file_loader_rank_slices_augment_like_one_process(file_source: DatasetSource) -> None:
+    part = SplitPart("train", np.arange(10, dtype=np.int64))
+
+    def loader(rank: int, world_size: int) -> EpochLoader:
+        return make_loader(
+            file_source, part, batch_size=4, train=True, augment="crop_flip", seed=3,
+            device=CPU, rank=rank, world_size=world_size,
+        )
+
+    single = _collect(loader(0, 1), 1)
+    first, second = _collect(loader(0, 2), 1), _collect(loader(1, 2), 1)
+    joined = torch.cat([torch.cat([a.images, b.images]) for a, b in zip(first, second, strict=True)])
+    assert torch.equal(joined, torch.cat([batch.images for batch in single]))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rank": 2, "world_size": 2}, "rank 2 is outside"),
+        ({"batch_size": 9, "world_size": 2}, "not divisible by the 2 processes"),
+        ({"train": False, "world_size": 2}, "only training loaders"),
+    ],
+)
+def test_bad_rank_options_are_rejected(
+    digits_source: DatasetSource, digits_splits: Splits, options: dict, message: str
+) -> None:
+    with pytest.raises(PipelineError, match=message):
+        make_loader(digits_source, digits_splits.train, **{"batch_size": 8, "train": True, **options})
