@@ -87,6 +87,7 @@ def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.
         options=entry.options,
         seed=params.seed,
         teacher=restore_method(teacher_payload) if teacher_payload else None,
+        normalisation=(source.mean, source.std),
     ).to(device)
     common = {"batch_size": recipe.batch_size, "seed": params.seed, "device": device,
               "num_workers": recipe.num_workers}

@@ -70,6 +70,9 @@ class Method(nn.Module, ABC):
         class_counts: ``[C]`` int64 training images per class (a non-persistent buffer: it is
             rebuilt from the constructor argument, never read back from a checkpoint).
         options: an instance of ``Options``.
+        pixel_normalisation: ``(mean, std)`` per channel in [0, 1] pixel units of the images
+            the method is given, or ``None``; methods that augment a second view with a pixel
+            policy (PaCo's SimCLR keys) need it.
     """
 
     name: ClassVar[str]
@@ -93,6 +96,7 @@ class Method(nn.Module, ABC):
         check_class_counts(class_counts, backbone.num_classes, self.name)
         self.backbone = backbone
         self.options = options
+        self.pixel_normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self.register_buffer("class_counts", class_counts.to(torch.int64), persistent=False)
 
     @abstractmethod

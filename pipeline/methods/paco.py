@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.data.augmentations import POLICY_AUGMENTATIONS
 from pipeline.data.transforms import augment_batch
 from pipeline.errors import PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
@@ -48,7 +49,7 @@ from pipeline.methods.paco_queue import LabelledKeyQueue
 from pipeline.models import Backbone
 
 # Batched tensor augmentations that need no dataset statistics.
-KEY_AUGMENTATIONS: tuple[str, ...] = ("crop_flip", "crop", "none")
+KEY_AUGMENTATIONS: tuple[str, ...] = ("crop_flip", "crop", "none", *POLICY_AUGMENTATIONS)
 # Upper bound of the per-step seeds of the key-view generator.
 SEED_BOUND = 2**62
 
@@ -208,9 +209,16 @@ class ParametricContrastive(Method):
         """
         if self.options.key_augment == "none":
             return images
+        augment = self.options.key_augment
+        if augment in POLICY_AUGMENTATIONS and self.pixel_normalisation is None:
+            raise PipelineError(
+                f"methods.paco.options.key_augment '{augment}' works on pixels and needs the "
+                "data's normalisation: build the method with normalisation=(mean, std)"
+            )
         seed = int(torch.randint(0, SEED_BOUND, (1,)).item())
         generator = torch.Generator().manual_seed(seed)
-        return augment_batch(images, self.options.key_augment, generator)
+        mean, std = self.pixel_normalisation or (None, None)
+        return augment_batch(images, augment, generator, mean=mean, std=std)
 
     @torch.no_grad()
     def key_projections(self, images: Tensor) -> Tensor:

@@ -322,7 +322,7 @@ def test_options_parse_and_defaults() -> None:
         ("queue_size", 0),
         ("projection_dim", 0),
         ("momentum", 1.5),
-        ("key_augment", "autoaugment"),
+        ("key_augment", "mixup"),
     ],
 )
 def test_out_of_range_options_name_their_key(key: str, value: object) -> None:
@@ -352,3 +352,17 @@ def test_a_distributed_world_of_one_enqueues_the_gathered_keys(tmp_path: Path) -
         assert int(method.queue.filled) == 8 and torch.equal(method.queue.labels[:8], labels)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_simclr_key_views_need_and_use_the_pixel_normalisation() -> None:
+    images, labels, index = batch()
+    method = build(replace(SMALL, key_augment="simclr"))
+    with pytest.raises(PipelineError, match="needs the data's normalisation"):
+        method.key_view(images)
+    method.pixel_normalisation = ((0.3,), (0.4,))
+    torch.manual_seed(1)
+    view = method.key_view(images)
+    torch.manual_seed(1)
+    assert torch.equal(view, method.key_view(images))
+    assert view.shape == images.shape and not torch.equal(view, images)
+    assert torch.isfinite(method.training_step(images, labels, index).loss)
