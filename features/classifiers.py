@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from features.arrays import float_matrix, label_vector
 from features.errors import FeaturesError
 from features.sampling import class_balanced_order, instance_order
 
@@ -228,7 +229,7 @@ class FittedClassifier:
         Returns:
             float32 [N, C].
         """
-        inputs = _float_matrix(features, f"{self.kind} classifier input", self.input_dim)
+        inputs = float_matrix(features, f"{self.kind} classifier input", self.input_dim)
         if self.model is None:
             return inputs
         if len(inputs) == 0:
@@ -335,10 +336,10 @@ class _TrainingData:
                 f"class_counts: expected an integer [C] array with C >= 2, got "
                 f"{counts.dtype} {counts.shape}"
             )
-        train = _float_matrix(train_x, "train_x")
-        val = _float_matrix(val_x, "val_x", train.shape[1])
-        train_labels = _label_vector(train_y, "train_y", len(train), len(counts))
-        val_labels = _label_vector(val_y, "val_y", len(val), len(counts))
+        train = float_matrix(train_x, "train_x")
+        val = float_matrix(val_x, "val_x", train.shape[1])
+        train_labels = label_vector(train_y, "train_y", len(train), len(counts))
+        val_labels = label_vector(val_y, "val_y", len(val), len(counts))
         if len(train) == 0 or len(val) == 0:
             raise FeaturesError("train_x and val_x must have at least one row each")
         # Statistics of train only: val and test are transformed, never measured.
@@ -370,8 +371,8 @@ def _fit_head(
             "re-dump the bank with logits or drop 'head' from the classifier kinds"
         )
     train_logits, val_logits = head_logits
-    _float_matrix(train_logits, "head_logits[0] (train)", data.num_classes, len(data.train_x))
-    val = _float_matrix(val_logits, "head_logits[1] (val)", data.num_classes, len(data.val_x))
+    float_matrix(train_logits, "head_logits[0] (train)", data.num_classes, len(data.train_x))
+    val = float_matrix(val_logits, "head_logits[1] (val)", data.num_classes, len(data.val_x))
     accuracy = _accuracy(torch.from_numpy(val).argmax(dim=1), data.val_y.cpu())
     return FittedClassifier(
         kind="head",
@@ -627,34 +628,3 @@ def _val_accuracy(probe: Probe, data: _TrainingData) -> float:
 
 def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).to(torch.float64).mean())
-
-
-def _float_matrix(
-    values: np.ndarray, name: str, width: int | None = None, rows: int | None = None
-) -> np.ndarray:
-    array = np.asarray(values)
-    if (
-        array.ndim != 2
-        or (width is not None and array.shape[1] != width)
-        or (rows is not None and array.shape[0] != rows)
-        or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer))
-    ):
-        expected = f"[{rows if rows is not None else 'N'}, {width if width is not None else 'D'}]"
-        raise FeaturesError(
-            f"{name}: expected a real {expected} array, got {array.dtype} {array.shape}"
-        )
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        raise FeaturesError(f"{name}: contains NaN or inf")
-    return array
-
-
-def _label_vector(values: np.ndarray, name: str, rows: int, num_classes: int) -> np.ndarray:
-    array = np.asarray(values)
-    if array.shape != (rows,) or not np.issubdtype(array.dtype, np.integer):
-        raise FeaturesError(
-            f"{name}: expected integer labels of shape ({rows},), got {array.dtype} {array.shape}"
-        )
-    if rows and (array.min() < 0 or array.max() >= num_classes):
-        raise FeaturesError(f"{name}: labels must lie in [0, {num_classes}) = len(class_counts)")
-    return np.ascontiguousarray(array, dtype=np.int64)

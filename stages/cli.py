@@ -153,6 +153,68 @@ def classify(
 
 
 @app.command()
+def dlsa(
+    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+) -> None:
+    """Fit a DLSA cascade (flow filters + cluster-aided classifiers) on a method's bank.
+
+    Writes models/dlsa/<method>/ and results/dlsa/<method>/ (base vs base + DLSA for each kind
+    of dlsa.base_kinds, per-filter separation accuracy and clusters). Reads params: seed,
+    classify, dlsa, eval. Resumes an interrupted fit from checkpoints/dlsa/<method>/.
+    """
+    from stages import dlsa as stage
+
+    _run(debug, lambda: stage.run(_params(params), method))
+
+
+@app.command()
+def analyze(
+    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+) -> None:
+    """Analyse the feature quality of a method's bank (faiss kNN purity, k-means, rho, probe).
+
+    Writes results/analyze/<method>/ (analysis.json, metrics.json, rho.csv, clusters.csv,
+    tsne.csv, confusion.json). Reads params: seed, analyze, eval.
+    """
+    from stages import analyze as stage
+
+    _run(debug, lambda: stage.run(_params(params), method))
+
+
+@app.command()
+def report(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
+    """Render every method side by side: reports/index.html (plots embedded) and summary.md.
+
+    Reads whatever results/classify, results/dlsa, results/analyze and results/pretrain hold
+    for each method of `methods:`; a missing piece is named in the report. Reads params:
+    methods, classify, dlsa, analyze, eval.
+    """
+    from stages import report as stage
+
+    _run(debug, lambda: print(f"wrote {stage.run(_params(params))}"))
+
+
+@app.command()
+def route(
+    model: Path = typer.Option(..., "--model", help="A models/dlsa/<method> folder."),
+    bank: Path = typer.Option(..., "--bank", help="An HDF5 feature bank to route."),
+    base: str = typer.Option(None, "--base", help="Base classifier of the remainder "
+                             "(a kind of dlsa.base_kinds; default: the first)."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Folder of <split>.csv tables."),
+    debug: bool = DebugOption,
+) -> None:
+    """Apply a fitted DLSA cascade to a bank without retraining; write predictions per split."""
+    from stages import route as stage
+
+    def work() -> None:
+        accuracy = stage.run(model, bank, base, out)
+        for split, value in accuracy.items():
+            print(f"{split}: accuracy {value:.4f} -> {out / (split + '.csv')}")
+
+    _run(debug, work)
+
+
+@app.command()
 def preset(
     name: str = typer.Argument(None, help="The preset to apply; leave out to list them."),
     params: Path = ParamsOption,

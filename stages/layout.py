@@ -58,3 +58,28 @@ def require_file(path: Path, made_by: str) -> Path:
     if not path.is_file():
         raise StageError(f"{path}: not found; run `{made_by}` (or `dvc repro`) first")
     return path
+
+
+def dlsa_model_dir(method: str) -> Path:
+    """The fitted DLSA cascade of a method's bank and the base classifiers it was scored with."""
+    return Path("models/dlsa") / method
+
+
+def dlsa_results(method: str) -> Path:
+    """Metrics (base vs base + DLSA) and per-filter statistics of a method's DLSA cascade."""
+    return Path("results/dlsa") / method
+
+
+def dlsa_resume_dir(method: str) -> Path:
+    """Per-filter flow checkpoints of an unfinished DLSA fit (not a DVC output, like pretrain's)."""
+    return Path("checkpoints/dlsa") / method
+
+
+def analyze_results(method: str) -> Path:
+    """Feature-quality analysis of a method's bank: JSON, headline metrics, plot tables."""
+    return Path("results/analyze") / method
+
+
+def report_dir() -> Path:
+    """The report of every method side by side (``index.html``, ``summary.md``)."""
+    return Path("reports")

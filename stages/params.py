@@ -7,6 +7,7 @@ section re-runs only the stages that depend on it:
 - ``seed``, ``data``, ``train``, ``methods.<m>`` -> pretrain@<m>
 - ``data``, ``dump``                          -> dump@<m>
 - ``seed``, ``classify``, ``eval``              -> classify@<m>
+- ``seed``, ``analyze``, ``eval``               -> analyze@<m>
 """
 
 from __future__ import annotations
@@ -172,6 +173,96 @@ class ClassifyParams(_Strict):
         return tuple(_one_of(kind, CLASSIFIER_KINDS) for kind in kinds)
 
 
+class FlowParams(_Strict):
+    """One DLSA flow filter (DLSA supplement; ``num_clusters: null`` = half the classes)."""
+
+    num_clusters: int | None = Field(None, ge=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.2, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    q: float = Field(2.0, ge=0)
+    lambda_bal: float = Field(1.0, ge=0)
+    lambda_pure: float = Field(0.02, ge=0)
+    eta: float = Field(0.7, ge=0, lt=1)
+    weighted_mle: bool = True
+    use_balance: bool = True
+    use_purity: bool = True
+    selection: str = "purity"
+    purity_threshold: float = Field(0.7, ge=0, lt=1)
+    min_cluster_size: int = Field(10, ge=0)
+    sigma: float | None = Field(None, gt=0)
+
+    @field_validator("selection")
+    @classmethod
+    def _known_selection(cls, name: str) -> str:
+        return _one_of(name, ("purity", "likelihood"))
+
+
+class CascadeClassifierParams(_Strict):
+    """The cluster-aided classifier of each filter (constant learning rate, chosen on val)."""
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    min_val_rows: int = Field(10, ge=0)
+
+
+class DLSAParams(_Strict):
+    """DLSA: cascaded flow filters and cluster-aided classifiers on top of base classifiers."""
+
+    base_kinds: tuple[str, ...] = ("balanced_softmax", "cbs_linear", "cosine")
+    num_filters: int = Field(3, ge=1)
+    routed_share: float = Field(0.3, gt=0, lt=1)
+    latent: str = "flow"
+    tail_max_count: int = Field(50, ge=0)
+    device: str = "auto"
+    flow: FlowParams = FlowParams()
+    classifier: CascadeClassifierParams = CascadeClassifierParams()
+
+    @field_validator("base_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        from features.classifiers import CLASSIFIER_KINDS
+
+        if not kinds:
+            raise ValueError("list at least one base classifier kind")
+        return tuple(_one_of(kind, CLASSIFIER_KINDS) for kind in kinds)
+
+    @field_validator("latent")
+    @classmethod
+    def _known_latent(cls, name: str) -> str:
+        return _one_of(name, ("flow", "feature"))
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, name: str) -> str:
+        return TrainParams._known_device(name)
+
+
+class AnalyzeParams(_Strict):
+    """Feature-quality analysis of each bank (faiss kNN, k-means, rho, head/tail probe, t-SNE).
+
+    Shot groups come from ``eval``; tail means at most ``tail_max_count`` training images.
+    """
+
+    k: int = Field(10, ge=1)
+    chunk_rows: int = Field(8192, ge=1)
+    ivf_above: int = Field(200_000, ge=1)
+    nprobe: int = Field(32, ge=1)
+    kmeans_clusters: int | None = Field(None, ge=1)
+    kmeans_niter: int = Field(20, ge=1)
+    kmeans_max_rows: int = Field(100_000, ge=1)
+    probe_max_rows: int = Field(20_000, ge=1)
+    tail_max_count: int = Field(50, ge=0)
+    tsne_samples: int = Field(500, ge=0)
+    confusion_bins: int = Field(10, ge=1)
+    use_gpu: bool | Literal["auto"] = "auto"
+
+
 class EvalParams(_Strict):
     """Shot groups (many > many_above, few < few_below training images) and calibration bins."""
 
@@ -189,6 +280,8 @@ class Params(_Strict):
     methods: dict[str, MethodParams]
     dump: DumpParams = DumpParams()
     classify: ClassifyParams = ClassifyParams()
+    dlsa: DLSAParams = DLSAParams()
+    analyze: AnalyzeParams = AnalyzeParams()
     eval: EvalParams = EvalParams()
     _origin: str = PrivateAttr("params.yaml")
 

@@ -1,0 +1,836 @@
+"""The DLSA cascade: flow filters routing rows to cluster-aided classifiers (Xu et al. 2022).
+
+Fitting (Sec. 3.2-3.4 of the paper):
+    Filter f is trained on the training rows no earlier filter routed. Its routing threshold
+    is the (1 - routed_share) quantile of those rows' log-likelihood: the routed_share of
+    them with the highest likelihood go to classifier f, the rest go on. The same threshold
+    is applied unchanged to val and test rows. Whatever is left after the last filter goes
+    to the base classifier, fitted elsewhere (`features.classifiers.fit_classifier`); its
+    logits are passed to `Cascade.predict`, so "base" and "base + DLSA" share one base.
+
+Cluster-aided classifier f (Sec. 3.4): logits = FC([x, z]) + FC(P(y | cluster(x))), where x
+is the standardised feature, z the flow latent (latent "flow", the paper) or the standardised
+feature again (latent "feature", the official code), and P(y | k) the class histogram of the
+training rows routed to f whose argmax cluster is k. It is trained with the balanced softmax
+loss on the class counts of its routed rows, by SGD at a constant learning rate; the epoch
+with the best accuracy on the val rows routed to f is kept, or the last epoch when fewer than
+`min_val_rows` val rows reach it (too few to choose on).
+
+Seeds: filter f's flow and classifier use seed + f (`FlowTrainConfig.seed` is replaced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from features.arrays import float_matrix, label_vector
+from features.classifiers import FittedClassifier, balanced_softmax_loss
+from features.errors import FeaturesError
+from features.flow_training import (
+    FlowTrainConfig,
+    atomic_torch_save,
+    cluster_class_table,
+    train_filter,
+)
+from features.flows import FlowFilter
+
+FORMAT = "tailbank-dlsa/1"
+LATENTS = ("flow", "feature")
+_EVAL_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Hyper-parameters of a DLSA cascade.
+
+    Attributes:
+        num_filters: Flow filters in the cascade (3 in the paper).
+        routed_share: Share of each filter's remaining training rows routed to its
+            classifier, in (0, 1) (0.3 in the paper).
+        flow: Training of each flow filter; its seed is replaced by seed + filter index.
+        latent: z of the classifier: "flow" (the flow latent, as the paper) or "feature"
+            (the standardised feature again, as the official code).
+        classifier_epochs: Epochs of each cluster-aided classifier (150 officially).
+        classifier_batch_size: Rows per step (128 officially).
+        classifier_lr: Constant learning rate (1e-2 officially for CE/CBS features).
+        classifier_momentum: SGD momentum (0 officially).
+        classifier_weight_decay: L2 penalty.
+        min_val_rows: Fewest routed val rows to choose a classifier epoch on; with fewer the
+            last epoch is kept.
+        tail_max_count: A class with at most this many training rows is "tail" in the
+            separation accuracy (50, Fig. 7).
+        seed: Seed of every filter and classifier.
+    """
+
+    num_filters: int = 3
+    routed_share: float = 0.3
+    flow: FlowTrainConfig = field(default_factory=FlowTrainConfig)
+    latent: str = "flow"
+    classifier_epochs: int = 150
+    classifier_batch_size: int = 128
+    classifier_lr: float = 1e-2
+    classifier_momentum: float = 0.0
+    classifier_weight_decay: float = 0.0
+    min_val_rows: int = 10
+    tail_max_count: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_filters", "classifier_epochs", "classifier_batch_size"):
+            if getattr(self, name) < 1:
+                raise FeaturesError(f"CascadeConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.routed_share < 1:
+            raise FeaturesError(
+                f"CascadeConfig.routed_share must lie in (0, 1), got {self.routed_share}"
+            )
+        if self.latent not in LATENTS:
+            raise FeaturesError(
+                f"CascadeConfig.latent {self.latent!r} is unknown; use one of {LATENTS}"
+            )
+        if not isinstance(self.flow, FlowTrainConfig):
+            raise FeaturesError("CascadeConfig.flow must be a FlowTrainConfig")
+        if (
+            not self.classifier_lr > 0
+            or not 0 <= self.classifier_momentum < 1
+            or self.classifier_weight_decay < 0
+        ):
+            raise FeaturesError(
+                "CascadeConfig needs classifier_lr > 0, classifier_momentum in [0, 1) and "
+                f"classifier_weight_decay >= 0, got {self.classifier_lr}, "
+                f"{self.classifier_momentum} and {self.classifier_weight_decay}"
+            )
+        if self.min_val_rows < 0 or self.tail_max_count < 0:
+            raise FeaturesError(
+                "CascadeConfig.min_val_rows and tail_max_count must be >= 0, got "
+                f"{self.min_val_rows} and {self.tail_max_count}"
+            )
+
+    def filter_config(self, index: int) -> FlowTrainConfig:
+        """The flow training config of filter `index` (seed + index)."""
+        return dataclasses.replace(self.flow, seed=self.seed + index)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (the flow config as a dict), as stored in a cascade file."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> CascadeConfig:
+        """Inverse of `to_dict`; validates like the constructor."""
+        values = dict(values)
+        values["flow"] = FlowTrainConfig(**values["flow"])
+        return cls(**values)
+
+
+class ClusterAidedClassifier(nn.Module):
+    """logits = FC([x, z]) + FC(P(y | cluster of x)) (Sec. 3.4 of the DLSA paper).
+
+    Args:
+        dim: D, feature width.
+        latent_dim: Width of z.
+        cluster_prior: float [K, C], row k = class histogram (normalised) of the training
+            rows routed to this filter whose argmax cluster is k; zeros for an empty cluster.
+        mean: float [D], the filter's training mean the features are standardised with.
+        std: float [D], the matching standard deviation.
+        seed: Seed of the initialisation (the global RNG is left untouched).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        latent_dim: int,
+        cluster_prior: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        *,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        num_classes = cluster_prior.shape[1]
+        self.register_buffer("cluster_prior", cluster_prior.detach().clone().float())
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.feature_fc = nn.Linear(dim + latent_dim, num_classes)
+            self.prior_fc = nn.Linear(num_classes, num_classes)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std of rows x [N, D]."""
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor, latent: torch.Tensor, cluster: torch.Tensor) -> torch.Tensor:
+        """Logits of rows.
+
+        Args:
+            x: float [N, D], raw features.
+            latent: float [N, latent_dim], z.
+            cluster: int64 [N], argmax cluster of each row.
+
+        Returns:
+            float [N, C].
+        """
+        joint = torch.cat([self.standardize(x), latent], dim=1)
+        return self.feature_fc(joint) + self.prior_fc(self.cluster_prior[cluster])
+
+
+@dataclass(frozen=True)
+class RoutedPrediction:
+    """Where the cascade sends rows and what its classifiers say.
+
+    Attributes:
+        logits: float32 [N, C], the cluster-aided classifier's logits of each routed row;
+            zeros for the remainder (assignment -1), which the base classifier scores.
+        assignment: int64 [N], the filter that routed each row, -1 for the remainder.
+    """
+
+    logits: np.ndarray
+    assignment: np.ndarray
+
+
+@dataclass
+class _Walk:
+    """One pass of rows down the cascade: per filter, the rows it saw and what it said."""
+
+    assignment: np.ndarray
+    logits: np.ndarray
+    seen: list[np.ndarray]
+    clusters: list[np.ndarray]
+
+
+@dataclass
+class Cascade:
+    """A fitted DLSA cascade (CPU, eval mode).
+
+    Attributes:
+        dim: D, feature width of the bank it was fitted on.
+        num_classes: C.
+        config: Its hyper-parameters.
+        filters: The flow filters, in routing order.
+        thresholds: Log-likelihood threshold of each filter: rows at or above it are routed.
+        classifiers: The cluster-aided classifier of each filter.
+        base_kind: Kind of the base classifier it was fitted with (informative only).
+        info: Per filter: "selected_epoch" of the flow, "classifier_epoch",
+            "classifier_val_accuracy" (NaN when not chosen on val), "history" of the flow.
+    """
+
+    dim: int
+    num_classes: int
+    config: CascadeConfig
+    filters: list[FlowFilter]
+    thresholds: list[float]
+    classifiers: list[ClusterAidedClassifier]
+    base_kind: str
+    info: list[dict[str, Any]]
+
+    def check_bank(self, dim: int, num_classes: int, where: str) -> None:
+        """Raises FeaturesError unless a bank has this cascade's feature width and classes.
+
+        Args:
+            dim: The bank's feature dimension.
+            num_classes: The bank's class count.
+            where: Names the bank in the message (its path or method).
+        """
+        if dim != self.dim or num_classes != self.num_classes:
+            raise FeaturesError(
+                f"{where}: bank has {dim} features and {num_classes} classes but the DLSA "
+                f"cascade was fitted on {self.dim} features and {self.num_classes} classes; "
+                "refit the cascade on this bank"
+            )
+
+    def route(self, x: np.ndarray) -> RoutedPrediction:
+        """Sends rows down the cascade.
+
+        Args:
+            x: float [N, D], features of any split.
+
+        Returns:
+            Classifier logits of routed rows and each row's filter (-1: remainder).
+        """
+        walk = self._walk(x)
+        return RoutedPrediction(logits=walk.logits, assignment=walk.assignment)
+
+    def predict(self, x: np.ndarray, base_logits: np.ndarray) -> np.ndarray:
+        """Logits of "base + DLSA": cascade classifiers for routed rows, base for the rest.
+
+        Args:
+            x: float [N, D], features.
+            base_logits: float [N, C], the base classifier's logits of the same rows.
+
+        Returns:
+            float32 [N, C].
+        """
+        base = float_matrix(base_logits, "base_logits", self.num_classes)
+        if len(base) != len(np.asarray(x)):
+            raise FeaturesError(
+                f"base_logits has {len(base)} rows but x has {len(np.asarray(x))}; pass the base "
+                "classifier's logits of the same rows"
+            )
+        routed = self.route(x)
+        return np.where((routed.assignment >= 0)[:, None], routed.logits, base).astype(np.float32)
+
+    @torch.no_grad()
+    def _walk(self, x: np.ndarray) -> _Walk:
+        rows = torch.from_numpy(float_matrix(x, "x", self.dim))
+        assignment = np.full(len(rows), -1, dtype=np.int64)
+        logits = np.zeros((len(rows), self.num_classes), dtype=np.float32)
+        remaining = np.arange(len(rows))
+        seen, clusters = [], []
+        for index, (flow, threshold, classifier) in enumerate(
+            zip(self.filters, self.thresholds, self.classifiers, strict=True)
+        ):
+            subset = rows[remaining]
+            likelihood, cluster, latent = flow_pass(flow, subset)
+            routed = (likelihood >= threshold).numpy()
+            seen.append(remaining)
+            clusters.append(cluster.numpy())
+            picked = torch.from_numpy(routed)
+            z = _classifier_latent(self.config.latent, classifier, subset[picked], latent[picked])
+            logits[remaining[routed]] = _batched_logits(
+                classifier, subset[picked], z, cluster[picked]
+            ).numpy()
+            assignment[remaining[routed]] = index
+            remaining = remaining[~routed]
+        return _Walk(assignment=assignment, logits=logits, seen=seen, clusters=clusters)
+
+
+@torch.no_grad()
+def flow_pass(flow: FlowFilter, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs rows through a filter in eval mode, in batches.
+
+    Args:
+        flow: A flow filter.
+        x: float [N, D], on the flow's device.
+
+    Returns:
+        (log_likelihood float [N], argmax cluster int64 [N], latent float [N, D]).
+    """
+    flow.eval()
+    parts = [flow(x[start : start + _EVAL_BATCH]) for start in range(0, len(x), _EVAL_BATCH)]
+    if not parts:
+        return x.new_zeros(0), torch.zeros(0, dtype=torch.int64), x.new_zeros(0, x.shape[1])
+    return (
+        torch.cat([part.log_likelihood for part in parts]),
+        torch.cat([part.log_posterior.argmax(dim=1) for part in parts]),
+        torch.cat([part.latent for part in parts]),
+    )
+
+
+def routing_threshold(log_likelihood: torch.Tensor, routed_share: float) -> float:
+    """The (1 - routed_share) quantile of training log-likelihoods, as a routing threshold.
+
+    It is the k-th largest value with k = max(1, round(routed_share * N)), so exactly k rows
+    lie at or above it (more only on ties).
+
+    Args:
+        log_likelihood: float [N], N >= 1, of the rows the filter was trained on.
+        routed_share: Share to route, in (0, 1).
+
+    Returns:
+        The threshold.
+    """
+    if log_likelihood.numel() == 0:
+        raise FeaturesError("routing threshold of zero rows; use fewer filters")
+    count = min(max(1, round(routed_share * log_likelihood.numel())), log_likelihood.numel())
+    return float(torch.sort(log_likelihood, descending=True).values[count - 1])
+
+
+def cluster_prior(
+    clusters: torch.Tensor, labels: torch.Tensor, num_clusters: int, num_classes: int
+) -> torch.Tensor:
+    """P(y | k): class histogram of each cluster's rows, normalised; zeros for an empty cluster.
+
+    Args:
+        clusters: int64 [N], argmax cluster of each routed training row.
+        labels: int64 [N], their classes.
+        num_clusters: K.
+        num_classes: C.
+
+    Returns:
+        float32 [K, C].
+    """
+    table = cluster_class_table(clusters, labels, num_clusters, num_classes).to(torch.float64)
+    sizes = table.sum(dim=1, keepdim=True)
+    return (table / sizes.clamp(min=1.0)).to(torch.float32)
+
+
+def fit_cascade(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    class_counts: np.ndarray,
+    base: FittedClassifier,
+    config: CascadeConfig,
+    checkpoint_dir: Path | None = None,
+) -> Cascade:
+    """Fits the flow filters and cluster-aided classifiers of a DLSA cascade.
+
+    Args:
+        train_x: float [N, D], training features.
+        train_y: int [N], training classes in [0, C).
+        val_x: float [M, D], val features (epoch selection only; never test rows).
+        val_y: int [M], val classes.
+        class_counts: int [C], the bank's training rows per class.
+        base: The classifier of the remainder; only its class count is checked here.
+        config: Hyper-parameters.
+        checkpoint_dir: Folder for per-filter flow checkpoints ("filter<f>.pt"), resumed when
+            present; left in place for the caller to delete.
+
+    Returns:
+        The fitted cascade, on CPU.
+    """
+    counts = np.asarray(class_counts)
+    num_classes = len(counts)
+    train = float_matrix(train_x, "train_x")
+    val = float_matrix(val_x, "val_x", train.shape[1])
+    train_labels = label_vector(train_y, "train_y", len(train), num_classes)
+    val_labels = label_vector(val_y, "val_y", len(val), num_classes)
+    if base.num_classes != num_classes:
+        raise FeaturesError(
+            f"base classifier {base.kind!r} has {base.num_classes} classes but class_counts has "
+            f"{num_classes}; fit the base on the same bank"
+        )
+    remaining_train, remaining_val = np.arange(len(train)), np.arange(len(val))
+    filters, thresholds, classifiers, info = [], [], [], []
+    for index in range(config.num_filters):
+        if len(remaining_train) < 2:
+            raise FeaturesError(
+                f"DLSA filter {index}: only {len(remaining_train)} training rows remain; lower "
+                "CascadeConfig.num_filters or routed_share"
+            )
+        stage = _fit_stage(
+            index,
+            train[remaining_train],
+            train_labels[remaining_train],
+            val[remaining_val],
+            val_labels[remaining_val],
+            counts.astype(np.int64),
+            config,
+            None if checkpoint_dir is None else Path(checkpoint_dir) / f"filter{index}.pt",
+        )
+        filters.append(stage.flow)
+        thresholds.append(stage.threshold)
+        classifiers.append(stage.classifier)
+        info.append(stage.info)
+        remaining_train = remaining_train[~stage.routed_train]
+        remaining_val = remaining_val[~stage.routed_val]
+    return Cascade(
+        dim=train.shape[1],
+        num_classes=num_classes,
+        config=config,
+        filters=filters,
+        thresholds=thresholds,
+        classifiers=classifiers,
+        base_kind=base.kind,
+        info=info,
+    )
+
+
+@dataclass
+class _Stage:
+    flow: FlowFilter
+    threshold: float
+    classifier: ClusterAidedClassifier
+    routed_train: np.ndarray
+    routed_val: np.ndarray
+    info: dict[str, Any]
+
+
+def _fit_stage(
+    index: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    class_counts: np.ndarray,
+    config: CascadeConfig,
+    checkpoint: Path | None,
+) -> _Stage:
+    """Filter `index` on the rows that reach it, its threshold, and its classifier.
+
+    n_c of the MLE weights (Eq. 6) are the bank's class counts for every filter: head and
+    tail keep their meaning down the cascade, and a class with one row left would otherwise
+    get a weight large enough to make the flow diverge.
+    """
+    num_classes = len(class_counts)
+    flow_config = config.filter_config(index)
+    trained = train_filter(
+        train_x,
+        train_y,
+        class_counts,
+        val_x,
+        val_y,
+        flow_config,
+        name=f"DLSA filter {index}",
+        checkpoint=checkpoint,
+    )
+    flow = trained.flow
+    train_rows, val_rows = torch.from_numpy(train_x), torch.from_numpy(val_x)
+    likelihood, clusters, latent = flow_pass(flow, train_rows)
+    threshold = routing_threshold(likelihood, config.routed_share)
+    routed = likelihood >= threshold
+    labels = torch.from_numpy(train_y)
+    prior = cluster_prior(clusters[routed], labels[routed], flow.num_clusters, num_classes)
+    classifier = ClusterAidedClassifier(
+        flow.dim, flow.dim, prior, flow.mean, flow.std, seed=config.seed + index
+    )
+    val_likelihood, val_clusters, val_latent = flow_pass(flow, val_rows)
+    routed_val = val_likelihood >= threshold
+    selected = _train_classifier(
+        classifier,
+        _Rows(train_rows[routed], latent[routed], clusters[routed], labels[routed]),
+        _Rows(
+            val_rows[routed_val],
+            val_latent[routed_val],
+            val_clusters[routed_val],
+            torch.from_numpy(val_y)[routed_val],
+        ),
+        num_classes,
+        config,
+        seed=config.seed + index,
+    )
+    info = {
+        "selected_epoch": trained.selected_epoch,
+        "history": trained.history,
+        **selected,
+    }
+    return _Stage(flow, threshold, classifier, routed.numpy(), routed_val.numpy(), info)
+
+
+@dataclass
+class _Rows:
+    """Rows a classifier sees: raw features, flow latents, argmax clusters and classes."""
+
+    x: torch.Tensor
+    latent: torch.Tensor
+    clusters: torch.Tensor
+    labels: torch.Tensor
+
+
+def _train_classifier(
+    classifier: ClusterAidedClassifier,
+    train: _Rows,
+    val: _Rows,
+    num_classes: int,
+    config: CascadeConfig,
+    *,
+    seed: int,
+) -> dict[str, float]:
+    """Constant-lr SGD on the balanced softmax loss of the routed rows' class counts.
+
+    Keeps the epoch with the best accuracy on the routed val rows (the earliest on ties), or
+    the last epoch when fewer than `config.min_val_rows` val rows are routed here.
+    """
+    device = config.flow.torch_device()
+    classifier.to(device)
+    train = _Rows(*(tensor.to(device) for tensor in dataclasses.astuple(train)))
+    val = _Rows(*(tensor.to(device) for tensor in dataclasses.astuple(val)))
+    train_z = _classifier_latent(config.latent, classifier, train.x, train.latent)
+    val_z = _classifier_latent(config.latent, classifier, val.x, val.latent)
+    counts = torch.bincount(train.labels, minlength=num_classes)
+    optimizer = torch.optim.SGD(
+        classifier.parameters(),
+        lr=config.classifier_lr,
+        momentum=config.classifier_momentum,
+        weight_decay=config.classifier_weight_decay,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    choose_on_val = len(val.labels) >= max(config.min_val_rows, 1)
+    best_epoch, best_accuracy = config.classifier_epochs, math.nan
+    best_state = None
+    for epoch in range(1, config.classifier_epochs + 1):
+        classifier.train()
+        order = torch.randperm(len(train.labels), generator=generator).to(device)
+        for start in range(0, len(order), config.classifier_batch_size):
+            rows = order[start : start + config.classifier_batch_size]
+            logits = classifier(train.x[rows], train_z[rows], train.clusters[rows])
+            loss = balanced_softmax_loss(logits, train.labels[rows], counts)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if choose_on_val:
+            accuracy = _accuracy(classifier, val, val_z)
+            if best_state is None or accuracy > best_accuracy:
+                best_epoch, best_accuracy = epoch, accuracy
+                best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+    if best_state is not None:
+        classifier.load_state_dict(best_state)
+    classifier.to("cpu").eval()
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(False)
+    return {"classifier_epoch": best_epoch, "classifier_val_accuracy": best_accuracy}
+
+
+@torch.no_grad()
+def _accuracy(classifier: ClusterAidedClassifier, rows: _Rows, z: torch.Tensor) -> float:
+    classifier.eval()
+    pred = _batched_logits(classifier, rows.x, z, rows.clusters).argmax(dim=1)
+    return float((pred == rows.labels.cpu()).to(torch.float64).mean())
+
+
+def _classifier_latent(
+    latent_kind: str, classifier: ClusterAidedClassifier, x: torch.Tensor, latent: torch.Tensor
+) -> torch.Tensor:
+    """z of the classifier: the flow latent, or the standardised feature again."""
+    return latent if latent_kind == "flow" else classifier.standardize(x)
+
+
+@torch.no_grad()
+def _batched_logits(
+    classifier: ClusterAidedClassifier, x: torch.Tensor, z: torch.Tensor, clusters: torch.Tensor
+) -> torch.Tensor:
+    classifier.eval()
+    blocks = [
+        classifier(
+            x[start : start + _EVAL_BATCH],
+            z[start : start + _EVAL_BATCH],
+            clusters[start : start + _EVAL_BATCH],
+        ).cpu()
+        for start in range(0, len(x), _EVAL_BATCH)
+    ]
+    if not blocks:
+        return torch.zeros(0, classifier.cluster_prior.shape[1])
+    return torch.cat(blocks)
+
+
+@dataclass
+class FilterReport:
+    """Statistics of one filter of a cascade.
+
+    Attributes:
+        index: The filter's position in the cascade.
+        threshold: Its log-likelihood threshold.
+        routed_share: Per split, the share of all the split's rows this filter routes.
+        seen_share: Per split, the share of the split's rows that reach this filter.
+        separation_accuracy: Per split, the share of rows routed by this filter that belong
+            to tail classes (DLSA Fig. 7; None when it routes no row).
+        tail_share_seen: Per split, the tail share of the rows reaching this filter: the
+            separation accuracy of a filter routing at random (chance).
+        cluster_sizes: Training rows reaching this filter per argmax cluster [K].
+        cluster_purity: Share of the largest class in each cluster (None when empty).
+        pure_clusters: Clusters with purity > purity_threshold and size > min_cluster_size.
+    """
+
+    index: int
+    threshold: float
+    routed_share: dict[str, float]
+    seen_share: dict[str, float]
+    separation_accuracy: dict[str, float | None]
+    tail_share_seen: dict[str, float | None]
+    cluster_sizes: list[int]
+    cluster_purity: list[float | None]
+    pure_clusters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def filter_report(
+    cascade: Cascade,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    class_counts: np.ndarray,
+) -> list[FilterReport]:
+    """Routing, head/tail separation and cluster statistics of each filter.
+
+    Tail classes have at most `config.tail_max_count` training rows. Cluster sizes and purity
+    are measured on the "train" split's rows that reach the filter (empty lists without a
+    "train" split).
+
+    Args:
+        cascade: A fitted cascade.
+        splits: Split name -> (features float [N, D], classes int [N]).
+        class_counts: int [C], the bank's training rows per class.
+
+    Returns:
+        One report per filter.
+    """
+    counts = np.asarray(class_counts)
+    if counts.shape != (cascade.num_classes,):
+        raise FeaturesError(
+            f"class_counts has shape {counts.shape}, expected ({cascade.num_classes},)"
+        )
+    is_tail_class = counts <= cascade.config.tail_max_count
+    walks, labels = {}, {}
+    for name, (x, y) in splits.items():
+        walks[name] = cascade._walk(x)
+        labels[name] = label_vector(y, f"{name} labels", len(walks[name].assignment), len(counts))
+    return [
+        _report_one(cascade, index, walks, labels, is_tail_class)
+        for index in range(len(cascade.filters))
+    ]
+
+
+def _report_one(
+    cascade: Cascade,
+    index: int,
+    walks: dict[str, _Walk],
+    labels: dict[str, np.ndarray],
+    is_tail_class: np.ndarray,
+) -> FilterReport:
+    routed_share, seen_share, separation, chance = {}, {}, {}, {}
+    for name, walk in walks.items():
+        total = max(len(walk.assignment), 1)
+        tail = is_tail_class[labels[name]]
+        routed = walk.assignment == index
+        seen = walk.seen[index]
+        routed_share[name] = float(routed.sum() / total)
+        seen_share[name] = float(len(seen) / total)
+        separation[name] = float(tail[routed].mean()) if routed.any() else None
+        chance[name] = float(tail[seen].mean()) if len(seen) else None
+    sizes: list[int] = []
+    purity: list[float | None] = []
+    pure = 0
+    if "train" in walks:
+        flow_config = cascade.config.flow
+        table = cluster_class_table(
+            torch.from_numpy(walks["train"].clusters[index]),
+            torch.from_numpy(labels["train"][walks["train"].seen[index]]),
+            cascade.filters[index].num_clusters,
+            cascade.num_classes,
+        )
+        size_t, largest = table.sum(dim=1), table.max(dim=1).values
+        sizes = [int(value) for value in size_t]
+        purity = [
+            float(big) / float(size) if size else None
+            for big, size in zip(largest, size_t, strict=True)
+        ]
+        pure = int(
+            (
+                (size_t > flow_config.min_cluster_size)
+                & (largest > flow_config.purity_threshold * size_t)
+            ).sum()
+        )
+    return FilterReport(
+        index=index,
+        threshold=cascade.thresholds[index],
+        routed_share=routed_share,
+        seen_share=seen_share,
+        separation_accuracy=separation,
+        tail_share_seen=chance,
+        cluster_sizes=sizes,
+        cluster_purity=purity,
+        pure_clusters=pure,
+    )
+
+
+def save_cascade(cascade: Cascade, path: Path) -> None:
+    """Writes a cascade to one torch file (format "tailbank-dlsa/1"), atomically.
+
+    The same cascade gives the same bytes: no times or paths are stored.
+
+    Args:
+        cascade: A fitted cascade.
+        path: Destination file.
+    """
+    payload = {
+        "format": FORMAT,
+        "dim": cascade.dim,
+        "num_classes": cascade.num_classes,
+        "config": cascade.config.to_dict(),
+        "base_kind": cascade.base_kind,
+        "thresholds": [float(value) for value in cascade.thresholds],
+        "filters": [_cpu_state(flow) for flow in cascade.filters],
+        "classifiers": [_cpu_state(classifier) for classifier in cascade.classifiers],
+        "info": _canonical(cascade.info),
+    }
+    atomic_torch_save(payload, Path(path))
+
+
+def load_cascade(path: Path) -> Cascade:
+    """Reads a cascade written by `save_cascade`.
+
+    Args:
+        path: The cascade file.
+
+    Returns:
+        The cascade, on CPU, in eval mode.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise FeaturesError(f"DLSA cascade {path} does not exist; run the dlsa stage") from error
+    except Exception as error:
+        raise FeaturesError(
+            f"{path} is not a readable DLSA cascade ({type(error).__name__}); re-run the dlsa "
+            "stage to rewrite it"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise FeaturesError(
+            f"{path} has format {found!r}, expected {FORMAT!r}; re-run the dlsa stage to rewrite it"
+        )
+    try:
+        return _cascade_of(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise FeaturesError(
+            f"{path} is a damaged DLSA cascade ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); re-run the dlsa stage"
+        ) from error
+
+
+def _cascade_of(payload: dict[str, Any]) -> Cascade:
+    config = CascadeConfig.from_dict(payload["config"])
+    dim, num_classes = int(payload["dim"]), int(payload["num_classes"])
+    filters, classifiers = [], []
+    for index, (flow_state, classifier_state) in enumerate(
+        zip(payload["filters"], payload["classifiers"], strict=True)
+    ):
+        flow_config = config.filter_config(index)
+        flow = FlowFilter(
+            dim, flow_config.num_clusters, seed=flow_config.seed, sigma=flow_config.sigma
+        )
+        flow.load_state_dict(flow_state)
+        classifier = ClusterAidedClassifier(
+            dim,
+            dim,
+            torch.zeros(flow_config.num_clusters, num_classes),
+            torch.zeros(dim),
+            torch.ones(dim),
+            seed=config.seed + index,
+        )
+        classifier.load_state_dict(classifier_state)
+        for module in (flow, classifier):
+            module.eval()
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+        filters.append(flow)
+        classifiers.append(classifier)
+    return Cascade(
+        dim=dim,
+        num_classes=num_classes,
+        config=config,
+        filters=filters,
+        thresholds=[float(value) for value in payload["thresholds"]],
+        classifiers=classifiers,
+        base_kind=str(payload["base_kind"]),
+        info=list(payload["info"]),
+    )
+
+
+def _canonical(value: Any) -> Any:
+    """A copy whose dict keys are interned strings.
+
+    pickle writes a string once per object, so the same info loaded back from a checkpoint
+    (fresh key objects) would otherwise give other bytes than the info of a fresh fit.
+    """
+    if isinstance(value, dict):
+        return {sys.intern(str(key)): _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu").clone() for key, value in module.state_dict().items()}

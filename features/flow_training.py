@@ -1,0 +1,526 @@
+"""Training one DLSA flow filter (Xu et al., ECCV 2022, Sec. 3.3 and supplement Sec. 5).
+
+The filter minimises L_MLE + lambda_bal L_bal + lambda_pure L_pure (Eq. 11) by minibatch SGD
+at a constant learning rate. Rows are standardised with the training mean and std, which the
+filter stores as buffers (the flow's first, fixed affine layer), so any bank's feature scale
+suits the paper's learning rate and its centre spread sigma. After every epoch the filter is
+scored on the val rows and the best epoch's state is kept:
+
+    "purity"      most clusters with purity > purity_threshold holding > min_cluster_size val
+                  rows by argmax cluster (the official selection rule, moved from the test
+                  split to val); ties go to the higher mean val log-likelihood.
+    "likelihood"  highest mean val log-likelihood.
+
+Without val rows the last epoch is kept. All randomness comes from `FlowTrainConfig.seed`;
+an optional per-epoch checkpoint lets an interrupted training resume with identical results.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from features.arrays import float_matrix, label_vector
+from features.errors import FeaturesError
+from features.flow_losses import ClusterBalance, purity_loss, purity_pairs, weighted_mle_loss
+from features.flows import FlowFilter
+
+SELECTIONS = ("purity", "likelihood")
+CHECKPOINT_FORMAT = "tailbank-dlsa-flow-checkpoint/1"
+_EVAL_BATCH = 4096
+# Features that are constant on train would otherwise divide by zero when standardised.
+_MIN_STD = 1e-6
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class FlowTrainConfig:
+    """Hyper-parameters of one flow filter (defaults: ImageNet-LT, DLSA supplement Sec. 5).
+
+    Attributes:
+        num_clusters: K, mixture components (500 for 1000 classes in the paper).
+        epochs: Training epochs.
+        batch_size: Rows per SGD step.
+        lr: Constant SGD learning rate.
+        momentum: SGD momentum. The paper names plain SGD at lr 0.2; with momentum 0.9 that
+            learning rate makes the flow diverge, so the default is 0.
+        weight_decay: L2 penalty (the paper names none).
+        q: Exponent of the MLE class weights n_c^(-q) (Eq. 6).
+        lambda_bal: Weight of the balancedness loss (Eq. 11).
+        lambda_pure: Weight of the purity loss (Eq. 11).
+        eta: Momentum of the balancedness estimate.
+        weighted_mle: False trains with the plain MLE (q = 0), an ablation.
+        use_balance: False drops L_bal, an ablation.
+        use_purity: False drops L_pure, an ablation.
+        selection: "purity" or "likelihood", how the kept epoch is chosen on val.
+        purity_threshold: A cluster is pure when its largest class holds more than this share.
+        min_cluster_size: A pure cluster must hold more than this many val rows.
+        sigma: Spread of the mixture centres; sqrt(3 / (2D)) when None.
+        seed: Seed of initialisation, centres, batch order and purity pairs.
+        device: "cpu", "cuda", "cuda:1", ... or "auto" for CUDA when available.
+    """
+
+    num_clusters: int = 500
+    epochs: int = 50
+    batch_size: int = 1024
+    lr: float = 0.2
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    q: float = 2.0
+    lambda_bal: float = 1.0
+    lambda_pure: float = 0.02
+    eta: float = 0.7
+    weighted_mle: bool = True
+    use_balance: bool = True
+    use_purity: bool = True
+    selection: str = "purity"
+    purity_threshold: float = 0.7
+    min_cluster_size: int = 10
+    sigma: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("num_clusters", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FeaturesError(
+                    f"FlowTrainConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
+        if not self.lr > 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
+            raise FeaturesError(
+                "FlowTrainConfig needs lr > 0, momentum in [0, 1) and weight_decay >= 0, got "
+                f"{self.lr}, {self.momentum} and {self.weight_decay}"
+            )
+        for name in ("q", "lambda_bal", "lambda_pure", "min_cluster_size"):
+            if getattr(self, name) < 0:
+                raise FeaturesError(
+                    f"FlowTrainConfig.{name} must be >= 0, got {getattr(self, name)}"
+                )
+        if not 0 <= self.eta < 1 or not 0 <= self.purity_threshold < 1:
+            raise FeaturesError(
+                "FlowTrainConfig.eta and purity_threshold must lie in [0, 1), got "
+                f"{self.eta} and {self.purity_threshold}"
+            )
+        if self.selection not in SELECTIONS:
+            raise FeaturesError(
+                f"FlowTrainConfig.selection {self.selection!r} is unknown; use one of {SELECTIONS}"
+            )
+        if self.sigma is not None and not self.sigma > 0:
+            raise FeaturesError(f"FlowTrainConfig.sigma must be > 0 or None, got {self.sigma}")
+
+    def torch_device(self) -> torch.device:
+        """The device to train on; "auto" picks CUDA when available."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(self.device)
+        except RuntimeError as error:
+            raise FeaturesError(
+                f"FlowTrainConfig.device {self.device!r} is not a torch device; "
+                "use cpu, cuda or auto"
+            ) from error
+
+
+@dataclass
+class TrainedFilter:
+    """A trained flow filter and how it got there.
+
+    Attributes:
+        flow: The filter of the selected epoch, in eval mode, on CPU, frozen.
+        selected_epoch: 1-based epoch whose state `flow` holds.
+        history: One record per epoch: "epoch", "loss", "mle", "balance", "purity" (means
+            over the epoch's steps), "val_log_likelihood" (mean), "val_pure_clusters".
+    """
+
+    flow: FlowFilter
+    selected_epoch: int
+    history: list[dict[str, float]]
+
+
+@dataclass
+class _Data:
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    class_counts: torch.Tensor
+
+
+def train_filter(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    class_counts: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    config: FlowTrainConfig,
+    *,
+    name: str,
+    on_epoch: EpochCallback | None = None,
+    checkpoint: Path | None = None,
+) -> TrainedFilter:
+    """Trains one flow filter, keeping the best val epoch.
+
+    Args:
+        train_x: float [N, D], the rows the filter is trained on.
+        train_y: int [N], their classes in [0, C).
+        class_counts: int [C], n_c of the MLE weights (Eq. 6); normally the counts of train_y.
+        val_x: float [M, D], val rows the epoch is chosen on (M may be 0).
+        val_y: int [M], their classes.
+        config: Hyper-parameters.
+        name: Names the filter in errors ("filter 2 of bank ce").
+        on_epoch: Called after each epoch with its 1-based number and history record.
+        checkpoint: File for a per-epoch checkpoint; an existing one of the same config and
+            data shape is resumed. It is left in place: the caller deletes it.
+
+    Returns:
+        The filter of the selected epoch and the per-epoch history.
+    """
+    data = _prepare(train_x, train_y, class_counts, val_x, val_y, config)
+    device = config.torch_device()
+    flow = FlowFilter(
+        data.train_x.shape[1], config.num_clusters, seed=config.seed, sigma=config.sigma
+    )
+    mean = data.train_x.mean(dim=0, dtype=torch.float64)
+    std = data.train_x.to(torch.float64).std(dim=0, unbiased=False).clamp(min=_MIN_STD)
+    flow.set_standardization(mean.to(torch.float32), std.to(torch.float32))
+    flow.to(device)
+    data = _Data(*(tensor.to(device) for tensor in dataclasses.astuple(data)))
+    state = _TrainState.fresh(flow, config)
+    if checkpoint is not None and checkpoint.exists():
+        state.load(checkpoint, _fingerprint(name, config, data))
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        record = _run_epoch(state, data, config, name, epoch)
+        state.finish_epoch(epoch, record, _score(record, config))
+        if checkpoint is not None:
+            state.save(checkpoint, _fingerprint(name, config, data))
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+    flow.load_state_dict(state.best_state)
+    flow = flow.to("cpu").eval()
+    for parameter in flow.parameters():
+        parameter.requires_grad_(False)
+    return TrainedFilter(flow=flow, selected_epoch=state.best_epoch, history=state.history)
+
+
+@torch.no_grad()
+def evaluate_flow(flow: FlowFilter, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-likelihood and argmax cluster of rows, in eval mode and in batches.
+
+    Args:
+        flow: A flow filter (switched to eval mode).
+        x: float [N, D] on the flow's device.
+
+    Returns:
+        (log_likelihood float [N], cluster int64 [N]).
+    """
+    flow.eval()
+    likelihoods, clusters = [], []
+    for start in range(0, len(x), _EVAL_BATCH):
+        out = flow(x[start : start + _EVAL_BATCH])
+        likelihoods.append(out.log_likelihood)
+        clusters.append(out.log_posterior.argmax(dim=1))
+    if not likelihoods:
+        return x.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=x.device)
+    return torch.cat(likelihoods), torch.cat(clusters)
+
+
+def pure_cluster_count(
+    clusters: torch.Tensor,
+    labels: torch.Tensor,
+    num_clusters: int,
+    num_classes: int,
+    *,
+    purity_threshold: float,
+    min_cluster_size: int,
+) -> int:
+    """Clusters holding more than min_cluster_size rows whose largest class exceeds the threshold.
+
+    Purity(k) is the share of cluster k's rows in its largest class (Sec. 3.3).
+
+    Args:
+        clusters: int64 [N], argmax cluster of each row.
+        labels: int64 [N], class of each row.
+        num_clusters: K.
+        num_classes: C.
+        purity_threshold: Purity a cluster must exceed.
+        min_cluster_size: Rows a cluster must exceed.
+
+    Returns:
+        The number of such clusters.
+    """
+    table = cluster_class_table(clusters, labels, num_clusters, num_classes)
+    sizes = table.sum(dim=1)
+    largest = table.max(dim=1).values
+    pure = (sizes > min_cluster_size) & (largest > purity_threshold * sizes)
+    return int(pure.sum())
+
+
+def cluster_class_table(
+    clusters: torch.Tensor, labels: torch.Tensor, num_clusters: int, num_classes: int
+) -> torch.Tensor:
+    """Rows per (cluster, class).
+
+    Args:
+        clusters: int64 [N] in [0, K).
+        labels: int64 [N] in [0, C).
+        num_clusters: K.
+        num_classes: C.
+
+    Returns:
+        int64 [K, C].
+    """
+    flat = clusters.to("cpu", torch.int64) * num_classes + labels.to("cpu", torch.int64)
+    return torch.bincount(flat, minlength=num_clusters * num_classes).view(
+        num_clusters, num_classes
+    )
+
+
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """Writes torch.save(payload) to path through a temporary file and a rename.
+
+    Args:
+        payload: Anything torch.save accepts.
+        path: Destination; its folder is created when missing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+class _TrainState:
+    """Everything an epoch changes, so that a checkpoint can restore it exactly."""
+
+    def __init__(
+        self,
+        flow: FlowFilter,
+        optimizer: torch.optim.Optimizer,
+        balance: ClusterBalance,
+        generator: torch.Generator,
+    ) -> None:
+        self.flow = flow
+        self.optimizer = optimizer
+        self.balance = balance
+        self.generator = generator
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.best_epoch = 0
+        self.best_score: tuple[float, float] = (-math.inf, -math.inf)
+        self.best_state = _state_of(flow)
+
+    @classmethod
+    def fresh(cls, flow: FlowFilter, config: FlowTrainConfig) -> _TrainState:
+        optimizer = torch.optim.SGD(
+            flow.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        balance = ClusterBalance(config.num_clusters, config.eta)
+        # Offset from the flow's own seed: the batch order must not replay the init draws.
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        return cls(flow, optimizer, balance, generator)
+
+    def finish_epoch(
+        self, epoch: int, record: dict[str, float], score: tuple[float, float]
+    ) -> None:
+        self.epoch = epoch
+        self.history.append(record)
+        # >= keeps the later epoch on ties, so without val rows the last epoch wins.
+        if score >= self.best_score:
+            self.best_epoch, self.best_score, self.best_state = epoch, score, _state_of(self.flow)
+
+    def save(self, path: Path, fingerprint: dict[str, Any]) -> None:
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "epoch": self.epoch,
+                "flow": _state_of(self.flow, "cpu"),
+                "optimizer": _to_cpu(self.optimizer.state_dict()),
+                "balance": self.balance.state_dict(),
+                "generator": self.generator.get_state(),
+                "history": self.history,
+                "best_epoch": self.best_epoch,
+                "best_score": list(self.best_score),
+                "best_state": _to_cpu(self.best_state),
+            },
+            path,
+        )
+
+    def load(self, path: Path, fingerprint: dict[str, Any]) -> None:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise FeaturesError(
+                f"flow checkpoint {path} cannot be read ({type(error).__name__}); delete it to "
+                "train from scratch"
+            ) from error
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise FeaturesError(
+                f"{path} is not a flow checkpoint ({CHECKPOINT_FORMAT}); delete it to train "
+                "from scratch"
+            )
+        if payload["fingerprint"] != fingerprint:
+            raise FeaturesError(
+                f"flow checkpoint {path} was written for another config or other rows; delete "
+                "it to train from scratch"
+            )
+        device = next(self.flow.parameters()).device
+        self.flow.load_state_dict(payload["flow"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.balance.load_state_dict(payload["balance"])
+        self.generator.set_state(payload["generator"])
+        self.epoch = int(payload["epoch"])
+        # Interned keys: a resumed history then pickles to the same bytes as a fresh one.
+        self.history = [
+            {sys.intern(key): value for key, value in record.items()}
+            for record in payload["history"]
+        ]
+        self.best_epoch = int(payload["best_epoch"])
+        self.best_score = (float(payload["best_score"][0]), float(payload["best_score"][1]))
+        self.best_state = {key: value.to(device) for key, value in payload["best_state"].items()}
+
+
+def _run_epoch(
+    state: _TrainState, data: _Data, config: FlowTrainConfig, name: str, epoch: int
+) -> dict[str, float]:
+    """One pass over the training rows in a seeded order; returns the epoch's record."""
+    flow, generator = state.flow, state.generator
+    flow.train()
+    q = config.q if config.weighted_mle else 0.0
+    order = torch.randperm(len(data.train_y), generator=generator).to(data.train_y.device)
+    sums = {"loss": 0.0, "mle": 0.0, "balance": 0.0, "purity": 0.0}
+    steps = 0
+    for step, start in enumerate(range(0, len(order), config.batch_size), start=1):
+        rows = order[start : start + config.batch_size]
+        # BatchNorm needs two rows for a batch variance; a lone last row waits for next epoch.
+        if len(rows) < 2:
+            continue
+        out = flow(data.train_x[rows])
+        labels = data.train_y[rows]
+        parts = {"mle": weighted_mle_loss(out.log_likelihood, labels, data.class_counts, q)}
+        loss = parts["mle"]
+        if config.use_balance:
+            parts["balance"] = state.balance(out.log_posterior)
+            loss = loss + config.lambda_bal * parts["balance"]
+        if config.use_purity:
+            i, j = purity_pairs(labels, generator)
+            parts["purity"] = purity_loss(out.log_posterior, i, j)
+            loss = loss + config.lambda_pure * parts["purity"]
+        if not torch.isfinite(loss):
+            raise FeaturesError(
+                f"flow filter {name!r}: non-finite loss at epoch {epoch} step {step}; lower "
+                "FlowTrainConfig.lr or check the features for extreme values"
+            )
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        steps += 1
+        sums["loss"] += float(loss.detach())
+        for part, value in parts.items():
+            sums[part] += float(value.detach())
+    record = {"epoch": float(epoch)}
+    record.update({part: total / max(steps, 1) for part, total in sums.items()})
+    record.update(_validate(flow, data, config))
+    return record
+
+
+def _validate(flow: FlowFilter, data: _Data, config: FlowTrainConfig) -> dict[str, float]:
+    if len(data.val_y) == 0:
+        return {"val_log_likelihood": math.nan, "val_pure_clusters": 0.0}
+    likelihood, clusters = evaluate_flow(flow, data.val_x)
+    pure = pure_cluster_count(
+        clusters,
+        data.val_y,
+        config.num_clusters,
+        len(data.class_counts),
+        purity_threshold=config.purity_threshold,
+        min_cluster_size=config.min_cluster_size,
+    )
+    return {"val_log_likelihood": float(likelihood.mean()), "val_pure_clusters": float(pure)}
+
+
+def _score(record: dict[str, float], config: FlowTrainConfig) -> tuple[float, float]:
+    likelihood = record["val_log_likelihood"]
+    if math.isnan(likelihood):
+        return (-math.inf, -math.inf)
+    if config.selection == "likelihood":
+        return (likelihood, 0.0)
+    return (record["val_pure_clusters"], likelihood)
+
+
+def _prepare(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    class_counts: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    config: FlowTrainConfig,
+) -> _Data:
+    counts = np.asarray(class_counts)
+    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+        raise FeaturesError(
+            f"class_counts: expected non-negative integer [C] counts, got {counts.dtype} "
+            f"{counts.shape}"
+        )
+    train = float_matrix(train_x, "train_x")
+    val = float_matrix(val_x, "val_x", train.shape[1])
+    train_labels = label_vector(train_y, "train_y", len(train), len(counts))
+    val_labels = label_vector(val_y, "val_y", len(val), len(counts))
+    if len(train) < 2:
+        raise FeaturesError(
+            f"a flow filter needs at least 2 training rows, got {len(train)}; use fewer filters"
+        )
+    return _Data(
+        train_x=torch.from_numpy(train),
+        train_y=torch.from_numpy(train_labels),
+        val_x=torch.from_numpy(val),
+        val_y=torch.from_numpy(val_labels),
+        class_counts=torch.from_numpy(counts.astype(np.int64)),
+    )
+
+
+def _fingerprint(name: str, config: FlowTrainConfig, data: _Data) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the config and the shape of the rows."""
+    return {
+        "name": name,
+        "config": repr(config),
+        "train_shape": list(data.train_x.shape),
+        "val_shape": list(data.val_x.shape),
+        "train_label_sum": int(data.train_y.sum()),
+    }
+
+
+def _state_of(module: torch.nn.Module, device: str | None = None) -> dict[str, torch.Tensor]:
+    return {
+        key: value.detach().clone().to(device) if device else value.detach().clone()
+        for key, value in module.state_dict().items()
+    }
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu").clone()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(item) for item in value)
+    return copy.deepcopy(value)

@@ -1,0 +1,132 @@
+"""`tailbank dlsa` and `tailbank route` on a small synthetic long-tailed bank."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from features.bank import BankMeta, BankWriter
+from stages.cli import app
+from tests.stages.conftest import tiny_params
+
+NUM_CLASSES = 6
+DIM = 8
+# three head classes, three tail classes (<= 50 training images)
+COUNTS = np.array([150, 110, 80, 30, 15, 8])
+
+
+def _rows(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    centres = 3.0 * np.eye(NUM_CLASSES, DIM)
+    labels = np.repeat(np.arange(NUM_CLASSES), counts)
+    features = centres[labels] + rng.normal(size=(len(labels), DIM))
+    return features.astype(np.float32), labels
+
+
+def write_bank(path: Path, dim: int = DIM) -> None:
+    rng = np.random.default_rng(0)
+    meta = BankMeta(method="ce", backbone="resnet20", dataset="digits_lt",
+                    num_classes=NUM_CLASSES, feature_dim=dim, seed=0,
+                    params_digest="a" * 64, checkpoint_sha256="b" * 64,
+                    class_counts=COUNTS.astype(np.int64), class_names=None,
+                    tailbank_version="0.1.0")
+    with BankWriter(path, meta) as writer:
+        for split, counts in (("train", COUNTS), ("val", np.full(NUM_CLASSES, 12)),
+                              ("test", np.full(NUM_CLASSES, 20))):
+            features, labels = _rows(counts, rng)
+            features = features[:, :dim] if dim <= DIM else np.pad(features, ((0, 0), (0, dim - DIM)))
+            logits = rng.normal(size=(len(labels), NUM_CLASSES)).astype(np.float32)
+            writer.append(split, features=features, labels=labels,
+                          index=np.arange(len(labels)), logits=logits)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    params = tiny_params()
+    params["methods"] = {"ce": params["methods"]["ce"]}
+    params["classify"].update(epochs=3)
+    params["dlsa"] = {
+        "base_kinds": ["balanced_softmax", "head"],
+        "num_filters": 2,
+        "device": "cpu",
+        "flow": {"epochs": 4, "batch_size": 128, "num_clusters": 4, "selection": "likelihood"},
+        "classifier": {"epochs": 5},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "banks").mkdir()
+    write_bank(tmp_path / "banks/ce.h5")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_dlsa_writes_cascade_and_base_vs_dlsa_metrics(project: Path) -> None:
+    done = invoke("dlsa", "--method", "ce")
+    assert done.exit_code == 0, done.output
+    metrics = json.loads((project / "results/dlsa/ce/metrics.json").read_text())
+    assert set(metrics) == {"balanced_softmax", "head"}
+    for entry in metrics.values():
+        for side in ("base", "dlsa"):
+            assert {"overall", "many", "medium", "few", "mcc", "nmi"} <= set(entry[side])
+    filters = json.loads((project / "results/dlsa/ce/filters.json").read_text())
+    assert [report["index"] for report in filters] == [0, 1]
+    # each filter routes 30 % of the training rows that reach it
+    seen = 1.0
+    for report in filters:
+        assert report["routed_share"]["train"] == pytest.approx(0.3 * seen, abs=2 / COUNTS.sum())
+        seen -= report["routed_share"]["train"]
+    csv_lines = (project / "results/dlsa/ce/filters.csv").read_text().splitlines()
+    assert csv_lines[0] == "filter,separation_accuracy,chance,routed_share" and len(csv_lines) == 3
+    assert {p.name for p in (project / "models/dlsa/ce").iterdir()} == {"cascade.pt", "bases.pt"}
+    assert not (project / "checkpoints/dlsa/ce").exists()
+
+
+def test_dlsa_outputs_are_byte_identical_across_runs(project: Path) -> None:
+    outputs = ("models/dlsa/ce/cascade.pt", "models/dlsa/ce/bases.pt",
+               "results/dlsa/ce/metrics.json", "results/dlsa/ce/filters.json")
+    assert invoke("dlsa", "--method", "ce").exit_code == 0
+    first = {name: (project / name).read_bytes() for name in outputs}
+    for name in outputs:
+        (project / name).unlink()
+    assert invoke("dlsa", "--method", "ce").exit_code == 0
+    for name in outputs:
+        assert (project / name).read_bytes() == first[name], f"{name} changed between runs"
+
+
+def test_route_applies_the_cascade_without_retraining(project: Path) -> None:
+    assert invoke("dlsa", "--method", "ce").exit_code == 0
+    done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5",
+                  "--base", "balanced_softmax", "--out", "predictions")
+    assert done.exit_code == 0, done.output
+    rows = (project / "predictions/test.csv").read_text().splitlines()
+    assert rows[0] == "index,label,filter,prediction" and len(rows) == 1 + 20 * NUM_CLASSES
+    filters = {int(row.split(",")[2]) for row in rows[1:]}
+    assert filters <= {-1, 0, 1} and -1 in filters
+    metrics = json.loads((project / "results/dlsa/ce/metrics.json").read_text())
+    accuracy = float(done.output.split("test: accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(metrics["balanced_softmax"]["dlsa"]["overall"], abs=1e-4)
+
+
+def test_route_refuses_a_bank_of_another_width(project: Path) -> None:
+    assert invoke("dlsa", "--method", "ce").exit_code == 0
+    write_bank(project / "banks/wide.h5", dim=DIM + 2)
+    done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/wide.h5")
+    assert done.exit_code == 2
+    assert done.output.strip() == (
+        "tailbank: error: banks/wide.h5: bank has 10 features and 6 classes but the DLSA cascade "
+        "was fitted on 8 features and 6 classes; refit the cascade on this bank"
+    )
+
+
+def test_route_names_an_unknown_base(project: Path) -> None:
+    assert invoke("dlsa", "--method", "ce").exit_code == 0
+    done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5", "--base", "lws")
+    assert done.exit_code == 2
+    assert "no base classifier 'lws'; saved: balanced_softmax, head" in done.output
