@@ -30,8 +30,8 @@ SHOT_GROUPS: tuple[str, ...] = ("many", "medium", "few")
 def exponential_profile(n_max: int, num_classes: int, imbalance_factor: float) -> np.ndarray:
     """Images per class of an exponentially long-tailed set (Cao et al. 2019, LDAM).
 
-    ``n_i = floor(n_max * IF^(-i / (C - 1)))``, at least 1: class 0 is the head with ``n_max``
-    images, class C-1 the tail with about ``n_max / IF``.
+    ``n_i = floor(n_max * IF^(-i / (C - 1)))``: class 0 is the head with ``n_max`` images,
+    class C-1 the tail with about ``n_max / IF``.
 
     Args:
         n_max: images of the head class.
@@ -42,7 +42,8 @@ def exponential_profile(n_max: int, num_classes: int, imbalance_factor: float) -
         int64 [C], non-increasing.
 
     Raises:
-        PipelineError: ``imbalance_factor`` below 1 or not finite, or ``n_max`` below 1.
+        PipelineError: ``imbalance_factor`` below 1 or not finite, ``n_max`` below 1, or a
+            tail class that the profile would leave without a single image.
     """
     _check_imbalance_factor(imbalance_factor)
     _require_positive("data.max_per_class", n_max)
@@ -50,7 +51,15 @@ def exponential_profile(n_max: int, num_classes: int, imbalance_factor: float) -
         return np.array([n_max], dtype=np.int64)
     exponents = -np.arange(num_classes, dtype=np.float64) / (num_classes - 1)
     counts = np.floor(n_max * imbalance_factor**exponents + PROFILE_ROUNDING_SLACK)
-    return np.maximum(counts, 1).astype(np.int64)
+    empty = np.flatnonzero(counts < 1)
+    if len(empty):
+        # Clamping to one image would silently train on another imbalance factor.
+        raise PipelineError(
+            f"data.imbalance_factor {imbalance_factor:g} with {n_max} images in the head class "
+            f"leaves {len(empty)} tail classes (from class {empty[0]}) with no training image; "
+            f"lower data.imbalance_factor to at most {n_max} or raise data.max_per_class"
+        )
+    return counts.astype(np.int64)
 
 
 def make_splits(

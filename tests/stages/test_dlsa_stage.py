@@ -22,24 +22,26 @@ COUNTS = np.array([150, 110, 80, 30, 15, 8])
 
 def _rows(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     centres = 3.0 * np.eye(NUM_CLASSES, DIM)
-    labels = np.repeat(np.arange(NUM_CLASSES), counts)
+    labels = np.repeat(np.arange(len(counts)), counts)
     features = centres[labels] + rng.normal(size=(len(labels), DIM))
     return features.astype(np.float32), labels
 
 
-def write_bank(path: Path, dim: int = DIM) -> None:
+def write_bank(path: Path, dim: int = DIM, num_classes: int = NUM_CLASSES) -> None:
+    """A long-tailed bank of Gaussian classes (the first ``num_classes`` of ``COUNTS``)."""
     rng = np.random.default_rng(0)
+    train_counts = COUNTS[:num_classes]
     meta = BankMeta(method="ce", backbone="resnet20", dataset="digits_lt",
-                    num_classes=NUM_CLASSES, feature_dim=dim, seed=0,
+                    num_classes=num_classes, feature_dim=dim, seed=0,
                     params_digest="a" * 64, checkpoint_sha256="b" * 64,
-                    class_counts=COUNTS.astype(np.int64), class_names=None,
+                    class_counts=train_counts.astype(np.int64), class_names=None,
                     tailbank_version="0.1.0")
     with BankWriter(path, meta) as writer:
-        for split, counts in (("train", COUNTS), ("val", np.full(NUM_CLASSES, 12)),
-                              ("test", np.full(NUM_CLASSES, 20))):
+        for split, counts in (("train", train_counts), ("val", np.full(num_classes, 12)),
+                              ("test", np.full(num_classes, 20))):
             features, labels = _rows(counts, rng)
             features = features[:, :dim] if dim <= DIM else np.pad(features, ((0, 0), (0, dim - DIM)))
-            logits = rng.normal(size=(len(labels), NUM_CLASSES)).astype(np.float32)
+            logits = rng.normal(size=(len(labels), num_classes)).astype(np.float32)
             writer.append(split, features=features, labels=labels,
                           index=np.arange(len(labels)), logits=logits)
 
