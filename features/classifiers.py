@@ -504,7 +504,8 @@ def _train(
     for epoch in range(epochs):
         _set_lr(optimizer, _cosine_lr(config.lr, epoch, epochs))
         order = _epoch_order(data, balanced, generator)
-        _run_epoch(probe, optimizer, loss_fn, data, order.to(data.device), config.batch_size)
+        _run_epoch(probe, optimizer, loss_fn, data, order.to(data.device), config.batch_size,
+                   where=f"classifier {kind}, epoch {epoch + 1}/{epochs}")
         accuracy = _val_accuracy(probe, data)
         if accuracy > best_accuracy:
             best_epoch, best_accuracy, best_state = epoch + 1, accuracy, _state_of(probe)
@@ -519,14 +520,32 @@ def _run_epoch(
     data: _TrainingData,
     order: torch.Tensor,
     batch_size: int,
+    *,
+    where: str,
 ) -> None:
     probe.train()
-    for start in range(0, len(order), batch_size):
+    for step, start in enumerate(range(0, len(order), batch_size), start=1):
         rows = order[start : start + batch_size]
         loss = loss_fn(probe(data.train_x[rows]), data.train_y[rows])
+        check_finite_loss(loss, f"{where}, step {step}", fix="lower classify.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+
+def check_finite_loss(loss: torch.Tensor, where: str, fix: str) -> None:
+    """Stop before a NaN or infinite loss reaches the weights; the message says where.
+
+    Args:
+        loss: the scalar loss of a step.
+        where: what was training, and the epoch and step.
+        fix: the advice to give.
+
+    Raises:
+        FeaturesError: the loss is not finite.
+    """
+    if not bool(torch.isfinite(loss)):
+        raise FeaturesError(f"{where}: non-finite loss ({float(loss.detach())}); {fix}")
 
 
 def _epoch_order(data: _TrainingData, balanced: bool, generator: torch.Generator) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from features.arrays import float_matrix, label_vector
-from features.classifiers import FittedClassifier, balanced_softmax_loss
+from features.classifiers import FittedClassifier, balanced_softmax_loss, check_finite_loss
 from features.errors import FeaturesError
 from features.flow_training import (
     FlowTrainConfig,
@@ -498,6 +498,7 @@ def _fit_stage(
         num_classes,
         config,
         seed=config.seed + index,
+        name=f"DLSA classifier of filter {index}",
     )
     info = {
         "selected_epoch": trained.selected_epoch,
@@ -525,6 +526,7 @@ def _train_classifier(
     config: CascadeConfig,
     *,
     seed: int,
+    name: str,
 ) -> dict[str, float]:
     """Constant-lr SGD on the balanced softmax loss of the routed rows' class counts.
 
@@ -555,6 +557,11 @@ def _train_classifier(
             rows = order[start : start + config.classifier_batch_size]
             logits = classifier(train.x[rows], train_z[rows], train.clusters[rows])
             loss = balanced_softmax_loss(logits, train.labels[rows], counts)
+            check_finite_loss(
+                loss,
+                f"{name}, epoch {epoch}, step {start // config.classifier_batch_size + 1}",
+                fix="lower dlsa.classifier.lr",
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -10,7 +10,9 @@ import numpy as np
 
 from features.bank import Bank
 from features.classifiers import ProbeConfig, fit_classifier
+from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
+from stages.errors import StageError
 from stages.io import write_csv, write_json
 from stages.layout import bank_path, classify_results, require_file, resolve_device
 from stages.params import ClassifyParams, EvalParams, Params
@@ -38,7 +40,10 @@ def run(params: Params, method_name: str) -> Path:
     metrics: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
     for kind in params.classify.kinds:
-        test, val_acc, selected = fit_and_evaluate(kind, data, counts, config, params.eval)
+        try:
+            test, val_acc, selected = fit_and_evaluate(kind, data, counts, config, params.eval)
+        except FeaturesError as error:
+            raise StageError(f"classify {method_name}: {error}") from None
         metrics[kind] = {**clean(test.summary()), "val_overall": round(val_acc, 6),
                          **{f"selected_{key}": value for key, value in selected.items()}}
         per_class[kind] = test.per_class

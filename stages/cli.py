@@ -27,6 +27,15 @@ ParamsOption = typer.Option(
     Path("params.yaml"), "--params", "-p", help="The params file to read.", show_default=True
 )
 DebugOption = typer.Option(False, "--debug", help="Show the full traceback of an error.")
+CascadeOption = typer.Option(..., "--model", help="A models/dlsa/<method> folder.")
+BankOption = typer.Option(..., "--bank", help="An HDF5 feature bank to route.")
+BaseKindOption = typer.Option(
+    None, "--base", help="Base classifier of the remainder (a kind of dlsa.base_kinds; "
+    "default: the first)."
+)
+PredictionsOption = typer.Option(
+    Path("predictions"), "--out", help="Folder of the <split>.csv prediction tables."
+)
 MethodOption = typer.Option(
     ..., "--method", "-m", help="A key of `methods:` in params.yaml (ce, cbs, bsce, ...)."
 )
@@ -196,11 +205,10 @@ def report(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
 
 @app.command()
 def route(
-    model: Path = typer.Option(..., "--model", help="A models/dlsa/<method> folder."),
-    bank: Path = typer.Option(..., "--bank", help="An HDF5 feature bank to route."),
-    base: str = typer.Option(None, "--base", help="Base classifier of the remainder "
-                             "(a kind of dlsa.base_kinds; default: the first)."),
-    out: Path = typer.Option(Path("predictions"), "--out", help="Folder of <split>.csv tables."),
+    model: Path = CascadeOption,
+    bank: Path = BankOption,
+    base: str = BaseKindOption,
+    out: Path = PredictionsOption,
     debug: bool = DebugOption,
 ) -> None:
     """Apply a fitted DLSA cascade to a bank without retraining; write predictions per split."""

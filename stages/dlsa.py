@@ -19,6 +19,7 @@ import torch
 from features.bank import Bank
 from features.classifiers import FittedClassifier, fit_classifier
 from features.dlsa import Cascade, CascadeConfig, filter_report, fit_cascade, save_cascade
+from features.errors import FeaturesError
 from features.flow_training import FlowTrainConfig
 from features.metrics import evaluate
 from stages.classify import clean, fmt, probe_config
@@ -27,8 +28,8 @@ from stages.io import save_torch, write_csv, write_json
 from stages.layout import (
     bank_path,
     dlsa_model_dir,
-    dlsa_resume_dir,
     dlsa_results,
+    dlsa_resume_dir,
     require_file,
     resolve_device,
 )
@@ -69,8 +70,11 @@ def run(params: Params, method_name: str) -> Path:
     if resume.is_dir():
         log(f"dlsa {method_name}: resuming the interrupted fit from {resume}")
     (train_x, train_y, _), (val_x, val_y, _) = data["train"], data["val"]
-    cascade = fit_cascade(train_x, train_y, val_x, val_y, counts,
-                          next(iter(bases.values())), config, checkpoint_dir=resume)
+    try:
+        cascade = fit_cascade(train_x, train_y, val_x, val_y, counts,
+                              next(iter(bases.values())), config, checkpoint_dir=resume)
+    except FeaturesError as error:
+        raise StageError(f"dlsa {method_name}: {error}") from None
     save_model(dlsa_model_dir(method_name), cascade, bases)
     write_results(dlsa_results(method_name), method_name, cascade, bases, data, counts, params)
     shutil.rmtree(resume, ignore_errors=True)

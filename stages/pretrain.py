@@ -13,6 +13,7 @@ import torch
 from pipeline.data import Splits, make_loader
 from pipeline.engine import (
     EpochRecord,
+    NonFiniteError,
     OptimConfig,
     ScheduleConfig,
     TrainConfig,
@@ -130,16 +131,19 @@ def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.
         def on_step(epoch: int, step: int) -> None:
             progress.advance_to(epoch * steps_per_epoch + step + 1, f"epoch {epoch + 1}")
 
-        result = train(
-            method,
-            loaders["train"],
-            loaders["val"],
-            config,
-            device=device,
-            checkpoint_path=checkpoint,
-            on_epoch_end=on_epoch_end,
-            on_step=on_step,
-        )
+        try:
+            result = train(
+                method,
+                loaders["train"],
+                loaders["val"],
+                config,
+                device=device,
+                checkpoint_path=checkpoint,
+                on_epoch_end=on_epoch_end,
+                on_step=on_step,
+            )
+        except NonFiniteError as error:
+            raise StageError(f"pretrain {method_name}: {error}") from None
 
     target = model_path(method_name)
     save_torch(target, model_payload(params, method_name, recipe, result, splits,

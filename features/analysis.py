@@ -1,0 +1,221 @@
+"""Feature-quality analysis of a bank: how well a backbone's features separate head from tail.
+
+For every view of the bank (`features` and each `extra/<name>`), `analyze_bank` reports
+
+- kNN purity and kNN-classifier accuracy (cosine, faiss; `features.knn`) of the query split
+  (test) against the index split (train), and of the index split against itself;
+- spherical k-means on the index split: cluster purity, sizes, and whether each cluster's
+  majority label is a head or a tail class;
+- the representation statistics of the MBIB paper (Eq. 15-17): D_intra, D_inter, rho, on the
+  query split;
+- head/tail linear separability: a class-balanced logistic probe, head vs tail;
+
+and, from the bank's own logits, the mean positive posterior of each class (MBIB Eq. 14).
+Everything is also given per shot group (many / medium / few, `features.metrics.shot_groups`).
+Tail, for the probe and the k-means flags, means at most `tail_max_count` training images
+(50, the tail of DLSA); head is every other class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features.bank import Bank
+from features.errors import FeaturesError
+from features.kmeans import KmeansConfig, kmeans_chunks
+from features.knn import KnnConfig, bank_chunks, class_means, knn_bank
+from features.metrics import shot_groups
+from features.representation import (
+    class_group_means,
+    mean_positive_posterior,
+    representation_stats,
+)
+from features.separability import SeparabilityConfig, separability_chunks
+
+__all__ = ["AnalysisConfig", "KmeansConfig", "KnnConfig", "SeparabilityConfig", "analyze_bank"]
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Settings of `analyze_bank`.
+
+    Attributes:
+        knn: kNN index and search settings (k, blocks, IVF, GPU).
+        kmeans: k-means settings.
+        separability: Head/tail probe settings.
+        many_above: Shot groups, see `features.metrics.shot_groups`.
+        few_below: Shot groups, see `features.metrics.shot_groups`.
+        tail_max_count: A class with at most this many training images is tail (DLSA: 50).
+        index_split: Split indexed by kNN, clustered by k-means, training the probe.
+        query_split: Split searched by kNN, measured by Eq. 15-17, testing the probe.
+        views: Views to analyse (`features`, `extra/<name>`); None = every view that both
+            splits hold.
+    """
+
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    kmeans: KmeansConfig = field(default_factory=KmeansConfig)
+    separability: SeparabilityConfig = field(default_factory=SeparabilityConfig)
+    many_above: int = 100
+    few_below: int = 20
+    tail_max_count: int = 50
+    index_split: str = "train"
+    query_split: str = "test"
+    views: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.index_split == self.query_split:
+            raise FeaturesError(
+                f"AnalysisConfig.index_split and query_split are both {self.index_split!r}; "
+                "pick two splits (self-kNN of the index split is always reported)"
+            )
+        if self.tail_max_count < 0:
+            raise FeaturesError(
+                f"AnalysisConfig.tail_max_count must be >= 0, got {self.tail_max_count}"
+            )
+
+
+def analyze_bank(bank: Bank, config: AnalysisConfig | None = None) -> dict[str, Any]:
+    """Every analysis of this module on every view of a bank, as a JSON-ready dict.
+
+    Args:
+        bank: An open bank with the index and query splits.
+        config: Settings; None = defaults.
+
+    Returns:
+        Nested dict of plain Python values (NaN as None): the settings, per-class arrays
+        (class counts, shot groups, tail flags, mean positive posterior), the posterior per
+        shot group, and under "views" one entry per analysed view with kNN (query against
+        index, and index against itself), k-means, representation statistics, separability
+        and per-class kNN purity / accuracy / D_intra / D_inter. The same bank and config give
+        the same dict.
+    """
+    config = config or AnalysisConfig()
+    for split in (config.index_split, config.query_split):
+        if split not in bank.splits:
+            raise FeaturesError(
+                f"{bank.path}: no split {split!r} to analyse (it has {bank.splits}); "
+                "re-dump the bank with it or set AnalysisConfig.index_split/query_split"
+            )
+    counts = bank.meta.class_counts
+    groups = (config.many_above, config.few_below)
+    posterior = _posterior(bank, config)
+    report = {
+        "method": bank.meta.method,
+        "backbone": bank.meta.backbone,
+        "dataset": bank.meta.dataset,
+        "config": asdict(config),
+        "per_class": {
+            "class_counts": counts,
+            "shot_group": shot_groups(counts, *groups),
+            "is_tail": counts <= config.tail_max_count,
+            "mean_positive_posterior": posterior,
+        },
+        "posterior": None if posterior is None else class_group_means(posterior, counts, *groups),
+        "views": {view: _analyze_view(bank, view, config) for view in _views(bank, config)},
+    }
+    return _jsonable(report)
+
+
+def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
+    shared = set(bank.extra_names(config.index_split)) & set(bank.extra_names(config.query_split))
+    available = ("features", *(f"extra/{name}" for name in sorted(shared)))
+    if config.views is None:
+        return available
+    missing = [view for view in config.views if view not in available]
+    if missing:
+        raise FeaturesError(
+            f"{bank.path}: views {missing} are not in both {config.index_split!r} and "
+            f"{config.query_split!r}; choose from {list(available)}"
+        )
+    return tuple(config.views)
+
+
+def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
+    logits = bank.logits(config.query_split)
+    if logits is None:
+        return None
+    return mean_positive_posterior(logits, bank.labels(config.query_split), bank.meta.num_classes)
+
+
+def _analyze_view(bank: Bank, view: str, config: AnalysisConfig) -> dict[str, Any]:
+    index_split, query_split = config.index_split, config.query_split
+    counts = bank.meta.class_counts
+    groups = {"many_above": config.many_above, "few_below": config.few_below}
+    index_y, query_y = bank.labels(index_split), bank.labels(query_split)
+    query_x = _read_view(bank, query_split, view)
+    index_chunks = bank_chunks(bank, index_split, view, config.knn.chunk_rows)
+    knn_query = knn_bank(
+        bank, config.knn, index_split=index_split, query_split=query_split, field=view
+    )
+    knn_self = knn_bank(
+        bank, config.knn, index_split=index_split, query_split=index_split, field=view
+    )
+    clusters = kmeans_chunks(
+        index_chunks,
+        index_y,
+        counts,
+        config.kmeans,
+        tail_max_count=config.tail_max_count,
+        use_gpu=config.knn.gpu(),
+        **groups,
+    )
+    representation = representation_stats(query_x, query_y, counts, **groups)
+    separability = separability_chunks(
+        index_chunks,
+        index_y,
+        query_x,
+        query_y,
+        counts,
+        config.separability,
+        tail_max_count=config.tail_max_count,
+    )
+    num_classes = len(counts)
+    return {
+        "dim": query_x.shape[1],
+        "knn": {
+            "index": knn_query.index_kind,
+            "query": knn_query.summary(counts, **groups),
+            "self": knn_self.summary(counts, **groups),
+        },
+        "kmeans": clusters.summary(),
+        "representation": representation.summary(),
+        "separability": separability.summary(),
+        "per_class": {
+            "knn_purity": class_means(knn_query.purity, query_y, num_classes),
+            "knn_accuracy": class_means(knn_query.correct, query_y, num_classes),
+            "knn_purity_self": class_means(knn_self.purity, index_y, num_classes),
+            "d_intra": representation.intra,
+            "d_inter": representation.inter,
+        },
+    }
+
+
+def _read_view(bank: Bank, split: str, view: str) -> np.ndarray:
+    if view == "features":
+        return bank.features(split)
+    return bank.extra(split, view.removeprefix("extra/"))
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python values for json.dump: arrays to lists, numpy scalars to Python, NaN to None."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return str(value)
+    if value is None:
+        return None
+    raise TypeError(f"cannot make {type(value).__name__} JSON-ready")

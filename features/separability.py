@@ -1,0 +1,228 @@
+"""Head/tail linear separability: a class-balanced logistic probe, head vs tail.
+
+Tail means at most `tail_max_count` training images (50, the tail of DLSA); head is every
+other class. The probe is fitted on the index split and scored on the query split; its
+balanced accuracy says how linearly a backbone's features keep tail rows apart from head rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from features.errors import FeaturesError
+from features.knn import ChunkSource, array_chunks, seeded_rows, take_rows
+
+# Standardising a feature that is constant on the probe's rows would divide by zero.
+_MIN_STD = 1e-6
+
+
+@dataclass(frozen=True)
+class SeparabilityConfig:
+    """The head/tail logistic probe, fitted by full-batch L-BFGS from zero weights.
+
+    Attributes:
+        steps: L-BFGS calls.
+        max_iter: Iterations per call.
+        l2: L2 penalty on the weights; keeps them finite on separable data.
+        max_rows_per_group: Train rows per group (head, tail) the probe sees, a seeded
+            sample of each; bounds memory on big banks.
+        seed: Seed of that sample.
+    """
+
+    steps: int = 5
+    max_iter: int = 20
+    l2: float = 1e-4
+    max_rows_per_group: int = 20_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive("SeparabilityConfig", self, ("steps", "max_iter", "max_rows_per_group"))
+        if not self.l2 >= 0:
+            raise FeaturesError(f"SeparabilityConfig.l2 must be >= 0, got {self.l2}")
+
+
+@dataclass(frozen=True)
+class Separability:
+    """How well a linear probe tells head from tail rows of the query split.
+
+    Attributes:
+        balanced_accuracy: (head recall + tail recall) / 2; None when it cannot be measured.
+        head_recall: Share of head rows predicted head.
+        tail_recall: Share of tail rows predicted tail.
+        num_head_classes: Classes with more than tail_max_count training rows.
+        num_tail_classes: Classes with at most tail_max_count training rows.
+        reason: Why the scores are None, else None.
+    """
+
+    balanced_accuracy: float | None
+    head_recall: float | None
+    tail_recall: float | None
+    num_head_classes: int
+    num_tail_classes: int
+    reason: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The fields as a dict."""
+        return asdict(self)
+
+
+def head_tail_separability(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    class_counts: np.ndarray,
+    config: SeparabilityConfig | None = None,
+    *,
+    tail_max_count: int = 50,
+) -> Separability:
+    """Balanced accuracy of a head-vs-tail logistic probe; see `separability_chunks`.
+
+    Args:
+        train_x: float [N, D], rows the probe is fitted on.
+        train_y: int [N], their labels.
+        test_x: float [M, D], rows it is scored on.
+        test_y: int [M].
+        class_counts: int [C], training rows per class; tail = count <= tail_max_count.
+        config: Probe settings; None = defaults.
+        tail_max_count: See above.
+
+    Returns:
+        The scores, or None scores with a reason.
+    """
+    train_x = np.asarray(train_x)
+    if train_x.ndim != 2 or len(train_x) != len(train_y):
+        raise FeaturesError(
+            f"train_x: expected [N, D] rows with N = len(train_y) = {len(train_y)}, "
+            f"got {train_x.shape}"
+        )
+    return separability_chunks(
+        array_chunks(train_x, 8192),
+        np.asarray(train_y, np.int64),
+        test_x,
+        test_y,
+        class_counts,
+        config or SeparabilityConfig(),
+        tail_max_count=tail_max_count,
+    )
+
+
+def separability_chunks(
+    train: ChunkSource,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    class_counts: np.ndarray,
+    config: SeparabilityConfig,
+    *,
+    tail_max_count: int = 50,
+) -> Separability:
+    """Fits a logistic probe tail-vs-head on train rows and scores it on the test rows.
+
+    Tail: classes with at most `tail_max_count` training rows (DLSA's definition); head: the
+    others. Each group gets half of the loss whatever its size (class-balanced weighting of
+    the two groups), inputs are standardised by the fitted rows' mean and std, and the
+    weights start at zero, so the fit is deterministic.
+
+    Args:
+        train: Blocks float [r, D] of the N train rows.
+        train_y: int64 [N], their labels.
+        test_x: float [M, D].
+        test_y: int [M].
+        class_counts: int [C], training rows per class.
+        config: Probe settings.
+        tail_max_count: See above.
+
+    Returns:
+        The scores, or None scores with a reason.
+    """
+    is_tail = np.asarray(class_counts) <= tail_max_count
+    counts = {"num_head_classes": int((~is_tail).sum()), "num_tail_classes": int(is_tail.sum())}
+    train_tail = is_tail[train_y]
+    test_tail = is_tail[np.asarray(test_y, np.int64)]
+    reason = _unmeasurable(counts, train_tail, test_tail, tail_max_count)
+    if reason is not None:
+        return Separability(None, None, None, reason=reason, **counts)
+    rows = _probe_rows(train_tail, config)
+    x = take_rows(train, rows).astype(np.float32)
+    target = train_tail[rows]
+    # Statistics in float64: float32 sums over many rows lose digits.
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = np.maximum(x.std(axis=0, dtype=np.float64), _MIN_STD).astype(np.float32)
+    weight, bias = _fit_logistic((x - mean) / std, target, config)
+    test = (np.asarray(test_x, np.float32) - mean) / std
+    with torch.no_grad():
+        predicted_tail = (torch.from_numpy(test) @ weight + bias > 0).numpy()
+    head_recall = float((~predicted_tail[~test_tail]).mean())
+    tail_recall = float(predicted_tail[test_tail].mean())
+    return Separability((head_recall + tail_recall) / 2, head_recall, tail_recall, **counts)
+
+
+def _unmeasurable(
+    counts: dict[str, int], train_tail: np.ndarray, test_tail: np.ndarray, tail_max_count: int
+) -> str | None:
+    if counts["num_tail_classes"] == 0:
+        return (
+            f"no tail class: every class has more than tail_max_count={tail_max_count} "
+            "training images; raise tail_max_count"
+        )
+    if counts["num_head_classes"] == 0:
+        return (
+            f"no head class: every class has at most tail_max_count={tail_max_count} "
+            "training images; lower tail_max_count"
+        )
+    for split, tail in (("train", train_tail), ("test", test_tail)):
+        for group, mask in (("head", ~tail), ("tail", tail)):
+            if not mask.any():
+                return f"the {split} rows hold no {group} class; the probe needs both groups"
+    return None
+
+
+def _probe_rows(train_tail: np.ndarray, config: SeparabilityConfig) -> np.ndarray:
+    """Sorted train rows of the probe: a seeded sample of at most max_rows_per_group per group."""
+    picked = []
+    for offset, mask in enumerate((~train_tail, train_tail)):
+        members = np.flatnonzero(mask)
+        chosen = seeded_rows(len(members), config.max_rows_per_group, config.seed + offset)
+        picked.append(members[chosen])
+    return np.sort(np.concatenate(picked))
+
+
+def _fit_logistic(
+    x: np.ndarray, target: np.ndarray, config: SeparabilityConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """min_w,b sum_i a_i BCE(x_i . w + b, t_i) + l2/2 ||w||^2, a_i = 1 / (2 |group of i|)."""
+    inputs = torch.from_numpy(np.ascontiguousarray(x))
+    labels = torch.from_numpy(target.astype(np.float32))
+    tail_rows = float(target.sum())
+    weights = torch.where(labels > 0, 0.5 / tail_rows, 0.5 / (len(target) - tail_rows))
+    weight = torch.zeros(inputs.shape[1], requires_grad=True)
+    bias = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=config.max_iter, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        losses = F.binary_cross_entropy_with_logits(
+            inputs @ weight + bias, labels, reduction="none"
+        )
+        loss = (weights * losses).sum() + 0.5 * config.l2 * weight.dot(weight)
+        loss.backward()
+        return loss
+
+    for _ in range(config.steps):
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def _check_positive(owner: str, config: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FeaturesError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
