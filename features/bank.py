@@ -190,6 +190,10 @@ class BankWriter:
 
     def __enter__(self) -> BankWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A writer killed with SIGKILL cannot clean up: drop its half-written temporaries,
+        # which are never the bank itself (the bank only appears by rename when complete).
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         handle, tmp_name = tempfile.mkstemp(
             prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
         )

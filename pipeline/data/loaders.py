@@ -77,7 +77,8 @@ class EpochLoader(ABC):
     order as every other rank and yields the ``r``-th of ``W`` equal slices of each global
     batch of ``batch_size``; the last ``N mod W`` samples of an epoch are dropped so that every
     rank gets batches of the same size (queues all-gather them, and equal slices make the
-    averaged gradient the gradient of the global batch).
+    averaged gradient the gradient of the global batch). A last batch of one image per rank is
+    dropped from training epochs (BatchNorm cannot normalise a single sample).
 
     Attributes:
         labels: int64 [N], labels of the split.
@@ -94,8 +95,17 @@ class EpochLoader(ABC):
         return math.ceil(self._usable(self.num_samples) / self.options.batch_size)
 
     def _usable(self, count: int) -> int:
-        """Samples of an epoch of ``count`` that the ranks can share equally."""
-        return count - count % self.options.world_size
+        """Samples of an epoch of ``count`` that the ranks can share equally.
+
+        A training epoch also drops a last batch that would give a rank one single image:
+        BatchNorm layers of projection heads cannot normalise one sample.
+        """
+        world = self.options.world_size
+        usable = count - count % world
+        last = usable % self.options.batch_size
+        if self.options.train and last == world and usable > last:
+            usable -= last
+        return usable
 
     @abstractmethod
     def epoch(self, epoch: int) -> Iterator[Batch]:
