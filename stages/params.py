@@ -90,6 +90,8 @@ class TrainParams(_Strict):
     # Data-parallel ranks (torchrun; one per GPU); batch_size is the global batch.
     processes: int = Field(1, ge=1)
     sync_batchnorm: bool = True
+    precision: str = "fp32"
+    deterministic: bool = False
     max_grad_norm: float | None = Field(None, gt=0)
     optim: OptimParams = OptimParams()
     schedule: ScheduleParams = ScheduleParams()
@@ -107,6 +109,13 @@ class TrainParams(_Strict):
         from pipeline.data import AUGMENTATIONS
 
         return _one_of(name, AUGMENTATIONS)
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, name: str) -> str:
+        from pipeline.engine.config import PRECISIONS
+
+        return _one_of(name, PRECISIONS)
 
     @field_validator("device")
     @classmethod

@@ -178,6 +178,8 @@ def train_config(recipe: TrainParams, seed: int) -> TrainConfig:
         seed=seed,
         max_grad_norm=recipe.max_grad_norm,
         sync_batchnorm=recipe.sync_batchnorm,
+        precision=recipe.precision,
+        deterministic=recipe.deterministic,
     )
 
 

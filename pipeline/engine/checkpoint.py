@@ -26,6 +26,8 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     progress: TrainingProgress,
     config: TrainConfig,
+    *,
+    precision: Any = None,
 ) -> None:
     """Write everything needed to continue training after ``progress.next_epoch - 1``.
 
@@ -35,6 +37,8 @@ def save_checkpoint(
         optimizer: its optimiser (momentum buffers).
         progress: history and best-on-val state so far.
         config: the recipe, checked on resume.
+        precision: the run's :class:`~pipeline.engine.precision.MixedPrecision` (its fp16
+            loss scale is saved).
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -47,12 +51,18 @@ def save_checkpoint(
         "best_state": progress.best_state,
         "history": [asdict(record) for record in progress.history],
         "rng": capture_random_state(),
+        "scaler": precision.state_dict() if precision is not None else {},
     }
     write_atomically(payload, path)
 
 
 def load_checkpoint(
-    path: Path, method: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig
+    path: Path,
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    *,
+    precision: Any = None,
 ) -> TrainingProgress:
     """Restore ``method``, ``optimizer`` and the global random streams from ``path``.
 
@@ -78,6 +88,8 @@ def load_checkpoint(
             "from scratch"
         ) from None
     restore_random_state(payload["rng"])
+    if precision is not None:
+        precision.load_state_dict(payload.get("scaler", {}))
     return TrainingProgress(
         next_epoch=payload["next_epoch"],
         best_epoch=payload["best_epoch"],

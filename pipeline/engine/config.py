@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pipeline.errors import PipelineError
 
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class TrainConfig:
         max_grad_norm: clip the global gradient norm to this value; ``None`` = no clipping.
         sync_batchnorm: under torch.distributed on CUDA, normalise with the statistics of
             the global batch (SyncBatchNorm); CPU ranks average running statistics per epoch.
+        precision: "fp32", or mixed precision with "bf16" / "fp16" autocast of the training
+            forward pass (fp16 adds a gradient scaler; CUDA only).
+        deterministic: on CUDA, deterministic kernels for bit-identical runs (slower).
     """
 
     epochs: int
@@ -74,9 +78,15 @@ class TrainConfig:
     seed: int = 0
     max_grad_norm: float | None = None
     sync_batchnorm: bool = True
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise PipelineError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise PipelineError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        if self.precision not in PRECISIONS:
+            raise PipelineError(
+                f"precision '{self.precision}' is unknown; use one of {', '.join(PRECISIONS)}"
+            )

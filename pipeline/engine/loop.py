@@ -27,9 +27,10 @@ from pipeline.engine.distributed import (
     wrap_for_data_parallel,
 )
 from pipeline.engine.errors import NonFiniteError
+from pipeline.engine.precision import MixedPrecision
 from pipeline.engine.records import EpochRecord, TrainingProgress, TrainResult
 from pipeline.engine.schedule import lr_at
-from pipeline.engine.seeding import set_seed
+from pipeline.engine.seeding import set_seed, use_deterministic_cuda
 from pipeline.errors import PipelineError
 from pipeline.methods import Method
 
@@ -102,16 +103,21 @@ def train(
     if len(train_loader) == 0:
         raise PipelineError("the training loader has no batches; check the train split")
     device = torch.device(device)
+    use_deterministic_cuda(config.deterministic)
     method.to(device)
     optimizer = make_optimizer(method, config.optim)
+    precision = MixedPrecision(config.precision, device)
     main = is_main_process()
     if not main:
         on_epoch_end = on_step = None
-    progress = start_or_resume(method, optimizer, config, checkpoint_path, on_epoch_end)
+    progress = start_or_resume(
+        method, optimizer, config, checkpoint_path, on_epoch_end, precision
+    )
     step_model = wrap_for_data_parallel(method, device, sync_batchnorm=config.sync_batchnorm)
     for epoch in range(progress.next_epoch, config.epochs):
         totals = train_one_epoch(
-            method, optimizer, train_loader, config, epoch, device, on_step, step_model
+            method, optimizer, train_loader, config, epoch, device, on_step, step_model,
+            precision,
         )
         average_batchnorm_statistics(method)
         record = EpochRecord(
@@ -123,7 +129,8 @@ def train(
         )
         progress.finish_epoch(record, method)
         if checkpoint_path is not None and main:
-            save_checkpoint(checkpoint_path, method, optimizer, progress, config)
+            save_checkpoint(checkpoint_path, method, optimizer, progress, config,
+                            precision=precision)
         if on_epoch_end is not None:
             on_epoch_end(record)
     return progress.result()
@@ -135,12 +142,13 @@ def start_or_resume(
     config: TrainConfig,
     checkpoint_path: Path | None,
     on_epoch_end: Callable[[EpochRecord], None] | None,
+    precision: MixedPrecision | None = None,
 ) -> TrainingProgress:
     """Fresh progress (seeded) or the progress of an existing checkpoint (history replayed)."""
     if checkpoint_path is None or not checkpoint_path.exists():
         set_seed(config.seed)
         return TrainingProgress()
-    progress = load_checkpoint(checkpoint_path, method, optimizer, config)
+    progress = load_checkpoint(checkpoint_path, method, optimizer, config, precision=precision)
     if on_epoch_end is not None:
         for record in progress.history:
             on_epoch_end(record)
@@ -167,13 +175,16 @@ def train_one_epoch(
     device: torch.device,
     on_step: Callable[[int, int], None] | None,
     step_model: torch.nn.Module | None = None,
+    precision: MixedPrecision | None = None,
 ) -> EpochTotals:
     """One pass over ``loader.epoch(epoch)`` with the learning rate set every iteration.
 
     ``step_model`` computes the step (the method itself, or the method inside
-    DistributedDataParallel, whose backward averages gradients over ranks).
+    DistributedDataParallel, whose backward averages gradients over ranks); ``precision``
+    autocasts it (fp32 when ``None``).
     """
     step_model = method if step_model is None else step_model
+    precision = precision or MixedPrecision("fp32", device)
     method.train()
     steps = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -184,16 +195,20 @@ def train_one_epoch(
         lr = lr_at(epoch + (step + 1) / steps, config.optim.lr, config.schedule, config.epochs)
         set_learning_rate(optimizer, lr)
         labels = batch.labels.to(device, non_blocking=True)
-        output = step_model(
-            batch.images.to(device, non_blocking=True),
-            labels,
-            batch.index.to(device, non_blocking=True),
-        )
+        with precision.autocast():
+            output = step_model(
+                batch.images.to(device, non_blocking=True),
+                labels,
+                batch.index.to(device, non_blocking=True),
+            )
         optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
+        precision.backward(output.loss)
+        precision.unscale(optimizer)
         gradient_norm = clip_gradients(optimizer, config.max_grad_norm)
-        check_finite(output.loss, gradient_norm, epoch, step, config.epochs, steps)
-        optimizer.step()
+        # under fp16 an overflowing gradient is expected: the scaler skips that step
+        checked_norm = torch.zeros(()) if precision.scales_loss else gradient_norm
+        check_finite(output.loss, checked_norm, epoch, step, config.epochs, steps)
+        precision.step(optimizer)
         method.after_optimizer_step()
         loss_sum += output.loss.detach().double() * labels.numel()
         correct += (output.logits.argmax(dim=1) == labels).sum()
