@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +44,13 @@ def synthetic_bank(rows: int, dim: int, classes: int, seed: int) -> tuple[np.nda
     train_x = centres[train_y] + rng.normal(size=(len(train_y), dim))
     val_y = np.repeat(np.arange(classes), 10)
     val_x = centres[val_y] + rng.normal(size=(len(val_y), dim))
-    return (train_x.astype(np.float32), train_y, val_x.astype(np.float32), val_y,
-            np.bincount(train_y, minlength=classes))
+    return (
+        train_x.astype(np.float32),
+        train_y,
+        val_x.astype(np.float32),
+        val_y,
+        np.bincount(train_y, minlength=classes),
+    )
 
 
 def _profile(classes: int) -> np.ndarray:
@@ -56,8 +62,11 @@ def bare_maf(dim: int) -> Flow:
     for block in range(2):
         if block:
             layers.append(ReversePermutation(features=dim))
-        layers.append(MaskedAffineAutoregressiveTransform(
-            features=dim, hidden_features=dim, num_blocks=0, use_residual_blocks=False))
+        layers.append(
+            MaskedAffineAutoregressiveTransform(
+                features=dim, hidden_features=dim, num_blocks=0, use_residual_blocks=False
+            )
+        )
         layers.append(BatchNorm(features=dim))
     return Flow(CompositeTransform(layers), StandardNormal([dim]))
 
@@ -110,14 +119,102 @@ def _synchronise(device: torch.device) -> None:
 def routing_rate(data: tuple[np.ndarray, ...], config: FlowTrainConfig) -> float:
     """Rows per second of ``Cascade.route`` (3 filters) on the training rows."""
     train_x, train_y, val_x, val_y, counts = data
-    base = fit_classifier("balanced_softmax", train_x=train_x, train_y=train_y, val_x=val_x,
-                          val_y=val_y, class_counts=counts, config=ProbeConfig(epochs=1))
-    cascade = fit_cascade(train_x, train_y, val_x, val_y, counts, base,
-                          CascadeConfig(flow=config, classifier_epochs=1))
+    base = fit_classifier(
+        "balanced_softmax",
+        train_x=train_x,
+        train_y=train_y,
+        val_x=val_x,
+        val_y=val_y,
+        class_counts=counts,
+        config=ProbeConfig(epochs=1),
+    )
+    cascade = fit_cascade(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        counts,
+        base,
+        CascadeConfig(flow=config, classifier_epochs=1),
+    )
     cascade.route(train_x[:256])  # warm-up
     start = time.perf_counter()
     cascade.route(train_x)
     return len(train_x) / (time.perf_counter() - start)
+
+
+def load_data(bank: str | None, rows: int, dim: int, classes: int) -> tuple[np.ndarray, ...]:
+    """Train/val rows, labels and class counts of a bank, or of the synthetic bank."""
+    if not bank:
+        return synthetic_bank(rows, dim, classes, seed=0)
+    with Bank.open(bank) as opened:
+        return (
+            opened.features("train"),
+            opened.labels("train"),
+            opened.features("val"),
+            opened.labels("val"),
+            opened.meta.class_counts,
+        )
+
+
+def measure(
+    bank: str | None = None,
+    rows: int = 20_000,
+    dim: int = 64,
+    classes: int = 100,
+    epochs: int = 3,
+    batch_size: int = 1024,
+    device: str = "cpu",
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """Times flow-filter training against a bare nflows MAF, and cascade routing.
+
+    Args:
+        bank: An HDF5 bank to read train/val rows from; None = the synthetic bank.
+        rows: Synthetic training rows N (ignored with a bank).
+        dim: Synthetic feature width D (ignored with a bank).
+        classes: Synthetic classes C (ignored with a bank).
+        epochs: Epochs of each timed training run.
+        batch_size: Rows per SGD step of both sides.
+        device: Torch device of both sides.
+        repeats: Interleaved rounds (bare, ours); the median of each side counts.
+
+    Returns:
+        Sizes, median seconds of each side, samples/s, the ratio ours / bare and the cascade
+        routing rate in rows/s.
+    """
+    data = load_data(bank, rows, dim, classes)
+    rows, dim = data[0].shape
+    config = FlowTrainConfig(
+        num_clusters=max(2, len(data[4]) // 2), epochs=epochs, batch_size=batch_size, device=device
+    )
+    # one untimed round first: thread pools and allocator caches warm up for both alike
+    time_bare(data[0], replace(config, epochs=1))
+    time_ours(data, replace(config, epochs=1))
+    bare, ours = [], []
+    for _ in range(repeats):
+        bare.append(time_bare(data[0], config))
+        ours.append(time_ours(data, config))
+    bare_s, ours_s = float(np.median(bare)), float(np.median(ours))
+    samples = rows * epochs
+    return {
+        "bank": bank or "synthetic",
+        "rows": rows,
+        "dim": dim,
+        "classes": len(data[4]),
+        "num_clusters": config.num_clusters,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "device": device,
+        "bare_s": bare_s,
+        "ours_s": ours_s,
+        "bare_epoch_s": bare_s / epochs,
+        "ours_epoch_s": ours_s / epochs,
+        "bare_samples_per_s": samples / bare_s,
+        "ours_samples_per_s": samples / ours_s,
+        "ratio": ours_s / bare_s,
+        "routing_rows_per_s": routing_rate(data, config),
+    }
 
 
 def main() -> None:
@@ -129,29 +226,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    if args.bank:
-        with Bank.open(args.bank) as bank:
-            data = (bank.features("train"), bank.labels("train"), bank.features("val"),
-                    bank.labels("val"), bank.meta.class_counts)
-    else:
-        data = synthetic_bank(args.rows, args.dim, args.classes, seed=0)
-    rows, dim = data[0].shape
-    config = FlowTrainConfig(num_clusters=max(2, len(data[4]) // 2), epochs=args.epochs,
-                             batch_size=args.batch_size, device=args.device)
-    # one untimed round first: thread pools and allocator caches warm up for both alike
-    time_bare(data[0], replace(config, epochs=1))
-    time_ours(data, replace(config, epochs=1))
-    bare = time_bare(data[0], config)
-    ours = time_ours(data, config)
-    samples = rows * args.epochs
-    print(f"bank {args.bank or 'synthetic'}: {rows} x {dim}, {len(data[4])} classes, "
-          f"K {config.num_clusters}, batch {args.batch_size}, {args.epochs} epochs, {args.device}")
+    result = measure(
+        args.bank,
+        args.rows,
+        args.dim,
+        args.classes,
+        args.epochs,
+        args.batch_size,
+        args.device,
+        args.repeats,
+    )
+    print(
+        f"bank {result['bank']}: {result['rows']} x {result['dim']}, {result['classes']} "
+        f"classes, K {result['num_clusters']}, batch {args.batch_size}, {args.epochs} epochs, "
+        f"{args.device}"
+    )
     print(f"{'':<28}{'seconds':>9}{'samples/s':>12}")
-    print(f"{'bare nflows MAF, plain MLE':<28}{bare:>9.2f}{samples / bare:>12.0f}")
-    print(f"{'tailbank flow filter':<28}{ours:>9.2f}{samples / ours:>12.0f}")
-    print(f"epoch-time ratio ours / bare: {ours / bare:.2f} (goal <= 1.3)")
-    print(f"cascade routing: {routing_rate(data, config):.0f} rows/s")
+    print(
+        f"{'bare nflows MAF, plain MLE':<28}{result['bare_s']:>9.2f}"
+        f"{result['bare_samples_per_s']:>12.0f}"
+    )
+    print(
+        f"{'tailbank flow filter':<28}{result['ours_s']:>9.2f}{result['ours_samples_per_s']:>12.0f}"
+    )
+    print(f"epoch-time ratio ours / bare: {result['ratio']:.2f} (goal <= 1.3)")
+    print(f"cascade routing: {result['routing_rows_per_s']:.0f} rows/s")
 
 
 if __name__ == "__main__":

@@ -187,6 +187,7 @@ class BankWriter:
         self.split_sizes = dict(split_sizes or {})
         self._file: h5py.File | None = None
         self._tmp_path: Path | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}
 
     def __enter__(self) -> BankWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,9 +325,14 @@ class BankWriter:
         return rows
 
     def _append_rows(self, group: h5py.Group, name: str, values: np.ndarray) -> None:
-        if name not in group:
-            self._create_growing(group, name, values)
-        dataset = group[name]
+        # Keeping each dataset open keeps HDF5's chunk cache: reopening it per append would
+        # flush the cache and read back, checksum and rewrite the partly filled last chunk.
+        key = f"{group.name}/{name}"
+        if key not in self._datasets:
+            if name not in group:
+                self._create_growing(group, name, values)
+            self._datasets[key] = group[name]
+        dataset = self._datasets[key]
         if dataset.shape[1:] != values.shape[1:]:
             raise FeaturesError(
                 f"{self.path}:{group.name}/{name}: width {values.shape[1:]} differs from earlier "
@@ -371,6 +377,7 @@ class BankWriter:
 
     def _commit(self) -> None:
         file = self._require_open()
+        self._datasets.clear()
         file.flush()
         file.close()
         self._file = None
@@ -383,6 +390,7 @@ class BankWriter:
         self._tmp_path = None
 
     def _discard(self) -> None:
+        self._datasets.clear()
         if self._file is not None:
             with contextlib.suppress(Exception):
                 self._file.close()
@@ -450,7 +458,8 @@ class Bank:
         Raises:
             FeaturesError: one line naming the file, when it is missing, not HDF5, truncated,
                 corrupted, foreign (no or another schema_version), or lacks an attribute or a
-                dataset, has a wrong dtype/shape, inconsistent lengths or non-finite values.
+                dataset, has a wrong dtype/shape or inconsistent lengths. Non-finite values and
+                labels out of range are refused when they are read (every read checks them).
         """
         path = Path(path)
         if not path.is_file():
@@ -543,11 +552,12 @@ class Bank:
             raise FeaturesError(f"{self.path}: rows must be >= 1, got {step}")
         total = self._guard(lambda: dataset.shape[0])
         for start in range(0, total, step):
-            yield self._guard(lambda start=start: dataset[start : start + step])
+            block = self._guard(lambda start=start: dataset[start : start + step])
+            yield self._checked_values(split, field, block)
 
     def _read(self, split: str, field: str) -> np.ndarray:
         dataset = self._dataset(split, field)
-        return self._guard(lambda: dataset[...])
+        return self._checked_values(split, field, self._guard(lambda: dataset[...]))
 
     def _group(self, split: str) -> h5py.Group:
         if split not in self.splits:
@@ -652,7 +662,6 @@ class Bank:
             }
             if len(set(lengths.values())) != 1:
                 raise FeaturesError(f"{self.path}:{split}: datasets differ in length: {lengths}")
-            self._check_values(split)
 
     def _expected_specs(self, group: h5py.Group, split: str) -> dict[str, tuple]:
         """Maps each dataset of a split to (dtype, row shape); None = any width."""
@@ -697,22 +706,23 @@ class Bank:
             )
         return item
 
-    def _check_values(self, split: str) -> None:
-        """Scans a split chunk by chunk: finite floats, labels in [0, C)."""
-        float_fields = ["features"] + (["logits"] if "logits" in self._file[split] else [])
-        float_fields += [f"extra/{name}" for name in self.extra_names(split)]
-        for name in float_fields:
-            for block in self.iter_chunks(split, name):
-                if not np.isfinite(block).all():
-                    raise FeaturesError(
-                        f"{self.path}:{split}/{name}: contains NaN or inf; re-dump the bank"
-                    )
-        for block in self.iter_chunks(split, "labels"):
-            if block.size and (block.min() < 0 or block.max() >= self.meta.num_classes):
+    def _checked_values(self, split: str, field: str, values: np.ndarray) -> np.ndarray:
+        """Refuse NaN or infinite floats and labels outside [0, C) in what a read returns.
+
+        Checking what is read, rather than scanning the bank when it opens, costs one pass
+        over data that is already in memory instead of a second read of the whole file.
+        """
+        if field == "labels":
+            if values.size and (values.min() < 0 or values.max() >= self.meta.num_classes):
                 raise FeaturesError(
                     f"{self.path}:{split}/labels: labels outside [0, {self.meta.num_classes}); "
                     "re-dump the bank"
                 )
+        elif values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise FeaturesError(
+                f"{self.path}:{split}/{field}: contains NaN or inf; re-dump the bank"
+            )
+        return values
 
 
 def _default_rows(dataset: h5py.Dataset) -> int:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.arrays import float_matrix, label_vector
+from features.devices import torch_device
 from features.errors import FeaturesError
 from features.sampling import class_balanced_order, instance_order
 
@@ -104,14 +105,7 @@ class ProbeConfig:
 
     def torch_device(self) -> torch.device:
         """The device to train on; "auto" picks CUDA when available."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            return torch.device(self.device)
-        except RuntimeError as error:
-            raise FeaturesError(
-                f"ProbeConfig.device {self.device!r} is not a torch device; use cpu, cuda or auto"
-            ) from error
+        return torch_device(self.device, "ProbeConfig.device")
 
 
 class LinearHead(nn.Module):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from features.arrays import float_matrix, label_vector
+from features.devices import torch_device
 from features.errors import FeaturesError
 from features.flow_losses import ClusterBalance, purity_loss, purity_pairs, weighted_mle_loss
 from features.flows import FlowFilter
@@ -122,15 +123,7 @@ class FlowTrainConfig:
 
     def torch_device(self) -> torch.device:
         """The device to train on; "auto" picks CUDA when available."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            return torch.device(self.device)
-        except RuntimeError as error:
-            raise FeaturesError(
-                f"FlowTrainConfig.device {self.device!r} is not a torch device; "
-                "use cpu, cuda or auto"
-            ) from error
+        return torch_device(self.device, "FlowTrainConfig.device")
 
 
 @dataclass

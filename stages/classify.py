@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from features.bank import Bank
-from features.classifiers import ProbeConfig, fit_classifier
+from features.classifiers import FittedClassifier, ProbeConfig, fit_classifier
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
 from stages.errors import StageError
@@ -68,28 +68,47 @@ def fit_and_evaluate(
     Returns:
         The test evaluation, the val accuracy and what val selected (epoch, τ, ...).
     """
-    (train_x, train_y, train_logits), (val_x, val_y, val_logits) = data["train"], data["val"]
-    fitted = fit_classifier(
-        kind,
-        train_x=train_x,
-        train_y=train_y,
-        val_x=val_x,
-        val_y=val_y,
-        class_counts=counts,
-        config=config,
-        head_logits=(train_logits, val_logits) if train_logits is not None else None,
-    )
+    fitted = fit_on_bank(kind, data, counts, config)
     options = {"many_above": eval_params.many_above, "few_below": eval_params.few_below,
                "ece_bins": eval_params.ece_bins}
     scores = {}
     for split in ("val", "test"):
         features, labels, bank_logits = data[split]
-        # `head` scores the backbone's own logits; every other kind scores the features
-        inputs = bank_logits if fitted.input_field == "logits" else features
-        scores[split] = evaluate(fitted.logits(inputs), labels, counts, **options)
+        scores[split] = evaluate(classifier_logits(fitted, features, bank_logits), labels,
+                                 counts, **options)
     # val accuracy is reported as val_overall; the rest is what val chose (epoch, tau)
     selected = {key: value for key, value in fitted.selected.items() if key != "val_accuracy"}
     return scores["test"], scores["val"].overall, selected
+
+
+def fit_on_bank(
+    kind: str,
+    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    counts: np.ndarray,
+    config: ProbeConfig,
+) -> FittedClassifier:
+    """One classifier kind on a bank's train rows, its epoch or τ chosen on the val rows."""
+    (train_x, train_y, train_logits), (val_x, val_y, val_logits) = data["train"], data["val"]
+    if kind == "head" and train_logits is None:
+        raise StageError("classifier kind 'head' needs the bank's logits, which this bank "
+                         "lacks; drop 'head' from the classifier kinds")
+    return fit_classifier(
+        kind, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, class_counts=counts,
+        config=config,
+        head_logits=(train_logits, val_logits) if train_logits is not None else None,
+    )
+
+
+def classifier_logits(
+    fitted: FittedClassifier, features: np.ndarray, bank_logits: np.ndarray | None
+) -> np.ndarray:
+    """A fitted classifier's logits of a split: ``head`` scores the backbone's own logits,
+    every other kind the features."""
+    if fitted.input_field == "logits":
+        if bank_logits is None:
+            raise StageError(f"classifier '{fitted.kind}' needs the bank's logits")
+        return fitted.logits(bank_logits)
+    return fitted.logits(features)
 
 
 def probe_config(section: ClassifyParams, seed: int) -> ProbeConfig:

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from features.bank import Bank
-from features.classifiers import FittedClassifier, fit_classifier
+from features.classifiers import FittedClassifier
 from features.dlsa import Cascade, CascadeConfig, filter_report, fit_cascade, save_cascade
 from features.errors import FeaturesError
 from features.flow_training import FlowTrainConfig
 from features.metrics import evaluate
-from stages.classify import clean, fmt, probe_config
+from stages.classify import classifier_logits, clean, fit_on_bank, fmt, probe_config
 from stages.errors import StageError
 from stages.io import save_torch, write_csv, write_json
 from stages.layout import (
@@ -65,7 +65,7 @@ def run(params: Params, method_name: str) -> Path:
     section = params.dlsa
     config = cascade_config(section, len(counts), params.seed)
     probe = probe_config(params.classify, params.seed)
-    bases = {kind: fit_base(kind, data, counts, probe) for kind in section.base_kinds}
+    bases = {kind: fit_on_bank(kind, data, counts, probe) for kind in section.base_kinds}
     resume = dlsa_resume_dir(method_name)
     if resume.is_dir():
         log(f"dlsa {method_name}: resuming the interrupted fit from {resume}")
@@ -109,29 +109,6 @@ def cascade_config(section: DLSAParams, num_classes: int, seed: int) -> CascadeC
     )
 
 
-def fit_base(kind: str, data: SplitData, counts: np.ndarray, probe: Any) -> FittedClassifier:
-    """One base classifier on the bank, as the classify stage fits it (chosen on val)."""
-    (train_x, train_y, train_logits), (val_x, val_y, val_logits) = data["train"], data["val"]
-    if kind == "head" and train_logits is None:
-        raise StageError("dlsa.base_kinds: 'head' needs the bank's logits, which this bank "
-                         "lacks; remove it from dlsa.base_kinds")
-    return fit_classifier(
-        kind, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, class_counts=counts,
-        config=probe,
-        head_logits=(train_logits, val_logits) if train_logits is not None else None,
-    )
-
-
-def base_logits(base: FittedClassifier, features: np.ndarray, logits: np.ndarray | None
-                ) -> np.ndarray:
-    """A base classifier's logits of a split (``head`` reads the bank's own logits)."""
-    if base.input_field == "logits":
-        if logits is None:
-            raise StageError(f"base classifier '{base.kind}' needs the bank's logits")
-        return base.logits(logits)
-    return base.logits(features)
-
-
 def save_model(directory: Path, cascade: Cascade, bases: dict[str, FittedClassifier]) -> None:
     """The cascade and its base classifiers, each file written atomically."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -170,9 +147,9 @@ def write_results(
     val_x, val_y, val_logits = data["val"]
     metrics: dict[str, Any] = {}
     for kind, base in bases.items():
-        plain = base_logits(base, test_x, test_logits)
+        plain = classifier_logits(base, test_x, test_logits)
         with_dlsa = cascade.predict(test_x, plain)
-        val_dlsa = cascade.predict(val_x, base_logits(base, val_x, val_logits))
+        val_dlsa = cascade.predict(val_x, classifier_logits(base, val_x, val_logits))
         scores = {name: evaluate(logits, test_y, counts, **options)
                   for name, logits in (("base", plain), ("dlsa", with_dlsa))}
         metrics[kind] = {

@@ -12,7 +12,8 @@ import numpy as np
 
 from features.bank import Bank
 from features.dlsa import load_cascade
-from stages.dlsa import BASES_FILE, CASCADE_FILE, base_logits, load_bases
+from stages.classify import classifier_logits
+from stages.dlsa import BASES_FILE, CASCADE_FILE, load_bases
 from stages.errors import StageError
 from stages.io import write_csv
 
@@ -44,7 +45,7 @@ def run(model_dir: Path, bank_file: Path, base_kind: str | None, out_dir: Path) 
         cascade.check_bank(bank.meta.feature_dim, bank.meta.num_classes, str(bank_file))
         for split in bank.splits:
             features, labels = bank.features(split), bank.labels(split)
-            plain = base_logits(bases[kind], features, bank.logits(split))
+            plain = classifier_logits(bases[kind], features, bank.logits(split))
             routed = cascade.route(features)
             predicted = np.where(routed.assignment >= 0, routed.logits.argmax(1), plain.argmax(1))
             rows = zip(bank.index(split).tolist(), labels.tolist(),

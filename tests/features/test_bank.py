@@ -269,8 +269,10 @@ def test_invalid_bank_raises_features_error_naming_file(tmp_path: Path, case: st
     path = tmp_path / "ce.h5"
     write_bank(path)
     _rewrite(path, INVALID_EDITS[case])
-    with pytest.raises(FeaturesError) as error:
-        Bank.open(path)
+    with pytest.raises(FeaturesError) as error, Bank.open(path) as bank:
+        # values are checked as they are read: whole splits and chunk by chunk alike
+        for split in bank.splits:
+            bank.features(split), bank.labels(split)
     assert str(path) in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -372,3 +374,14 @@ def test_corrupted_bank_only_raises_features_error(
     except FeaturesError as error:
         assert str(path) in str(error)
         assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("field", ["features", "labels"])
+def test_chunked_reads_refuse_bad_values_too(tmp_path: Path, field: str) -> None:
+    path = tmp_path / "ce.h5"
+    write_bank(path)
+    _rewrite(path, INVALID_EDITS["non-finite features" if field == "features" else
+                                 "labels out of range"])
+    split = "train" if field == "features" else "test"
+    with Bank.open(path) as bank, pytest.raises(FeaturesError, match=f"{split}/{field}"):
+        list(bank.iter_chunks(split, field, rows=4))

@@ -17,6 +17,7 @@ def tiny_params() -> dict[str, Any]:
     params["train"].update(backbone="resnet20", epochs=2, batch_size=128)
     params["train"]["schedule"].update(warmup_epochs=0)
     params["classify"].update(epochs=3, crt_epochs=2, lws_epochs=2)
+    params["dlsa"].update(base_kinds=["balanced_softmax", "cosine"])
     params["dlsa"]["flow"].update(epochs=3)
     params["dlsa"]["classifier"].update(epochs=5)
     params["analyze"].update(tsne_samples=100, kmeans_niter=5)

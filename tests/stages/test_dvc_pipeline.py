@@ -15,7 +15,9 @@ import yaml
 
 from tests.stages.conftest import REPO, tiny_params
 
-pytestmark = pytest.mark.slow
+# a whole `dvc repro` of eight methods (twice for the determinism test) outlasts the default
+# per-test limit on a loaded 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 METHODS = tuple(tiny_params()["methods"])
 SCALARS = ("overall", "many", "medium", "few", "mcc", "nmi", "ece")

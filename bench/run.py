@@ -1,0 +1,362 @@
+"""The bench suite of issue 7: every row a ratio measured side by side in one run.
+
+    python bench/run.py                         # every row, full sizes, 1 torch thread
+    python bench/run.py --quick                 # small sizes (a minute or two)
+    python bench/run.py --rows dump,train       # some rows only
+    python bench/run.py --write                 # also rewrite the table in bench/RESULTS.md
+    python bench/run.py --rows bank --profile   # cProfile of each row's run, top functions
+
+Rows: dump (images/s of the dump stage vs a bare no_grad forward loop), train (seconds per
+epoch of the engine's loop vs a minimal SGD loop), flows (DLSA flow-filter training vs a bare
+nflows MAF, and cascade routing rows/s), knn (faiss kNN purity vs scikit-learn brute force),
+bank (HDF5 bank write/read vs np.save/np.load), dvc (no-op `dvc repro` on a reproduced tiny
+copy of the default pipeline). Each row's script under bench/ runs on its own as well.
+
+`--write` replaces only the block between the bench markers of RESULTS.md, so notes written
+around it (profiles, explanations) survive a re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import platform
+import pstats
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import bank_io
+import dump_throughput
+import dvc_noop
+import flow_throughput
+import knn_purity
+import torch
+import train_overhead
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- bench:begin (written by bench/run.py --write) -->", "<!-- bench:end -->"
+ROWS = ("dump", "train", "flows", "knn", "bank", "dvc")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table.
+
+    Attributes:
+        name: What is measured.
+        ours: tailbank's figure, with its unit.
+        baseline: The bare figure, with its unit.
+        ratio: The ratio the goal is about ("" when the row is informational).
+        goal: The goal of the issue ("" when none).
+        met: "yes", "no" or "" (no goal).
+        setup: Sizes and settings of the measurement.
+    """
+
+    name: str
+    ours: str
+    baseline: str
+    ratio: str
+    goal: str
+    met: str
+    setup: str
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def dump_rows(args: argparse.Namespace) -> list[Row]:
+    r = dump_throughput.measure(
+        dataset=args.dataset,
+        root=args.root,
+        backbone="resnet32",
+        batch_size=512,
+        repeats=2 if args.quick else 5,
+        max_per_class=args.max_per_class,
+    )
+    setup = (
+        f"{r['dataset']} train, {r['images']} images, {r['backbone']}, batch {r['batch_size']}, "
+        f"{r['device']}, best of {2 if args.quick else 5} alternating rounds"
+    )
+    return [
+        Row(
+            "dump: images/s, ours / bare forward",
+            f"{r['ours_images_per_s']:.0f} img/s",
+            f"{r['bare_images_per_s']:.0f} img/s",
+            f"{r['ratio']:.2f}",
+            ">= 0.9",
+            verdict(r["ratio"] >= 0.9),
+            setup,
+        )
+    ]
+
+
+def train_rows(args: argparse.Namespace) -> list[Row]:
+    repeats = 2 if args.quick else 5
+    r = train_overhead.measure(
+        dataset=args.dataset,
+        root=args.root,
+        backbone="resnet20",
+        batch_size=64,
+        epochs=1 if args.quick else 2,
+        repeats=repeats,
+        max_per_class=args.max_per_class,
+    )
+    setup = (
+        f"ce, {r['backbone']}, {r['dataset']} train {r['train_images']} images "
+        f"({r['steps_per_epoch']} steps of {r['batch_size']}, crop), val {r['val_images']}, "
+        f"{r['epochs']} epoch(s) per run, median of {repeats} interleaved runs, {r['device']}"
+    )
+    rows = [
+        Row(
+            "train: s/epoch, engine.train / bare loop",
+            f"{r['ours_epoch_s']:.3f} s",
+            f"{r['bare_epoch_s']:.3f} s",
+            f"{r['ratio']:.2f}",
+            "<= 1.10",
+            verdict(r["ratio"] <= 1.10),
+            setup + "; no checkpoint",
+        )
+    ]
+    if "ratio_checkpoint" in r:
+        rows.append(
+            Row(
+                "train: s/epoch, engine.train + checkpoint / bare",
+                f"{r['ours_checkpoint_epoch_s']:.3f} s",
+                f"{r['bare_epoch_s']:.3f} s",
+                f"{r['ratio_checkpoint']:.2f}",
+                "<= 1.10",
+                verdict(r["ratio_checkpoint"] <= 1.10),
+                setup + "; atomic checkpoint every epoch, as the pretrain stage",
+            )
+        )
+    return rows
+
+
+def flow_rows(args: argparse.Namespace) -> list[Row]:
+    sizes = {"rows": 5_000, "dim": 32, "epochs": 1} if args.quick else {}
+    repeats = 1 if args.quick else 3
+    r = flow_throughput.measure(**sizes, repeats=repeats)
+    setup = (
+        f"{r['bank']} {r['rows']} x {r['dim']}, {r['classes']} classes, K {r['num_clusters']}, "
+        f"batch {r['batch_size']}, {r['epochs']} epochs per run, median of {repeats}, "
+        f"{r['device']}"
+    )
+    return [
+        Row(
+            "flows: epoch time, flow filter / bare MAF",
+            f"{r['ours_epoch_s']:.2f} s",
+            f"{r['bare_epoch_s']:.2f} s",
+            f"{r['ratio']:.2f}",
+            "<= 1.3",
+            verdict(r["ratio"] <= 1.3),
+            setup,
+        ),
+        Row(
+            "flows: cascade routing",
+            f"{r['routing_rows_per_s']:.0f} rows/s",
+            "",
+            "",
+            "",
+            "",
+            f"Cascade.route of 3 filters over the {r['rows']} training rows",
+        ),
+    ]
+
+
+def knn_rows(args: argparse.Namespace) -> list[Row]:
+    sizes = (10_000, 2_000, 64) if args.quick else (50_000, 10_000, 256)
+    r = knn_purity.measure(*sizes, k=10, threads=args.threads)
+    setup = (
+        f"{r['n_query']} queries x {r['n_train']} rows, D {r['dim']}, k {r['k']}, cosine, exact, "
+        f"{r['threads']} thread(s) each; purity arrays equal: {r['equal']}, "
+        f"mean purity {r['mean_purity']:.4f}"
+    )
+    return [
+        Row(
+            "knn: purity, sklearn s / faiss s",
+            f"{r['faiss_s']:.2f} s",
+            f"{r['sklearn_s']:.2f} s",
+            f"{r['ratio']:.1f}x",
+            ">= 10x, equal",
+            verdict(r["ratio"] >= 10 and r["equal"]),
+            setup,
+        )
+    ]
+
+
+def bank_rows(args: argparse.Namespace) -> list[Row]:
+    rows, dim = (20_000, 64) if args.quick else (200_000, 256)
+    repeats = 2 if args.quick else 3
+    r = bank_io.measure(rows, dim, repeats=repeats)
+    setup = (
+        f"{r['rows']} x {r['dim']} float32 + labels + index ({r['arrays_mb']:.0f} MB), "
+        f"best of {repeats}, temporary folder"
+    )
+    return [
+        Row(
+            "bank write: MB/s, BankWriter / np.save",
+            f"{r['write_ours_mb_s']:.0f} MB/s",
+            f"{r['write_numpy_mb_s']:.0f} MB/s",
+            f"{r['write_ratio']:.2f}",
+            ">= 0.7",
+            verdict(r["write_ratio"] >= 0.7),
+            setup + f", appends of {r['append_rows']} rows, both sides fsync",
+        ),
+        Row(
+            "bank read: MB/s, Bank.features / np.load",
+            f"{r['read_ours_mb_s']:.0f} MB/s",
+            f"{r['read_numpy_mb_s']:.0f} MB/s",
+            f"{r['read_ratio']:.2f}",
+            ">= 0.7",
+            verdict(r["read_ratio"] >= 0.7),
+            setup + ", page cache warm, Bank.open (validation) not timed",
+        ),
+        Row(
+            "bank read incl. Bank.open validation",
+            f"{r['features_mb'] / r['read_open_read_s']:.0f} MB/s",
+            f"{r['read_numpy_mb_s']:.0f} MB/s",
+            f"{r['read_open_ratio']:.2f}",
+            "",
+            "",
+            f"Bank.open alone: {r['read_open_s']:.3f} s (NaN/inf scan of every float chunk)",
+        ),
+    ]
+
+
+def dvc_rows(args: argparse.Namespace) -> list[Row]:
+    repeats = 3
+    r = dvc_noop.measure(["ce"] if args.quick else None, repeats=repeats)
+    setup = (
+        f"tiny copy of the default DAG, {r['stages']} stages ({r['methods']} method(s)), "
+        f"median of {repeats}; baseline = `dvc status`"
+    )
+    return [
+        Row(
+            "dvc: no-op `dvc repro` wall time",
+            f"{r['repro_s']:.2f} s",
+            f"{r['status_s']:.2f} s",
+            f"{r['ratio']:.2f}",
+            "< 5 s",
+            verdict(r["repro_s"] < 5),
+            setup,
+        )
+    ]
+
+
+MEASURES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "dump": dump_rows,
+    "train": train_rows,
+    "flows": flow_rows,
+    "knn": knn_rows,
+    "bank": bank_rows,
+    "dvc": dvc_rows,
+}
+
+
+def machine() -> str:
+    """CPU model, cores, memory and library versions, in one line."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        total_kb = int(meminfo.read_text().split()[1])
+        memory = f", {total_kb / 2**20:.0f} GiB RAM"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    libraries = ", ".join(
+        f"{name} {version(name)}" for name in ("h5py", "faiss-cpu", "nflows", "scikit-learn", "dvc")
+    )
+    return (
+        f"{cpu}, {cores} cores{memory}, {gpu}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, {libraries}"
+    )
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a Markdown table."""
+    header = "| row | ours | baseline | ratio | goal | met? |\n|---|---:|---:|---:|---|---|\n"
+    return header + "".join(
+        f"| {r.name} | {r.ours} | {r.baseline} | {r.ratio} | {r.goal} | {r.met} |\n" for r in rows
+    )
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> str:
+    """The generated block of RESULTS.md: table, setups and the machine."""
+    setups = "".join(f"- **{r.name}**: {r.setup}\n" for r in rows)
+    return (
+        f"{table(rows)}\n"
+        f"Measured on: {machine()}. torch threads {args.threads}"
+        f"{' (quick sizes)' if args.quick else ''}; the machine was shared with other jobs.\n\n"
+        f"Setups:\n\n{setups}"
+    )
+
+
+def write_results(block: str) -> None:
+    """Replace the marked block of RESULTS.md (or create the file around it)."""
+    marked = f"{BEGIN}\n{block}{END}\n"
+    if RESULTS.is_file() and BEGIN in (text := RESULTS.read_text()) and END in text:
+        before, rest = text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        RESULTS.write_text(before + marked + ("\n" + after if after else ""))
+        return
+    RESULTS.write_text(
+        "# Bench results (issue 7)\n\nRegenerate with `python bench/run.py --write`; "
+        "only the marked block is rewritten.\n\n" + marked
+    )
+
+
+def profiled(name: str, args: argparse.Namespace, top: int) -> list[Row]:
+    """Run one row under cProfile and print its top functions by own and cumulative time."""
+    profile = cProfile.Profile()
+    rows = profile.runcall(MEASURES[name], args)
+    for key in ("tottime", "cumulative"):
+        stream = io.StringIO()
+        pstats.Stats(profile, stream=stream).strip_dirs().sort_stats(key).print_stats(top)
+        print(f"--- profile of row {name}, sorted by {key} ---")
+        print(stream.getvalue().split("\n\n", 1)[-1].rstrip())
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated of {ROWS}")
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--threads", type=int, default=1, help="torch / faiss / BLAS threads")
+    parser.add_argument("--dataset", default="digits_lt", help="images of the dump/train rows")
+    parser.add_argument("--root", default="data/raw", help="dataset root (not for digits_lt)")
+    parser.add_argument("--max-per-class", type=int, default=None, help="cap of dump/train")
+    parser.add_argument("--write", action="store_true", help="rewrite the table in RESULTS.md")
+    parser.add_argument("--profile", action="store_true", help="cProfile each selected row")
+    parser.add_argument("--top", type=int, default=25, help="functions per profile listing")
+    args = parser.parse_args()
+    names = [name.strip() for name in args.rows.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    torch.set_num_threads(args.threads)
+    rows: list[Row] = []
+    for name in names:
+        print(f"running row {name} ...", file=sys.stderr, flush=True)
+        rows += profiled(name, args, args.top) if args.profile else MEASURES[name](args)
+    block = report(rows, args)
+    print(block)
+    if args.write:
+        write_results(block)
+        print(f"wrote {RESULTS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
