@@ -51,6 +51,12 @@ def run(params: Params, method_name: str) -> Path:
     config = analysis_config(params)
     section = params.analyze
     with Bank.open(path) as bank:
+        available = bank.size("train") - 1  # a train row is not its own neighbour
+        if section.k > available:
+            raise StageError(
+                f"params.yaml: analyze.k is {section.k} but {path} has only {available} "
+                f"neighbours per train row; set analyze.k to at most {available}"
+            )
         report = analyze_bank(bank, config)
         counts = bank.meta.class_counts
         test_x, test_y = bank.features(QUERY_SPLIT), bank.labels(QUERY_SPLIT)

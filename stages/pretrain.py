@@ -258,12 +258,19 @@ def restore_method(payload: dict[str, Any]) -> Method:
         try:
             method.load_state_dict(payload["state_dict"])
         except RuntimeError as error:
-            first = str(error).strip().splitlines()[0]
             raise StageError(
-                f"model of '{payload['method']}' does not fit its architecture "
-                f"({payload['kind']}, {payload['backbone']}): {first}; re-run its pretrain stage"
+                f"{model_path(payload['method'])}: its weights do not fit the architecture it "
+                f"names ({payload['kind']}, {payload['backbone']}: {_first_mismatch(error)}); "
+                "re-run its pretrain stage"
             ) from None
     return method
+
+
+def _first_mismatch(error: RuntimeError) -> str:
+    """The first concrete complaint of ``load_state_dict`` (its first line is a heading)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else lines[0] if lines else "state dict mismatch"
+    return detail if len(detail) <= 160 else detail[:157] + "..."
 
 
 def load_splits(dataset: str) -> Splits:

@@ -125,6 +125,13 @@ def teacher_of_other_backbone(project: Path, params: dict) -> list[str]:
     return ["pretrain", "--method", "gml_student"]
 
 
+def _prepare(params: dict) -> None:
+    from stages.params import parse_params
+    from stages.prepare import run as prepare
+
+    prepare(parse_params(params, "params.yaml"))
+
+
 def missing_images_in_split_list(project: Path, params: dict) -> list[str]:
     from tests.pipeline.data.standins import write_list_standin
 
@@ -169,7 +176,7 @@ TABLE = [
     BadInput("routed share of 0", edit("dlsa.routed_share", 0.0), ("dlsa.routed_share", "greater than 0")),
     BadInput("k larger than the bank",
              both(with_bank(write_bank, []), edit("analyze.k", 100_000, ("analyze", "--method", "ce"))),
-             ("k", "100000")),
+             ("analyze.k is 100000", "at most")),
     BadInput("unknown method on the command line", lambda p, params: ["pretrain", "--method", "bcse"],
              ("bcse", "bsce")),
     BadInput("unknown method kind", edit("methods.ce.kind", "paco2"), ("methods.ce.kind", "paco")),
@@ -209,10 +216,12 @@ TABLE = [
         ["route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5"])[-1],
         ("models/dlsa/ce/cascade.pt", "dlsa")),
     BadInput("teacher checkpoint of the wrong architecture", teacher_of_other_backbone,
-             ("gml_teacher", "re-run its pretrain stage")),
+             ("models/gml_teacher/model.pt", "do not fit", "re-run its pretrain stage")),
     BadInput("missing teacher checkpoint", lambda p, params: (
-        (p / "data/splits").mkdir(parents=True), ["pretrain", "--method", "gml_student"])[-1],
-        ("tailbank prepare",)),
+        _prepare(params), ["pretrain", "--method", "gml_student"])[-1],
+        ("models/gml_teacher/model.pt", "tailbank pretrain --method gml_teacher")),
+    BadInput("missing splits", lambda p, params: ["pretrain", "--method", "ce"],
+             ("data/splits/digits_lt.json", "tailbank prepare")),
     BadInput("global batch not divisible by the processes",
              edit("train.processes", 3, ("pretrain", "--method", "ce")),
              ("train.batch_size", "train.processes 3")),
