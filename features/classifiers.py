@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.arrays import float_matrix, label_vector
-from features.devices import torch_device
+from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
 from features.sampling import class_balanced_order, instance_order
 
@@ -494,7 +494,7 @@ def _train(
         momentum=config.momentum,
         weight_decay=config.weight_decay,
     )
-    best_epoch, best_accuracy, best_state = 0, -1.0, _state_of(probe)
+    best_epoch, best_accuracy, best_state = 0, -1.0, state_snapshot(probe)
     for epoch in range(epochs):
         _set_lr(optimizer, _cosine_lr(config.lr, epoch, epochs))
         order = _epoch_order(data, balanced, generator)
@@ -502,7 +502,7 @@ def _train(
                    where=f"classifier {kind}, epoch {epoch + 1}/{epochs}")
         accuracy = _val_accuracy(probe, data)
         if accuracy > best_accuracy:
-            best_epoch, best_accuracy, best_state = epoch + 1, accuracy, _state_of(probe)
+            best_epoch, best_accuracy, best_state = epoch + 1, accuracy, state_snapshot(probe)
     probe.load_state_dict(best_state)
     return _fitted(kind, {"epoch": best_epoch, "val_accuracy": best_accuracy}, probe, data)
 
@@ -557,10 +557,6 @@ def _cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def _state_of(probe: Probe) -> dict[str, torch.Tensor]:
-    return {name: value.detach().clone() for name, value in probe.state_dict().items()}
 
 
 def _generator(config: ProbeConfig) -> torch.Generator:

@@ -1,4 +1,4 @@
-"""The torch device a stage-2 fit runs on, from its config's device name."""
+"""Where stage-2 fits run: the torch device from a config's name, and detached state copies."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def torch_device(name: str, key: str) -> torch.device:
         raise FeaturesError(
             f"{key} {name!r} is not a torch device; use cpu, cuda or auto"
         ) from error
+
+
+def state_snapshot(module: torch.nn.Module, device: str | None = None) -> dict[str, torch.Tensor]:
+    """A detached copy of ``module``'s state dict (on ``device`` when given), for keeping the
+    best epoch or saving; later training steps do not change it."""
+    return {
+        key: value.detach().clone().to(device) if device else value.detach().clone()
+        for key, value in module.state_dict().items()
+    }

@@ -35,6 +35,7 @@ from torch import nn
 
 from features.arrays import float_matrix, label_vector
 from features.classifiers import FittedClassifier, balanced_softmax_loss, check_finite_loss
+from features.devices import state_snapshot
 from features.errors import FeaturesError
 from features.flow_training import (
     FlowTrainConfig,
@@ -196,6 +197,23 @@ class RoutedPrediction:
     logits: np.ndarray
     assignment: np.ndarray
 
+    def combine(self, base_logits: np.ndarray) -> np.ndarray:
+        """Logits of "base + DLSA": these rows' cascade logits, the base's for the remainder.
+
+        Args:
+            base_logits: float [N, C], the base classifier's logits of the same rows.
+
+        Returns:
+            float32 [N, C].
+        """
+        base = float_matrix(base_logits, "base_logits", self.logits.shape[1])
+        if len(base) != len(self.assignment):
+            raise FeaturesError(
+                f"base_logits has {len(base)} rows but {len(self.assignment)} were routed; pass "
+                "the base classifier's logits of the same rows"
+            )
+        return np.where((self.assignment >= 0)[:, None], self.logits, base).astype(np.float32)
+
 
 @dataclass
 class _Walk:
@@ -269,14 +287,7 @@ class Cascade:
         Returns:
             float32 [N, C].
         """
-        base = float_matrix(base_logits, "base_logits", self.num_classes)
-        if len(base) != len(np.asarray(x)):
-            raise FeaturesError(
-                f"base_logits has {len(base)} rows but x has {len(np.asarray(x))}; pass the base "
-                "classifier's logits of the same rows"
-            )
-        routed = self.route(x)
-        return np.where((routed.assignment >= 0)[:, None], routed.logits, base).astype(np.float32)
+        return self.route(x).combine(base_logits)
 
     @torch.no_grad()
     def _walk(self, x: np.ndarray) -> _Walk:
@@ -569,7 +580,7 @@ def _train_classifier(
             accuracy = _accuracy(classifier, val, val_z)
             if best_state is None or accuracy > best_accuracy:
                 best_epoch, best_accuracy = epoch, accuracy
-                best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+                best_state = state_snapshot(classifier)
     if best_state is not None:
         classifier.load_state_dict(best_state)
     classifier.to("cpu").eval()
@@ -747,8 +758,8 @@ def save_cascade(cascade: Cascade, path: Path) -> None:
         "config": cascade.config.to_dict(),
         "base_kind": cascade.base_kind,
         "thresholds": [float(value) for value in cascade.thresholds],
-        "filters": [_cpu_state(flow) for flow in cascade.filters],
-        "classifiers": [_cpu_state(classifier) for classifier in cascade.classifiers],
+        "filters": [state_snapshot(flow, "cpu") for flow in cascade.filters],
+        "classifiers": [state_snapshot(classifier, "cpu") for classifier in cascade.classifiers],
         "info": _canonical(cascade.info),
     }
     atomic_torch_save(payload, Path(path))
@@ -837,7 +848,3 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]
     return value
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().to("cpu").clone() for key, value in module.state_dict().items()}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from features.arrays import float_matrix, label_vector
-from features.devices import torch_device
+from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
 from features.flow_losses import ClusterBalance, purity_loss, purity_pairs, weighted_mle_loss
 from features.flows import FlowFilter
@@ -316,7 +316,7 @@ class _TrainState:
         self.history: list[dict[str, float]] = []
         self.best_epoch = 0
         self.best_score: tuple[float, float] = (-math.inf, -math.inf)
-        self.best_state = _state_of(flow)
+        self.best_state = state_snapshot(flow)
 
     @classmethod
     def fresh(cls, flow: FlowFilter, config: FlowTrainConfig) -> _TrainState:
@@ -338,7 +338,8 @@ class _TrainState:
         self.history.append(record)
         # >= keeps the later epoch on ties, so without val rows the last epoch wins.
         if score >= self.best_score:
-            self.best_epoch, self.best_score, self.best_state = epoch, score, _state_of(self.flow)
+            self.best_epoch, self.best_score = epoch, score
+            self.best_state = state_snapshot(self.flow)
 
     def save(self, path: Path, fingerprint: dict[str, Any]) -> None:
         atomic_torch_save(
@@ -346,7 +347,7 @@ class _TrainState:
                 "format": CHECKPOINT_FORMAT,
                 "fingerprint": fingerprint,
                 "epoch": self.epoch,
-                "flow": _state_of(self.flow, "cpu"),
+                "flow": state_snapshot(self.flow, "cpu"),
                 "optimizer": _to_cpu(self.optimizer.state_dict()),
                 "balance": self.balance.state_dict(),
                 "generator": self.generator.get_state(),
@@ -499,13 +500,6 @@ def _fingerprint(name: str, config: FlowTrainConfig, data: _Data) -> dict[str, A
         "train_shape": list(data.train_x.shape),
         "val_shape": list(data.val_x.shape),
         "train_label_sum": int(data.train_y.sum()),
-    }
-
-
-def _state_of(module: torch.nn.Module, device: str | None = None) -> dict[str, torch.Tensor]:
-    return {
-        key: value.detach().clone().to(device) if device else value.detach().clone()
-        for key, value in module.state_dict().items()
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import matthews_corrcoef, normalized_mutual_info_score
@@ -206,3 +207,47 @@ def _check_pair(
     if pred.shape != labels.shape:
         raise FeaturesError(f"pred {pred.shape} and labels {labels.shape} differ in length")
     return pred.astype(np.int64), labels.astype(np.int64)
+
+
+def frequency_confusion(
+    predicted: np.ndarray, labels: np.ndarray, class_counts: np.ndarray, bins: int
+) -> dict[str, Any]:
+    """Confusion between bins of classes sorted by training frequency (DLSA Fig. 1).
+
+    Classes are sorted by count, most frequent first (ties by class index), and cut into
+    ``min(bins, C)`` consecutive bins of nearly equal numbers of classes. Entry [a, b] is the
+    share of test rows of bin a's classes predicted as a class of bin b, so each row sums to 1
+    (0 for a bin without test rows); mass right of the diagonal is head bias.
+
+    Args:
+        predicted: int [N], predicted classes.
+        labels: int [N], true classes.
+        class_counts: int [C], training rows per class.
+        bins: Wanted number of bins.
+
+    Returns:
+        {"matrix": [B][B] floats, "bins": [{"classes", "min_count", "max_count", "rows"}]}.
+    """
+    counts = np.asarray(class_counts)
+    if bins < 1:
+        raise FeaturesError(f"confusion bins must be >= 1, got {bins}")
+    order = np.argsort(-counts, kind="stable")
+    groups = np.array_split(order, min(bins, len(counts)))
+    bin_of = np.empty(len(counts), np.int64)
+    for index, members in enumerate(groups):
+        bin_of[members] = index
+    size = len(groups)
+    table = np.zeros((size, size))
+    np.add.at(table, (bin_of[np.asarray(labels)], bin_of[np.asarray(predicted)]), 1.0)
+    totals = table.sum(axis=1, keepdims=True)
+    matrix = np.divide(table, totals, out=np.zeros_like(table), where=totals > 0)
+    described = [
+        {
+            "classes": [int(c) for c in members],
+            "min_count": int(counts[members].min()),
+            "max_count": int(counts[members].max()),
+            "rows": int(totals[index, 0]),
+        }
+        for index, members in enumerate(groups)
+    ]
+    return {"matrix": matrix.tolist(), "bins": described}

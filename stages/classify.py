@@ -13,7 +13,7 @@ from features.classifiers import FittedClassifier, ProbeConfig, fit_classifier
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
 from stages.errors import StageError
-from stages.io import write_csv, write_json
+from stages.io import json_ready, write_csv, write_json
 from stages.layout import bank_path, classify_results, require_file, resolve_device
 from stages.params import ClassifyParams, EvalParams, Params
 from stages.progress import log
@@ -130,8 +130,7 @@ def probe_config(section: ClassifyParams, seed: int) -> ProbeConfig:
 
 def clean(summary: dict[str, float | None]) -> dict[str, float | None]:
     """Round for stable, readable metrics files; NaN (empty group) becomes null."""
-    return {key: None if value is None or math.isnan(value) else round(float(value), 6)
-            for key, value in summary.items()}
+    return json_ready(summary)
 
 
 def fmt(value: float) -> str:

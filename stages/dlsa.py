@@ -24,7 +24,7 @@ from features.flow_training import FlowTrainConfig
 from features.metrics import evaluate
 from stages.classify import classifier_logits, clean, fit_on_bank, fmt, probe_config
 from stages.errors import StageError
-from stages.io import save_torch, write_csv, write_json
+from stages.io import json_ready, save_torch, write_csv, write_json
 from stages.layout import (
     bank_path,
     dlsa_model_dir,
@@ -145,11 +145,13 @@ def write_results(
                "ece_bins": params.eval.ece_bins}
     test_x, test_y, test_logits = data["test"]
     val_x, val_y, val_logits = data["val"]
+    # the cascade's routing does not depend on the base: walk each split down it once
+    routed = {"test": cascade.route(test_x), "val": cascade.route(val_x)}
     metrics: dict[str, Any] = {}
     for kind, base in bases.items():
         plain = classifier_logits(base, test_x, test_logits)
-        with_dlsa = cascade.predict(test_x, plain)
-        val_dlsa = cascade.predict(val_x, classifier_logits(base, val_x, val_logits))
+        with_dlsa = routed["test"].combine(plain)
+        val_dlsa = routed["val"].combine(classifier_logits(base, val_x, val_logits))
         scores = {name: evaluate(logits, test_y, counts, **options)
                   for name, logits in (("base", plain), ("dlsa", with_dlsa))}
         metrics[kind] = {
@@ -167,7 +169,7 @@ def write_results(
         for report, info in zip(reports, cascade.info, strict=True)
     ]
     write_json(out / "metrics.json", metrics)
-    write_json(out / "filters.json", _finite(filters))
+    write_json(out / "filters.json", json_ready(filters))
     rows = [
         (report.index + 1, _number(report.separation_accuracy.get("test")),
          _number(report.tail_share_seen.get("test")), _number(report.routed_share.get("test")))
@@ -179,16 +181,3 @@ def write_results(
 
 def _number(value: float | None) -> float | str:
     return "" if value is None or not math.isfinite(value) else float(value)
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become null, floats are rounded for stable bytes."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    if isinstance(value, float | np.floating):
-        return round(float(value), 6) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

@@ -12,11 +12,14 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pipeline.engine.checkpoint import write_atomically
 
@@ -47,6 +50,20 @@ def write_bytes(target: str | Path, data: bytes) -> None:
     """Atomically write ``data`` to ``target``."""
     with atomic_path(target) as temporary:
         temporary.write_bytes(data)
+
+
+def json_ready(value: Any) -> Any:
+    """A copy fit for canonical JSON: floats rounded to 6 decimals (stable, readable bytes),
+    NaN and infinities as null, NumPy scalars as Python numbers; dicts and lists recursed."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, float | np.floating):
+        return round(float(value), 6) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_json(target: str | Path, payload: Any) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from features.bank import Bank
 from features.dlsa import load_cascade
 from stages.classify import classifier_logits
@@ -47,7 +45,7 @@ def run(model_dir: Path, bank_file: Path, base_kind: str | None, out_dir: Path) 
             features, labels = bank.features(split), bank.labels(split)
             plain = classifier_logits(bases[kind], features, bank.logits(split))
             routed = cascade.route(features)
-            predicted = np.where(routed.assignment >= 0, routed.logits.argmax(1), plain.argmax(1))
+            predicted = routed.combine(plain).argmax(axis=1)
             rows = zip(bank.index(split).tolist(), labels.tolist(),
                        routed.assignment.tolist(), predicted.tolist(), strict=True)
             write_csv(out_dir / f"{split}.csv", ("index", "label", "filter", "prediction"),

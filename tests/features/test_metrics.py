@@ -12,6 +12,7 @@ from features.metrics import (
     SHOT_GROUPS,
     evaluate,
     expected_calibration_error,
+    frequency_confusion,
     per_class_accuracy,
     shot_groups,
     softmax,
@@ -122,3 +123,23 @@ def test_evaluate_rejects_bad_inputs(
 ) -> None:
     with pytest.raises(FeaturesError):
         evaluate(logits, labels, counts)
+
+
+def test_frequency_confusion_matches_a_direct_count() -> None:
+    counts = np.array([5, 50, 20, 50, 1, 9])  # by frequency: 1, 3, 2, 5, 0, 4
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, size=200)
+    predicted = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 6, size=200))
+    result = frequency_confusion(predicted, labels, counts, bins=3)
+    bins = [[1, 3], [2, 5], [0, 4]]
+    assert [b["classes"] for b in result["bins"]] == bins
+    assert [(b["min_count"], b["max_count"]) for b in result["bins"]] == [(50, 50), (9, 20), (1, 5)]
+    expected = np.zeros((3, 3))
+    for a, true_bin in enumerate(bins):
+        rows = np.isin(labels, true_bin)
+        for b, predicted_bin in enumerate(bins):
+            expected[a, b] = np.isin(predicted[rows], predicted_bin).mean()
+    np.testing.assert_allclose(result["matrix"], expected)
+    assert [b["rows"] for b in result["bins"]] == [int(np.isin(labels, b).sum()) for b in bins]
+    # more bins than classes: one class per bin
+    assert len(frequency_confusion(predicted, labels, counts, bins=10)["matrix"]) == 6

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
-import numpy as np
 import pytest
 
 from stages import analyze
@@ -103,34 +102,3 @@ def test_analyze_needs_the_bank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"banks/ce.h5: not found; run `tailbank dump"):
         analyze.run(small_params(), "ce")
-
-
-def test_stratified_rows_take_every_class_alike() -> None:
-    labels = np.repeat(np.arange(4), [100, 30, 5, 2])
-    rows = analyze.stratified_rows(labels, 16, seed=3)
-    assert len(rows) == 16 and len(np.unique(rows)) == 16
-    assert np.all(np.diff(rows) > 0)
-    per_class = np.bincount(labels[rows], minlength=4)
-    assert per_class[2] >= 4 and per_class[3] == 2  # small classes are not drowned out
-    np.testing.assert_array_equal(analyze.stratified_rows(labels, 16, seed=3), rows)
-    np.testing.assert_array_equal(analyze.stratified_rows(labels, 500, seed=3), np.arange(137))
-
-
-def test_frequency_confusion_matches_a_direct_count() -> None:
-    counts = np.array([5, 50, 20, 50, 1, 9])  # by frequency: 1, 3, 2, 5, 0, 4
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 6, size=200)
-    predicted = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 6, size=200))
-    result = analyze.frequency_confusion(predicted, labels, counts, bins=3)
-    bins = [[1, 3], [2, 5], [0, 4]]
-    assert [b["classes"] for b in result["bins"]] == bins
-    assert [(b["min_count"], b["max_count"]) for b in result["bins"]] == [(50, 50), (9, 20), (1, 5)]
-    expected = np.zeros((3, 3))
-    for a, true_bin in enumerate(bins):
-        rows = np.isin(labels, true_bin)
-        for b, predicted_bin in enumerate(bins):
-            expected[a, b] = np.isin(predicted[rows], predicted_bin).mean()
-    np.testing.assert_allclose(result["matrix"], expected)
-    assert [b["rows"] for b in result["bins"]] == [int(np.isin(labels, b).sum()) for b in bins]
-    # more bins than classes: one class per bin
-    assert len(analyze.frequency_confusion(predicted, labels, counts, bins=10)["matrix"]) == 6
