@@ -37,6 +37,8 @@ from features.errors import FeaturesError
 SCHEMA_VERSION = 1
 SPLITS = ("train", "val", "test")
 _T = TypeVar("_T")
+# A gather reads neighbouring chunks with one slice of at most this many chunks (~16 MiB).
+_GATHER_CHUNKS = 16
 
 # Pinned so that the bytes of a bank do not depend on the HDF5 release's defaults; 1.10 objects
 # carry checksums on all metadata.
@@ -555,6 +557,54 @@ class Bank:
             block = self._guard(lambda start=start: dataset[start : start + step])
             yield self._checked_values(split, field, block)
 
+    def has(self, split: str, field: str) -> bool:
+        """Whether a split holds a dataset `field` (`logits` and extra views are optional)."""
+        group = self._group(split)
+        return self._guard(lambda: field in group)
+
+    def shape(self, split: str, field: str = "features") -> tuple[int, ...]:
+        """Shape of a dataset of a split, without reading it."""
+        dataset = self._dataset(split, field)
+        return tuple(self._guard(lambda: dataset.shape))
+
+    def read_rows(self, split: str, field: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a dataset of a split, checked like every read."""
+        dataset = self._dataset(split, field)
+        block = self._guard(lambda: dataset[start:stop])
+        return self._checked_values(split, field, block)
+
+    def gather(self, split: str, field: str, positions: np.ndarray) -> np.ndarray:
+        """Rows at `positions` (any order, repeats allowed), reading each HDF5 chunk once.
+
+        The wanted rows are sorted, grouped into runs of neighbouring chunks of at most
+        `_GATHER_CHUNKS` chunks, and each run is read with one slice: a random subset of a
+        chunked, checksummed dataset costs one pass over the chunks it touches instead of
+        one HDF5 call per row.
+
+        Args:
+            split: One of `self.splits`.
+            field: `features`, `labels`, `index`, `logits` or `extra/<name>`.
+            positions: int [B], row positions in [0, N).
+
+        Returns:
+            [B, ...] rows in the order of `positions`.
+        """
+        dataset = self._dataset(split, field)
+        total, chunk = self._guard(lambda: (dataset.shape[0], _default_rows(dataset)))
+        wanted = np.asarray(positions, dtype=np.int64)
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= total):
+            raise FeaturesError(
+                f"{self.path}:{split}/{field}: row positions must lie in [0, {total})"
+            )
+        unique, inverse = np.unique(wanted, return_inverse=True)
+        rows = np.empty((len(unique), *dataset.shape[1:]), dtype=dataset.dtype)
+        for begin, end in _chunk_runs(unique // chunk, _GATHER_CHUNKS):
+            first = int(unique[begin] // chunk) * chunk
+            last = min((int(unique[end - 1] // chunk) + 1) * chunk, total)
+            block = self._guard(lambda first=first, last=last: dataset[first:last])
+            rows[begin:end] = block[unique[begin:end] - first]
+        return self._checked_values(split, field, rows)[inverse.reshape(-1)]
+
     def _read(self, split: str, field: str) -> np.ndarray:
         dataset = self._dataset(split, field)
         return self._checked_values(split, field, self._guard(lambda: dataset[...]))
@@ -723,6 +773,21 @@ class Bank:
                 f"{self.path}:{split}/{field}: contains NaN or inf; re-dump the bank"
             )
         return values
+
+
+def _chunk_runs(chunk_ids: np.ndarray, max_chunks: int) -> Iterator[tuple[int, int]]:
+    """[begin, end) ranges of sorted chunk ids (repeats allowed) that fall in one run of
+    neighbouring chunks spanning at most `max_chunks` chunks."""
+    chunks, firsts = np.unique(chunk_ids, return_index=True)
+    run_start = 0
+    for position in range(1, len(chunks) + 1):
+        if position == len(chunks) or (
+            chunks[position] - chunks[position - 1] > 1
+            or chunks[position] - chunks[run_start] >= max_chunks
+        ):
+            end = int(firsts[position]) if position < len(chunks) else len(chunk_ids)
+            yield int(firsts[run_start]), end
+            run_start = position
 
 
 def _default_rows(dataset: h5py.Dataset) -> int:

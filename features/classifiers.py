@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from features.arrays import float_matrix, label_vector
+from features.arrays import label_vector
 from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
+from features.rows import FeatureRows, as_rows, column_moments
 from features.sampling import class_balanced_order, instance_order
 
 CLASSIFIER_KINDS = (
@@ -213,22 +214,22 @@ class FittedClassifier:
     input_dim: int
     input_field: str = INPUT_FEATURES
 
-    def logits(self, features: np.ndarray) -> np.ndarray:
+    def logits(self, features: np.ndarray | FeatureRows) -> np.ndarray:
         """Scores rows of a split.
 
         Args:
-            features: float [N, D], the bank's features of a split; for kind `head`, the
-                bank's logits [N, C] of that split.
+            features: float [N, D], the bank's features of a split (an array, or rows read
+                from the bank in blocks); for kind `head`, the bank's logits [N, C].
 
         Returns:
             float32 [N, C].
         """
-        inputs = float_matrix(features, f"{self.kind} classifier input", self.input_dim)
-        if self.model is None:
-            return inputs
-        if len(inputs) == 0:
+        rows = as_rows(features, f"{self.kind} classifier input", self.input_dim)
+        if len(rows) == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        return _predict(self.model, torch.from_numpy(inputs)).numpy()
+        if self.model is None:
+            return torch.cat([block.cpu() for block in rows.blocks(_EVAL_BATCH)]).numpy()
+        return _predict(self.model, rows).cpu().numpy()
 
 
 def balanced_softmax_loss(
@@ -254,22 +255,23 @@ def balanced_softmax_loss(
 def fit_classifier(
     kind: str,
     *,
-    train_x: np.ndarray,
+    train_x: np.ndarray | FeatureRows,
     train_y: np.ndarray,
-    val_x: np.ndarray,
+    val_x: np.ndarray | FeatureRows,
     val_y: np.ndarray,
     class_counts: np.ndarray,
     config: ProbeConfig,
-    head_logits: tuple[np.ndarray, np.ndarray] | None = None,
+    head_logits: tuple[np.ndarray | FeatureRows, np.ndarray | FeatureRows] | None = None,
     base: FittedClassifier | None = None,
 ) -> FittedClassifier:
     """Fits one kind of classifier on a bank's train rows, choosing on its val rows.
 
     Args:
         kind: One of `CLASSIFIER_KINDS`.
-        train_x: float [N, D], training features.
+        train_x: float [N, D], training features: an array, or rows read from a bank on
+            demand (`features.rows`), which give the same classifier.
         train_y: int [N], training labels in [0, C).
-        val_x: float [M, D], validation features.
+        val_x: float [M, D], validation features (array or rows).
         val_y: int [M], validation labels.
         class_counts: int [C], training rows per class (the bank's `class_counts`).
         config: Hyper-parameters.
@@ -295,11 +297,11 @@ def fit_classifier(
 
 @dataclass
 class _TrainingData:
-    """Train and val rows as tensors on the training device, plus train statistics."""
+    """Train and val rows returned on the training device, labels, and train statistics."""
 
-    train_x: torch.Tensor
+    train: FeatureRows
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val: FeatureRows
     val_y: torch.Tensor
     class_counts: torch.Tensor
     mean: torch.Tensor
@@ -312,14 +314,14 @@ class _TrainingData:
 
     @property
     def dim(self) -> int:
-        return self.train_x.shape[1]
+        return self.train.dim
 
     @classmethod
     def build(
         cls,
-        train_x: np.ndarray,
+        train_x: np.ndarray | FeatureRows,
         train_y: np.ndarray,
-        val_x: np.ndarray,
+        val_x: np.ndarray | FeatureRows,
         val_y: np.ndarray,
         class_counts: np.ndarray,
         config: ProbeConfig,
@@ -330,24 +332,23 @@ class _TrainingData:
                 f"class_counts: expected an integer [C] array with C >= 2, got "
                 f"{counts.dtype} {counts.shape}"
             )
-        train = float_matrix(train_x, "train_x")
-        val = float_matrix(val_x, "val_x", train.shape[1])
+        device = config.torch_device()
+        train = as_rows(train_x, "train_x").to(device)
+        val = as_rows(val_x, "val_x", train.dim).to(device)
         train_labels = label_vector(train_y, "train_y", len(train), len(counts))
         val_labels = label_vector(val_y, "val_y", len(val), len(counts))
         if len(train) == 0 or len(val) == 0:
             raise FeaturesError("train_x and val_x must have at least one row each")
         # Statistics of train only: val and test are transformed, never measured.
-        mean = train.mean(axis=0, dtype=np.float64)
-        std = np.maximum(train.std(axis=0, dtype=np.float64), _MIN_STD)
-        device = config.torch_device()
+        mean, std = column_moments(train)
         return cls(
-            train_x=torch.from_numpy(train).to(device),
+            train=train,
             train_y=torch.from_numpy(train_labels).to(device),
-            val_x=torch.from_numpy(val).to(device),
+            val=val,
             val_y=torch.from_numpy(val_labels).to(device),
             class_counts=torch.from_numpy(counts.astype(np.int64)).to(device),
-            mean=torch.from_numpy(mean.astype(np.float32)),
-            std=torch.from_numpy(std.astype(np.float32)),
+            mean=mean.to(torch.float32).cpu(),
+            std=std.clamp(min=_MIN_STD).to(torch.float32).cpu(),
             device=device,
         )
 
@@ -356,7 +357,8 @@ class _TrainingData:
 
 
 def _fit_head(
-    data: _TrainingData, head_logits: tuple[np.ndarray, np.ndarray] | None
+    data: _TrainingData,
+    head_logits: tuple[np.ndarray | FeatureRows, np.ndarray | FeatureRows] | None,
 ) -> FittedClassifier:
     """The backbone's own head: its stored logits are the decision, nothing is trained."""
     if head_logits is None:
@@ -365,9 +367,13 @@ def _fit_head(
             "re-dump the bank with logits or drop 'head' from the classifier kinds"
         )
     train_logits, val_logits = head_logits
-    float_matrix(train_logits, "head_logits[0] (train)", data.num_classes, len(data.train_x))
-    val = float_matrix(val_logits, "head_logits[1] (val)", data.num_classes, len(data.val_x))
-    accuracy = _accuracy(torch.from_numpy(val).argmax(dim=1), data.val_y.cpu())
+    for name, logits, rows in (("head_logits[0] (train)", train_logits, len(data.train)),
+                               ("head_logits[1] (val)", val_logits, len(data.val))):
+        if len(as_rows(logits, name, data.num_classes)) != rows:
+            raise FeaturesError(f"{name}: expected {rows} rows of logits")
+    val = as_rows(val_logits, "head_logits[1] (val)", data.num_classes)
+    pred = torch.cat([block.argmax(dim=1).cpu() for block in val.blocks(_EVAL_BATCH)])
+    accuracy = _accuracy(pred, data.val_y.cpu())
     return FittedClassifier(
         kind="head",
         selected={"val_accuracy": accuracy},
@@ -518,9 +524,8 @@ def _run_epoch(
     where: str,
 ) -> None:
     probe.train()
-    for step, start in enumerate(range(0, len(order), batch_size), start=1):
-        rows = order[start : start + batch_size]
-        loss = loss_fn(probe(data.train_x[rows]), data.train_y[rows])
+    for step, (rows, x) in enumerate(data.train.batches(order, batch_size), start=1):
+        loss = loss_fn(probe(x), data.train_y[rows])
         check_finite_loss(loss, f"{where}, step {step}", fix="lower classify.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -624,15 +629,16 @@ def _fitted(
 
 
 @torch.no_grad()
-def _predict(probe: Probe, x: torch.Tensor) -> torch.Tensor:
-    """Logits [N, C] of rows x [N, D], in batches to bound memory."""
+def _predict(probe: Probe, rows: FeatureRows) -> torch.Tensor:
+    """Logits [N, C] of rows [N, D], in blocks of `_EVAL_BATCH` to bound memory."""
     probe.eval()
-    blocks = [probe(x[start : start + _EVAL_BATCH]) for start in range(0, len(x), _EVAL_BATCH)]
+    device = next(probe.buffers()).device
+    blocks = [probe(block.to(device)) for block in rows.blocks(_EVAL_BATCH)]
     return torch.cat(blocks).to(torch.float32)
 
 
 def _val_accuracy(probe: Probe, data: _TrainingData) -> float:
-    return _accuracy(_predict(probe, data.val_x).argmax(dim=1), data.val_y)
+    return _accuracy(_predict(probe, data.val).argmax(dim=1), data.val_y)
 
 
 def _accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:

@@ -38,16 +38,18 @@ from features.classifiers import FittedClassifier, balanced_softmax_loss, check_
 from features.devices import state_snapshot
 from features.errors import FeaturesError
 from features.flow_training import (
+    EVAL_ROWS,
     FlowTrainConfig,
     atomic_torch_save,
     cluster_class_table,
+    evaluate_flow,
     train_filter,
 )
 from features.flows import FlowFilter
+from features.rows import FeatureRows, as_rows
 
 FORMAT = "tailbank-dlsa/1"
 LATENTS = ("flow", "feature")
-_EVAL_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -265,11 +267,12 @@ class Cascade:
                 "refit the cascade on this bank"
             )
 
-    def route(self, x: np.ndarray) -> RoutedPrediction:
+    def route(self, x: np.ndarray | FeatureRows) -> RoutedPrediction:
         """Sends rows down the cascade.
 
         Args:
-            x: float [N, D], features of any split.
+            x: float [N, D], features of any split: an array, or rows read from a bank in
+                blocks (`features.rows`).
 
         Returns:
             Classifier logits of routed rows and each row's filter (-1: remainder).
@@ -277,7 +280,7 @@ class Cascade:
         walk = self._walk(x)
         return RoutedPrediction(logits=walk.logits, assignment=walk.assignment)
 
-    def predict(self, x: np.ndarray, base_logits: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray | FeatureRows, base_logits: np.ndarray) -> np.ndarray:
         """Logits of "base + DLSA": cascade classifiers for routed rows, base for the rest.
 
         Args:
@@ -290,8 +293,8 @@ class Cascade:
         return self.route(x).combine(base_logits)
 
     @torch.no_grad()
-    def _walk(self, x: np.ndarray) -> _Walk:
-        rows = torch.from_numpy(float_matrix(x, "x", self.dim))
+    def _walk(self, x: np.ndarray | FeatureRows) -> _Walk:
+        rows = as_rows(x, "x", self.dim).to("cpu")
         assignment = np.full(len(rows), -1, dtype=np.int64)
         logits = np.zeros((len(rows), self.num_classes), dtype=np.float32)
         remaining = np.arange(len(rows))
@@ -299,41 +302,18 @@ class Cascade:
         for index, (flow, threshold, classifier) in enumerate(
             zip(self.filters, self.thresholds, self.classifiers, strict=True)
         ):
-            subset = rows[remaining]
-            likelihood, cluster, latent = flow_pass(flow, subset)
+            subset = rows.subset(remaining)
+            likelihood, cluster = evaluate_flow(flow, subset)
             routed = (likelihood >= threshold).numpy()
             seen.append(remaining)
             clusters.append(cluster.numpy())
-            picked = torch.from_numpy(routed)
-            z = _classifier_latent(self.config.latent, classifier, subset[picked], latent[picked])
-            logits[remaining[routed]] = _batched_logits(
-                classifier, subset[picked], z, cluster[picked]
+            picked = np.flatnonzero(routed)
+            logits[remaining[routed]] = _routed_logits(
+                classifier, flow, self.config.latent, subset.subset(picked), cluster[picked]
             ).numpy()
             assignment[remaining[routed]] = index
             remaining = remaining[~routed]
         return _Walk(assignment=assignment, logits=logits, seen=seen, clusters=clusters)
-
-
-@torch.no_grad()
-def flow_pass(flow: FlowFilter, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Runs rows through a filter in eval mode, in batches.
-
-    Args:
-        flow: A flow filter.
-        x: float [N, D], on the flow's device.
-
-    Returns:
-        (log_likelihood float [N], argmax cluster int64 [N], latent float [N, D]).
-    """
-    flow.eval()
-    parts = [flow(x[start : start + _EVAL_BATCH]) for start in range(0, len(x), _EVAL_BATCH)]
-    if not parts:
-        return x.new_zeros(0), torch.zeros(0, dtype=torch.int64), x.new_zeros(0, x.shape[1])
-    return (
-        torch.cat([part.log_likelihood for part in parts]),
-        torch.cat([part.log_posterior.argmax(dim=1) for part in parts]),
-        torch.cat([part.latent for part in parts]),
-    )
 
 
 def routing_threshold(log_likelihood: torch.Tensor, routed_share: float) -> float:
@@ -375,9 +355,9 @@ def cluster_prior(
 
 
 def fit_cascade(
-    train_x: np.ndarray,
+    train_x: np.ndarray | FeatureRows,
     train_y: np.ndarray,
-    val_x: np.ndarray,
+    val_x: np.ndarray | FeatureRows,
     val_y: np.ndarray,
     class_counts: np.ndarray,
     base: FittedClassifier,
@@ -387,7 +367,8 @@ def fit_cascade(
     """Fits the flow filters and cluster-aided classifiers of a DLSA cascade.
 
     Args:
-        train_x: float [N, D], training features.
+        train_x: float [N, D], training features: an array, or rows read from a bank on
+            demand (`features.rows`), which give the same cascade.
         train_y: int [N], training classes in [0, C).
         val_x: float [M, D], val features (epoch selection only; never test rows).
         val_y: int [M], val classes.
@@ -402,8 +383,8 @@ def fit_cascade(
     """
     counts = np.asarray(class_counts)
     num_classes = len(counts)
-    train = float_matrix(train_x, "train_x")
-    val = float_matrix(val_x, "val_x", train.shape[1])
+    train = as_rows(train_x, "train_x")
+    val = as_rows(val_x, "val_x", train.dim)
     train_labels = label_vector(train_y, "train_y", len(train), num_classes)
     val_labels = label_vector(val_y, "val_y", len(val), num_classes)
     if base.num_classes != num_classes:
@@ -421,9 +402,9 @@ def fit_cascade(
             )
         stage = _fit_stage(
             index,
-            train[remaining_train],
+            train.subset(remaining_train),
             train_labels[remaining_train],
-            val[remaining_val],
+            val.subset(remaining_val),
             val_labels[remaining_val],
             counts.astype(np.int64),
             config,
@@ -436,7 +417,7 @@ def fit_cascade(
         remaining_train = remaining_train[~stage.routed_train]
         remaining_val = remaining_val[~stage.routed_val]
     return Cascade(
-        dim=train.shape[1],
+        dim=train.dim,
         num_classes=num_classes,
         config=config,
         filters=filters,
@@ -459,9 +440,9 @@ class _Stage:
 
 def _fit_stage(
     index: int,
-    train_x: np.ndarray,
+    train_x: FeatureRows,
     train_y: np.ndarray,
-    val_x: np.ndarray,
+    val_x: FeatureRows,
     val_y: np.ndarray,
     class_counts: np.ndarray,
     config: CascadeConfig,
@@ -486,8 +467,7 @@ def _fit_stage(
         checkpoint=checkpoint,
     )
     flow = trained.flow
-    train_rows, val_rows = torch.from_numpy(train_x), torch.from_numpy(val_x)
-    likelihood, clusters, latent = flow_pass(flow, train_rows)
+    likelihood, clusters = evaluate_flow(flow, train_x.to("cpu"))
     threshold = routing_threshold(likelihood, config.routed_share)
     routed = likelihood >= threshold
     labels = torch.from_numpy(train_y)
@@ -495,14 +475,14 @@ def _fit_stage(
     classifier = ClusterAidedClassifier(
         flow.dim, flow.dim, prior, flow.mean, flow.std, seed=config.seed + index
     )
-    val_likelihood, val_clusters, val_latent = flow_pass(flow, val_rows)
+    val_likelihood, val_clusters = evaluate_flow(flow, val_x.to("cpu"))
     routed_val = val_likelihood >= threshold
     selected = _train_classifier(
         classifier,
-        _Rows(train_rows[routed], latent[routed], clusters[routed], labels[routed]),
+        flow,
+        _Rows(train_x.subset(np.flatnonzero(routed.numpy())), clusters[routed], labels[routed]),
         _Rows(
-            val_rows[routed_val],
-            val_latent[routed_val],
+            val_x.subset(np.flatnonzero(routed_val.numpy())),
             val_clusters[routed_val],
             torch.from_numpy(val_y)[routed_val],
         ),
@@ -521,16 +501,19 @@ def _fit_stage(
 
 @dataclass
 class _Rows:
-    """Rows a classifier sees: raw features, flow latents, argmax clusters and classes."""
+    """Rows a classifier sees: raw features, their argmax clusters and classes."""
 
-    x: torch.Tensor
-    latent: torch.Tensor
+    x: FeatureRows
     clusters: torch.Tensor
     labels: torch.Tensor
+
+    def to(self, device: torch.device) -> _Rows:
+        return _Rows(self.x.to(device), self.clusters.to(device), self.labels.to(device))
 
 
 def _train_classifier(
     classifier: ClusterAidedClassifier,
+    flow: FlowFilter,
     train: _Rows,
     val: _Rows,
     num_classes: int,
@@ -542,14 +525,14 @@ def _train_classifier(
     """Constant-lr SGD on the balanced softmax loss of the routed rows' class counts.
 
     Keeps the epoch with the best accuracy on the routed val rows (the earliest on ties), or
-    the last epoch when fewer than `config.min_val_rows` val rows are routed here.
+    the last epoch when fewer than `config.min_val_rows` val rows are routed here. The latent z
+    of each batch is computed from its rows by the frozen flow, so no [N, D] latent array is
+    held: the rows may be read from a bank on demand.
     """
     device = config.flow.torch_device()
     classifier.to(device)
-    train = _Rows(*(tensor.to(device) for tensor in dataclasses.astuple(train)))
-    val = _Rows(*(tensor.to(device) for tensor in dataclasses.astuple(val)))
-    train_z = _classifier_latent(config.latent, classifier, train.x, train.latent)
-    val_z = _classifier_latent(config.latent, classifier, val.x, val.latent)
+    flow.to(device)
+    train, val = train.to(device), val.to(device)
     counts = torch.bincount(train.labels, minlength=num_classes)
     optimizer = torch.optim.SGD(
         classifier.parameters(),
@@ -563,26 +546,26 @@ def _train_classifier(
     best_state = None
     for epoch in range(1, config.classifier_epochs + 1):
         classifier.train()
-        order = torch.randperm(len(train.labels), generator=generator).to(device)
-        for start in range(0, len(order), config.classifier_batch_size):
-            rows = order[start : start + config.classifier_batch_size]
-            logits = classifier(train.x[rows], train_z[rows], train.clusters[rows])
+        order = torch.randperm(len(train.labels), generator=generator)
+        batches = train.x.batches(order, config.classifier_batch_size)
+        for step, (rows, x) in enumerate(batches, start=1):
+            z = _classifier_latent(config.latent, classifier, flow, x)
+            logits = classifier(x, z, train.clusters[rows])
             loss = balanced_softmax_loss(logits, train.labels[rows], counts)
             check_finite_loss(
-                loss,
-                f"{name}, epoch {epoch}, step {start // config.classifier_batch_size + 1}",
-                fix="lower dlsa.classifier.lr",
+                loss, f"{name}, epoch {epoch}, step {step}", fix="lower dlsa.classifier.lr"
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         if choose_on_val:
-            accuracy = _accuracy(classifier, val, val_z)
+            accuracy = _accuracy(classifier, flow, config.latent, val)
             if best_state is None or accuracy > best_accuracy:
                 best_epoch, best_accuracy = epoch, accuracy
                 best_state = state_snapshot(classifier)
     if best_state is not None:
         classifier.load_state_dict(best_state)
+    flow.to("cpu")
     classifier.to("cpu").eval()
     for parameter in classifier.parameters():
         parameter.requires_grad_(False)
@@ -590,32 +573,50 @@ def _train_classifier(
 
 
 @torch.no_grad()
-def _accuracy(classifier: ClusterAidedClassifier, rows: _Rows, z: torch.Tensor) -> float:
-    classifier.eval()
-    pred = _batched_logits(classifier, rows.x, z, rows.clusters).argmax(dim=1)
-    return float((pred == rows.labels.cpu()).to(torch.float64).mean())
+def _accuracy(
+    classifier: ClusterAidedClassifier, flow: FlowFilter, latent_kind: str, rows: _Rows
+) -> float:
+    logits = _routed_logits(classifier, flow, latent_kind, rows.x, rows.clusters)
+    return float((logits.argmax(dim=1) == rows.labels.cpu()).to(torch.float64).mean())
 
 
 def _classifier_latent(
-    latent_kind: str, classifier: ClusterAidedClassifier, x: torch.Tensor, latent: torch.Tensor
+    latent_kind: str, classifier: ClusterAidedClassifier, flow: FlowFilter, x: torch.Tensor
 ) -> torch.Tensor:
-    """z of the classifier: the flow latent, or the standardised feature again."""
-    return latent if latent_kind == "flow" else classifier.standardize(x)
+    """z of the classifier for rows x [B, D]: the frozen flow's latent [B, D] (eval mode, no
+    gradient), or the standardised feature again."""
+    if latent_kind == "feature":
+        return classifier.standardize(x)
+    was_training = flow.training
+    flow.eval()
+    with torch.no_grad():
+        latent = flow(x).latent
+    flow.train(was_training)
+    return latent
 
 
 @torch.no_grad()
-def _batched_logits(
-    classifier: ClusterAidedClassifier, x: torch.Tensor, z: torch.Tensor, clusters: torch.Tensor
+def _routed_logits(
+    classifier: ClusterAidedClassifier,
+    flow: FlowFilter,
+    latent_kind: str,
+    rows: FeatureRows,
+    clusters: torch.Tensor,
 ) -> torch.Tensor:
+    """Classifier logits float32 [N, C] (CPU) of routed rows, in blocks of `EVAL_ROWS`.
+
+    Args:
+        rows: The N routed rows.
+        clusters: int64 [N], their argmax clusters.
+    """
     classifier.eval()
-    blocks = [
-        classifier(
-            x[start : start + _EVAL_BATCH],
-            z[start : start + _EVAL_BATCH],
-            clusters[start : start + _EVAL_BATCH],
-        ).cpu()
-        for start in range(0, len(x), _EVAL_BATCH)
-    ]
+    device = classifier.mean.device
+    clusters = clusters.to(device)
+    blocks = []
+    for start, x in zip(range(0, len(rows), EVAL_ROWS), rows.blocks(EVAL_ROWS), strict=True):
+        x = x.to(device)
+        z = _classifier_latent(latent_kind, classifier, flow, x)
+        blocks.append(classifier(x, z, clusters[start : start + len(x)]).cpu())
     if not blocks:
         return torch.zeros(0, classifier.cluster_prior.shape[1])
     return torch.cat(blocks)
@@ -656,7 +657,7 @@ class FilterReport:
 
 def filter_report(
     cascade: Cascade,
-    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    splits: Mapping[str, tuple[np.ndarray | FeatureRows, np.ndarray]],
     class_counts: np.ndarray,
 ) -> list[FilterReport]:
     """Routing, head/tail separation and cluster statistics of each filter.
@@ -667,7 +668,7 @@ def filter_report(
 
     Args:
         cascade: A fitted cascade.
-        splits: Split name -> (features float [N, D], classes int [N]).
+        splits: Split name -> (features float [N, D] as an array or rows, classes int [N]).
         class_counts: int [C], the bank's training rows per class.
 
     Returns:

@@ -18,7 +18,6 @@ an optional per-epoch checkpoint lets an interrupted training resume with identi
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import os
 import sys
@@ -31,15 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.arrays import float_matrix, label_vector
+from features.arrays import label_vector
 from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
 from features.flow_losses import ClusterBalance, purity_loss, purity_pairs, weighted_mle_loss
 from features.flows import FlowFilter
+from features.rows import ArrayRows, FeatureRows, as_rows, column_moments
 
 SELECTIONS = ("purity", "likelihood")
 CHECKPOINT_FORMAT = "tailbank-dlsa-flow-checkpoint/1"
-_EVAL_BATCH = 4096
+# Rows per scoring block: a constant, so scores do not depend on where the rows are held.
+EVAL_ROWS = 4096
 # Features that are constant on train would otherwise divide by zero when standardised.
 _MIN_STD = 1e-6
 
@@ -144,18 +145,22 @@ class TrainedFilter:
 
 @dataclass
 class _Data:
-    train_x: torch.Tensor
+    train: FeatureRows
     train_y: torch.Tensor
-    val_x: torch.Tensor
+    val: FeatureRows
     val_y: torch.Tensor
     class_counts: torch.Tensor
 
+    def to(self, device: torch.device) -> _Data:
+        return _Data(self.train.to(device), self.train_y.to(device), self.val.to(device),
+                     self.val_y.to(device), self.class_counts.to(device))
+
 
 def train_filter(
-    train_x: np.ndarray,
+    train_x: np.ndarray | FeatureRows,
     train_y: np.ndarray,
     class_counts: np.ndarray,
-    val_x: np.ndarray,
+    val_x: np.ndarray | FeatureRows,
     val_y: np.ndarray,
     config: FlowTrainConfig,
     *,
@@ -166,10 +171,11 @@ def train_filter(
     """Trains one flow filter, keeping the best val epoch.
 
     Args:
-        train_x: float [N, D], the rows the filter is trained on.
+        train_x: float [N, D], the rows the filter is trained on: an array, or rows read from
+            a bank on demand (`features.rows`), which give the same filter.
         train_y: int [N], their classes in [0, C).
         class_counts: int [C], n_c of the MLE weights (Eq. 6); normally the counts of train_y.
-        val_x: float [M, D], val rows the epoch is chosen on (M may be 0).
+        val_x: float [M, D], val rows the epoch is chosen on (M may be 0), array or rows.
         val_y: int [M], their classes.
         config: Hyper-parameters.
         name: Names the filter in errors ("filter 2 of bank ce").
@@ -180,16 +186,13 @@ def train_filter(
     Returns:
         The filter of the selected epoch and the per-epoch history.
     """
-    data = _prepare(train_x, train_y, class_counts, val_x, val_y, config)
     device = config.torch_device()
-    flow = FlowFilter(
-        data.train_x.shape[1], config.num_clusters, seed=config.seed, sigma=config.sigma
-    )
-    mean = data.train_x.mean(dim=0, dtype=torch.float64)
-    std = data.train_x.to(torch.float64).std(dim=0, unbiased=False).clamp(min=_MIN_STD)
-    flow.set_standardization(mean.to(torch.float32), std.to(torch.float32))
+    data = _prepare(train_x, train_y, class_counts, val_x, val_y, config).to(device)
+    flow = FlowFilter(data.train.dim, config.num_clusters, seed=config.seed, sigma=config.sigma)
+    mean, std = column_moments(data.train)
+    flow.set_standardization(mean.to(torch.float32).cpu(),
+                             std.clamp(min=_MIN_STD).to(torch.float32).cpu())
     flow.to(device)
-    data = _Data(*(tensor.to(device) for tensor in dataclasses.astuple(data)))
     state = _TrainState.fresh(flow, config)
     if checkpoint is not None and checkpoint.exists():
         state.load(checkpoint, _fingerprint(name, config, data))
@@ -208,24 +211,28 @@ def train_filter(
 
 
 @torch.no_grad()
-def evaluate_flow(flow: FlowFilter, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-likelihood and argmax cluster of rows, in eval mode and in batches.
+def evaluate_flow(
+    flow: FlowFilter, x: torch.Tensor | np.ndarray | FeatureRows
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-likelihood and argmax cluster of rows, in eval mode and in blocks of `EVAL_ROWS`.
 
     Args:
         flow: A flow filter (switched to eval mode).
-        x: float [N, D] on the flow's device.
+        x: float [N, D]: a tensor, an array or rows (`features.rows`).
 
     Returns:
-        (log_likelihood float [N], cluster int64 [N]).
+        (log_likelihood float [N], cluster int64 [N]), on the flow's device.
     """
     flow.eval()
+    rows = x if isinstance(x, FeatureRows) else ArrayRows(x)
+    device = flow.mean.device
     likelihoods, clusters = [], []
-    for start in range(0, len(x), _EVAL_BATCH):
-        out = flow(x[start : start + _EVAL_BATCH])
+    for block in rows.blocks(EVAL_ROWS):
+        out = flow(block.to(device))
         likelihoods.append(out.log_likelihood)
         clusters.append(out.log_posterior.argmax(dim=1))
     if not likelihoods:
-        return x.new_zeros(0), torch.zeros(0, dtype=torch.int64, device=x.device)
+        return torch.zeros(0, device=device), torch.zeros(0, dtype=torch.int64, device=device)
     return torch.cat(likelihoods), torch.cat(clusters)
 
 
@@ -400,15 +407,14 @@ def _run_epoch(
     flow, generator = state.flow, state.generator
     flow.train()
     q = config.q if config.weighted_mle else 0.0
-    order = torch.randperm(len(data.train_y), generator=generator).to(data.train_y.device)
+    order = torch.randperm(len(data.train_y), generator=generator)
     sums = {"loss": 0.0, "mle": 0.0, "balance": 0.0, "purity": 0.0}
     steps = 0
-    for step, start in enumerate(range(0, len(order), config.batch_size), start=1):
-        rows = order[start : start + config.batch_size]
+    for step, (rows, x) in enumerate(data.train.batches(order, config.batch_size), start=1):
         # BatchNorm needs two rows for a batch variance; a lone last row waits for next epoch.
         if len(rows) < 2:
             continue
-        out = flow(data.train_x[rows])
+        out = flow(x)
         labels = data.train_y[rows]
         parts = {"mle": weighted_mle_loss(out.log_likelihood, labels, data.class_counts, q)}
         loss = parts["mle"]
@@ -440,7 +446,7 @@ def _run_epoch(
 def _validate(flow: FlowFilter, data: _Data, config: FlowTrainConfig) -> dict[str, float]:
     if len(data.val_y) == 0:
         return {"val_log_likelihood": math.nan, "val_pure_clusters": 0.0}
-    likelihood, clusters = evaluate_flow(flow, data.val_x)
+    likelihood, clusters = evaluate_flow(flow, data.val)
     pure = pure_cluster_count(
         clusters,
         data.val_y,
@@ -462,10 +468,10 @@ def _score(record: dict[str, float], config: FlowTrainConfig) -> tuple[float, fl
 
 
 def _prepare(
-    train_x: np.ndarray,
+    train_x: np.ndarray | FeatureRows,
     train_y: np.ndarray,
     class_counts: np.ndarray,
-    val_x: np.ndarray,
+    val_x: np.ndarray | FeatureRows,
     val_y: np.ndarray,
     config: FlowTrainConfig,
 ) -> _Data:
@@ -475,8 +481,8 @@ def _prepare(
             f"class_counts: expected non-negative integer [C] counts, got {counts.dtype} "
             f"{counts.shape}"
         )
-    train = float_matrix(train_x, "train_x")
-    val = float_matrix(val_x, "val_x", train.shape[1])
+    train = as_rows(train_x, "train_x")
+    val = as_rows(val_x, "val_x", train.dim)
     train_labels = label_vector(train_y, "train_y", len(train), len(counts))
     val_labels = label_vector(val_y, "val_y", len(val), len(counts))
     if len(train) < 2:
@@ -484,9 +490,9 @@ def _prepare(
             f"a flow filter needs at least 2 training rows, got {len(train)}; use fewer filters"
         )
     return _Data(
-        train_x=torch.from_numpy(train),
+        train=train,
         train_y=torch.from_numpy(train_labels),
-        val_x=torch.from_numpy(val),
+        val=val,
         val_y=torch.from_numpy(val_labels),
         class_counts=torch.from_numpy(counts.astype(np.int64)),
     )
@@ -497,8 +503,8 @@ def _fingerprint(name: str, config: FlowTrainConfig, data: _Data) -> dict[str, A
     return {
         "name": name,
         "config": repr(config),
-        "train_shape": list(data.train_x.shape),
-        "val_shape": list(data.val_x.shape),
+        "train_shape": [len(data.train), data.train.dim],
+        "val_shape": [len(data.val), data.val.dim],
         "train_label_sum": int(data.train_y.sum()),
     }
 

@@ -12,11 +12,16 @@ from features.bank import Bank
 from features.classifiers import FittedClassifier, ProbeConfig, fit_classifier
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
+from features.rows import BankRows, FeatureRows, load_rows
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
 from stages.layout import bank_path, classify_results, require_file, resolve_device
 from stages.params import ClassifyParams, EvalParams, Params
 from stages.progress import log
+
+SPLITS = ("train", "val", "test")
+# split -> (features [N, D], labels [N], the backbone's logits [N, C] or None)
+SplitData = dict[str, tuple[FeatureRows, np.ndarray, FeatureRows | None]]
 
 
 def run(params: Params, method_name: str) -> Path:
@@ -31,11 +36,15 @@ def run(params: Params, method_name: str) -> Path:
         The results folder.
     """
     path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
-    out = classify_results(method_name)
     with Bank.open(path) as bank:
-        data = {split: (bank.features(split), bank.labels(split), bank.logits(split))
-                for split in ("train", "val", "test")}
-        counts = bank.meta.class_counts
+        data = load_splits(bank, params.memory.budget_bytes, f"classify {method_name}")
+        return _classify(params, method_name, data, bank.meta.class_counts)
+
+
+def _classify(
+    params: Params, method_name: str, data: SplitData, counts: np.ndarray
+) -> Path:
+    out = classify_results(method_name)
     config = probe_config(params.classify, params.seed)
     metrics: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
@@ -56,9 +65,28 @@ def run(params: Params, method_name: str) -> Path:
     return out
 
 
+def load_splits(bank: Bank, budget_bytes: int | None, who: str) -> SplitData:
+    """Features, labels and stored logits of every split, in memory when they fit
+    ``memory.budget_mb``, otherwise read from the bank in windows (same results).
+
+    The bank must stay open while the returned rows are used.
+    """
+    keys = [(split, field) for split in SPLITS for field in ("features", "logits")
+            if bank.has(split, field)]
+    rows = load_rows(bank, keys, budget_bytes)
+    streamed = rows["train", "features"]
+    if isinstance(streamed, BankRows):
+        needed = sum(4 * math.prod(bank.shape(*key)) for key in keys)
+        log(f"{who}: the bank's rows take {needed / 2**20:.3g} MiB, over memory.budget_mb "
+            f"{(budget_bytes or 0) / 2**20:.3g}; reading them from {bank.path} in windows of "
+            f"{streamed.window_rows} rows")
+    return {split: (rows[split, "features"], bank.labels(split), rows.get((split, "logits")))
+            for split in SPLITS}
+
+
 def fit_and_evaluate(
     kind: str,
-    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    data: SplitData,
     counts: np.ndarray,
     config: ProbeConfig,
     eval_params: EvalParams,
@@ -83,7 +111,7 @@ def fit_and_evaluate(
 
 def fit_on_bank(
     kind: str,
-    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    data: SplitData,
     counts: np.ndarray,
     config: ProbeConfig,
 ) -> FittedClassifier:
@@ -100,7 +128,9 @@ def fit_on_bank(
 
 
 def classifier_logits(
-    fitted: FittedClassifier, features: np.ndarray, bank_logits: np.ndarray | None
+    fitted: FittedClassifier,
+    features: np.ndarray | FeatureRows,
+    bank_logits: np.ndarray | FeatureRows | None,
 ) -> np.ndarray:
     """A fitted classifier's logits of a split: ``head`` scores the backbone's own logits,
     every other kind the features."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from stages.errors import USER_ERRORS
+from stages.errors import USER_ERRORS, StageError
 
 app = typer.Typer(
     name="tailbank",
@@ -35,6 +35,10 @@ BaseKindOption = typer.Option(
 )
 PredictionsOption = typer.Option(
     Path("predictions"), "--out", help="Folder of the <split>.csv prediction tables."
+)
+MemoryOption = typer.Option(
+    4096.0, "--memory-mb", help="Bank rows held in memory at once (MiB); a larger bank is read "
+    "in windows, with the same predictions."
 )
 MethodOption = typer.Option(
     ..., "--method", "-m", help="A key of `methods:` in params.yaml (ce, cbs, bsce, ...)."
@@ -154,7 +158,7 @@ def classify(
     """Train the classifiers of `classify.kinds` on a bank; evaluate on test per shot group.
 
     Writes results/classify/<method>/metrics.json and per_class/<kind>.csv.
-    Reads params: seed, classify, eval.
+    Reads params: seed, classify, eval (and memory, which changes no result).
     """
     from stages import classify as stage
 
@@ -169,7 +173,8 @@ def dlsa(
 
     Writes models/dlsa/<method>/ and results/dlsa/<method>/ (base vs base + DLSA for each kind
     of dlsa.base_kinds, per-filter separation accuracy and clusters). Reads params: seed,
-    classify, dlsa, eval. Resumes an interrupted fit from checkpoints/dlsa/<method>/.
+    classify, dlsa, eval (and memory, which changes no result). Resumes an interrupted fit
+    from checkpoints/dlsa/<method>/.
     """
     from stages import dlsa as stage
 
@@ -209,13 +214,16 @@ def route(
     bank: Path = BankOption,
     base: str = BaseKindOption,
     out: Path = PredictionsOption,
+    memory_mb: float = MemoryOption,
     debug: bool = DebugOption,
 ) -> None:
     """Apply a fitted DLSA cascade to a bank without retraining; write predictions per split."""
     from stages import route as stage
 
     def work() -> None:
-        accuracy = stage.run(model, bank, base, out)
+        if not memory_mb > 0:
+            raise StageError(f"--memory-mb {memory_mb}: give a positive size in MiB")
+        accuracy = stage.run(model, bank, base, out, budget_bytes=int(memory_mb * 2**20))
         for split, value in accuracy.items():
             print(f"{split}: accuracy {value:.4f} -> {out / (split + '.csv')}")
 

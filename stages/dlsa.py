@@ -22,7 +22,16 @@ from features.dlsa import Cascade, CascadeConfig, filter_report, fit_cascade, sa
 from features.errors import FeaturesError
 from features.flow_training import FlowTrainConfig
 from features.metrics import evaluate
-from stages.classify import classifier_logits, clean, fit_on_bank, fmt, probe_config
+from stages.classify import (
+    SPLITS,
+    SplitData,
+    classifier_logits,
+    clean,
+    fit_on_bank,
+    fmt,
+    load_splits,
+    probe_config,
+)
 from stages.errors import StageError
 from stages.io import json_ready, save_torch, write_csv, write_json
 from stages.layout import (
@@ -39,9 +48,6 @@ from stages.progress import log
 BASES_FORMAT = "tailbank-dlsa-bases/1"
 CASCADE_FILE = "cascade.pt"
 BASES_FILE = "bases.pt"
-SPLITS = ("train", "val", "test")
-
-SplitData = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 
 
 def run(params: Params, method_name: str) -> Path:
@@ -57,11 +63,13 @@ def run(params: Params, method_name: str) -> Path:
     """
     path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
     with Bank.open(path) as bank:
-        data: SplitData = {
-            split: (bank.features(split), bank.labels(split), bank.logits(split))
-            for split in SPLITS
-        }
-        counts = bank.meta.class_counts
+        data = load_splits(bank, params.memory.budget_bytes, f"dlsa {method_name}")
+        return _fit_and_score(params, method_name, data, bank.meta.class_counts)
+
+
+def _fit_and_score(
+    params: Params, method_name: str, data: SplitData, counts: np.ndarray
+) -> Path:
     section = params.dlsa
     config = cascade_config(section, len(counts), params.seed)
     probe = probe_config(params.classify, params.seed)

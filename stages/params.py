@@ -272,6 +272,21 @@ class AnalyzeParams(_Strict):
     use_gpu: bool | Literal["auto"] = "auto"
 
 
+class MemoryParams(_Strict):
+    """Stage 2's memory budget for bank rows (classify, dlsa).
+
+    A bank whose rows do not fit is read from disk in windows instead of loaded whole. The
+    outputs are the same bytes for any budget, so no stage depends on this section.
+    """
+
+    budget_mb: float | None = Field(4096, gt=0)
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """The budget in bytes; None for no limit."""
+        return None if self.budget_mb is None else int(self.budget_mb * 2**20)
+
+
 class EvalParams(_Strict):
     """Shot groups (many > many_above, few < few_below training images) and calibration bins."""
 
@@ -292,6 +307,7 @@ class Params(_Strict):
     dlsa: DLSAParams = DLSAParams()
     analyze: AnalyzeParams = AnalyzeParams()
     eval: EvalParams = EvalParams()
+    memory: MemoryParams = MemoryParams()
     _origin: str = PrivateAttr("params.yaml")
 
     def method(self, name: str) -> MethodParams:

@@ -10,13 +10,20 @@ from pathlib import Path
 
 from features.bank import Bank
 from features.dlsa import load_cascade
+from features.rows import load_rows
 from stages.classify import classifier_logits
 from stages.dlsa import BASES_FILE, CASCADE_FILE, load_bases
 from stages.errors import StageError
 from stages.io import write_csv
 
 
-def run(model_dir: Path, bank_file: Path, base_kind: str | None, out_dir: Path) -> dict[str, float]:
+def run(
+    model_dir: Path,
+    bank_file: Path,
+    base_kind: str | None,
+    out_dir: Path,
+    budget_bytes: int | None = None,
+) -> dict[str, float]:
     """Route every split of ``bank_file`` through the cascade in ``model_dir``.
 
     Writes ``<out_dir>/<split>.csv`` with one row per sample: its bank index, label, the filter
@@ -28,6 +35,7 @@ def run(model_dir: Path, bank_file: Path, base_kind: str | None, out_dir: Path) 
         bank_file: an HDF5 bank with the cascade's feature width and classes.
         base_kind: which saved base classifier scores the remainder; the first when ``None``.
         out_dir: where the prediction tables go.
+        budget_bytes: bank rows held in memory at once; a larger bank is read in windows.
 
     Returns:
         Accuracy per split of base + DLSA.
@@ -42,8 +50,10 @@ def run(model_dir: Path, bank_file: Path, base_kind: str | None, out_dir: Path) 
     with Bank.open(bank_file) as bank:
         cascade.check_bank(bank.meta.feature_dim, bank.meta.num_classes, str(bank_file))
         for split in bank.splits:
-            features, labels = bank.features(split), bank.labels(split)
-            plain = classifier_logits(bases[kind], features, bank.logits(split))
+            keys = [(split, field) for field in ("features", "logits") if bank.has(split, field)]
+            rows = load_rows(bank, keys, budget_bytes)
+            features, labels = rows[split, "features"], bank.labels(split)
+            plain = classifier_logits(bases[kind], features, rows.get((split, "logits")))
             routed = cascade.route(features)
             predicted = routed.combine(plain).argmax(axis=1)
             rows = zip(bank.index(split).tolist(), labels.tolist(),

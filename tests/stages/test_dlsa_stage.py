@@ -132,3 +132,72 @@ def test_route_names_an_unknown_base(project: Path) -> None:
     done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5", "--base", "lws")
     assert done.exit_code == 2
     assert "no base classifier 'lws'; saved: balanced_softmax, head" in done.output
+
+
+def _outputs(project: Path) -> dict[str, bytes]:
+    folders = ("results/classify", "results/dlsa", "models/dlsa", "predictions")
+    return {str(path.relative_to(project)): path.read_bytes()
+            for folder in folders for path in sorted((project / folder).rglob("*"))
+            if path.is_file()}
+
+
+def test_a_bank_over_the_memory_budget_is_streamed_with_the_same_outputs(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """classify, dlsa and route under a 16 KiB budget (the bank's rows take ~33 KiB) write the
+    same bytes as with the whole bank in memory, and never read a whole split's rows at once."""
+    import features.classifiers
+    import features.dlsa
+    import features.flow_training
+    import features.rows
+
+    # blocks of scoring and statistics are fixed sizes (4096 and 1024 rows); shrink them
+    # below the splits for both runs so that no block is a whole split
+    for module, name in ((features.classifiers, "_EVAL_BATCH"), (features.dlsa, "EVAL_ROWS"),
+                         (features.flow_training, "EVAL_ROWS"), (features.rows, "MOMENT_ROWS")):
+        monkeypatch.setattr(module, name, 50)
+
+    def run_all(memory_mb: str) -> dict[str, bytes]:
+        for command in (("classify", "--method", "ce"), ("dlsa", "--method", "ce"),
+                        ("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5",
+                         "--memory-mb", memory_mb)):
+            done = invoke(*command)
+            assert done.exit_code == 0, done.output
+        return _outputs(project)
+
+    in_memory = run_all("4096")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["memory"] = {"budget_mb": 16 / 1024}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    from features.bank import Bank
+
+    whole_reads: list[tuple[str, int]] = []
+    gathered: list[int] = []
+    read, read_rows, gather = Bank._read, Bank.read_rows, Bank.gather
+
+    def spy_read(self: Bank, split: str, field: str) -> np.ndarray:
+        values = read(self, split, field)
+        if field in ("features", "logits"):
+            whole_reads.append((f"{split}/{field}", values.nbytes))
+        return values
+
+    def spy_read_rows(self: Bank, split: str, field: str, start: int, stop: int) -> np.ndarray:
+        values = read_rows(self, split, field, start, stop)
+        if start == 0 and stop >= self.size(split):
+            whole_reads.append((f"{split}/{field}", values.nbytes))
+        return values
+
+    def spy_gather(self: Bank, split: str, field: str, positions: np.ndarray) -> np.ndarray:
+        gathered.append(len(positions))
+        return gather(self, split, field, positions)
+
+    monkeypatch.setattr(Bank, "_read", spy_read)
+    monkeypatch.setattr(Bank, "read_rows", spy_read_rows)
+    monkeypatch.setattr(Bank, "gather", spy_gather)
+    streamed = run_all(str(16 / 1024))
+    assert streamed == in_memory
+    # classify and dlsa loaded no split whole (route loads a split whole when it alone fits,
+    # as val and test do); training read 8 KiB windows of 256 rows
+    assert whole_reads and all(size <= 16 * 1024 for _, size in whole_reads)
+    assert not any(name.startswith("train/") for name, _ in whole_reads)
+    assert max(gathered) == 256
