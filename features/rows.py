@@ -203,7 +203,11 @@ class BankRows(FeatureRows):
             positions = order[start : start + window]
             rows = self.take(positions)
             for offset in range(0, len(positions), batch_size):
-                yield (positions[offset : offset + batch_size], rows[offset : offset + batch_size])
+                # a copy, not a view: a batch the caller still holds must not keep the whole
+                # window alive while the next one is gathered
+                batch = rows[offset : offset + batch_size].clone()
+                yield positions[offset : offset + batch_size], batch
+            del rows
 
     def blocks(self, rows: int) -> Iterator[torch.Tensor]:
         if self.positions is not None:
@@ -259,7 +263,7 @@ def load_rows(
     bank: Bank, datasets: list[tuple[str, str]], budget_bytes: int | None
 ) -> dict[tuple[str, str], FeatureRows]:
     """Rows of several (split, field) datasets of a bank: all in memory when they fit the
-    budget together, otherwise each read on demand in windows of half the budget.
+    budget together, otherwise each read on demand in windows of a quarter of the budget.
 
     Args:
         bank: An open bank; it must stay open while `BankRows` are used.
@@ -285,6 +289,9 @@ def load_rows(
 
 
 def window_rows(dim: int, budget_bytes: int) -> int:
-    """Rows of float32 width `dim` one training window gathers: half the budget (the other
-    half is for the blocks scoring reads and the reading itself)."""
-    return max(1, budget_bytes // 2 // (4 * max(dim, 1)))
+    """Rows of float32 width `dim` one training window gathers: a quarter of the budget.
+
+    Gathering a window holds it twice (the rows as read, then in the epoch's order) next to
+    the chunks being read; the rest is for the blocks scoring reads.
+    """
+    return max(1, budget_bytes // 4 // (4 * max(dim, 1)))

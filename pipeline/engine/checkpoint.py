@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,19 @@ def save_checkpoint(
         precision: the run's :class:`~pipeline.engine.precision.MixedPrecision` (its fp16
             loss scale is saved).
     """
-    payload = {
+    write_atomically(checkpoint_payload(method, optimizer, progress, config, precision), path)
+
+
+def checkpoint_payload(
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: TrainingProgress,
+    config: TrainConfig,
+    precision: Any = None,
+) -> dict[str, Any]:
+    """What a checkpoint holds, with every tensor copied to the CPU: training may go on
+    changing the live weights while the copy is being written."""
+    return _cpu_copy({
         "format": CHECKPOINT_FORMAT,
         "config": asdict(config),
         "method": method.state_dict(),
@@ -52,8 +65,56 @@ def save_checkpoint(
         "history": [asdict(record) for record in progress.history],
         "rng": capture_random_state(),
         "scaler": precision.state_dict() if precision is not None else {},
-    }
-    write_atomically(payload, path)
+    })
+
+
+class BackgroundCheckpointer:
+    """Writes checkpoints on a background thread while the next epoch trains.
+
+    Serialising and fsyncing a checkpoint is a fixed cost per epoch (0.06 s for ResNet-20,
+    seconds for a ResNet-50 on a network file system); the training thread only pays for the
+    CPU copy of the tensors. One write is in flight at a time: `save` first waits for the
+    previous one, so checkpoints land in epoch order, and each is still atomic.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, payload: dict[str, Any]) -> None:
+        """Start writing `payload` (from `checkpoint_payload`) to `path`."""
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._write, args=(payload, path), name="tailbank-checkpoint"
+        )
+        self._thread.start()
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        """Block until the write in flight is on disk; re-raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+    def _write(self, payload: dict[str, Any], path: Path) -> None:
+        try:
+            write_atomically(payload, path)
+        except BaseException as error:  # handed to the training thread by `wait`
+            self._error = error
+
+
+def _cpu_copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cpu_copy(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_cpu_copy(item) for item in value)
+    return value
 
 
 def load_checkpoint(

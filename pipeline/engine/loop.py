@@ -18,7 +18,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from pipeline.engine.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.engine.checkpoint import (
+    BackgroundCheckpointer,
+    checkpoint_payload,
+    load_checkpoint,
+)
 from pipeline.engine.config import OptimConfig, TrainConfig
 from pipeline.engine.distributed import (
     average_batchnorm_statistics,
@@ -114,25 +118,32 @@ def train(
         method, optimizer, config, checkpoint_path, on_epoch_end, precision
     )
     step_model = wrap_for_data_parallel(method, device, sync_batchnorm=config.sync_batchnorm)
-    for epoch in range(progress.next_epoch, config.epochs):
-        totals = train_one_epoch(
-            method, optimizer, train_loader, config, epoch, device, on_step, step_model,
-            precision,
-        )
-        average_batchnorm_statistics(method)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=totals.loss,
-            train_acc=totals.accuracy,
-            val_acc=evaluate_accuracy(method, val_loader, device),
-            lr=totals.lr,
-        )
-        progress.finish_epoch(record, method)
-        if checkpoint_path is not None and main:
-            save_checkpoint(checkpoint_path, method, optimizer, progress, config,
-                            precision=precision)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+    checkpointer = BackgroundCheckpointer()
+    try:
+        for epoch in range(progress.next_epoch, config.epochs):
+            totals = train_one_epoch(
+                method, optimizer, train_loader, config, epoch, device, on_step, step_model,
+                precision,
+            )
+            average_batchnorm_statistics(method)
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=totals.loss,
+                train_acc=totals.accuracy,
+                val_acc=evaluate_accuracy(method, val_loader, device),
+                lr=totals.lr,
+            )
+            progress.finish_epoch(record, method)
+            if checkpoint_path is not None and main:
+                # written while the next epoch trains; the last one is on disk before return
+                checkpointer.save(checkpoint_path, checkpoint_payload(
+                    method, optimizer, progress, config, precision))
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    except BaseException:
+        checkpointer.wait(raise_error=False)  # the last good checkpoint lands; the error wins
+        raise
+    checkpointer.wait()
     return progress.result()
 
 

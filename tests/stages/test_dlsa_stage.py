@@ -197,7 +197,7 @@ def test_a_bank_over_the_memory_budget_is_streamed_with_the_same_outputs(
     streamed = run_all(str(16 / 1024))
     assert streamed == in_memory
     # classify and dlsa loaded no split whole (route loads a split whole when it alone fits,
-    # as val and test do); training read 8 KiB windows of 256 rows
+    # as val and test do); training read 4 KiB windows of 128 rows
     assert whole_reads and all(size <= 16 * 1024 for _, size in whole_reads)
     assert not any(name.startswith("train/") for name, _ in whole_reads)
-    assert max(gathered) == 256
+    assert max(gathered) == 128

@@ -107,3 +107,34 @@ def test_foreign_files_are_refused_in_one_line(
         load_checkpoint(path, model, optimizer, CONFIG)
     assert "\n" not in str(raised.value)
     assert str(path) in str(raised.value)
+
+
+def test_background_write_keeps_the_weights_of_the_epoch_it_was_given(tmp_path: Path) -> None:
+    model, optimizer = model_and_optimizer(0)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    saved = {key: value.clone() for key, value in model.state_dict().items()}
+    writer = checkpoint_module.BackgroundCheckpointer()
+    path = tmp_path / "run.pt"
+    writer.save(path, checkpoint_module.checkpoint_payload(
+        model, optimizer, progress_after_one_epoch(model), CONFIG))
+    with torch.no_grad():  # the next epoch trains while the checkpoint is written
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    writer.wait()
+    restored, restored_optimizer = model_and_optimizer(1)
+    load_checkpoint(path, restored, restored_optimizer, CONFIG)
+    for key, value in restored.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_background_write_error_reaches_the_training_thread(tmp_path: Path) -> None:
+    model, optimizer = model_and_optimizer(0)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    writer = checkpoint_module.BackgroundCheckpointer()
+    writer.save(blocker / "run.pt", checkpoint_module.checkpoint_payload(
+        model, optimizer, TrainingProgress(), CONFIG))
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.wait()  # reported once
