@@ -1,6 +1,7 @@
 """Stage-2 library: feature banks to decisions.
 
-HDF5 banks (`features.bank`), classifiers on banks (`features.classifiers`), evaluation
+HDF5 banks (`features.bank`) and their rows in memory or read on demand under a memory budget
+(`features.rows`), classifiers on banks (`features.classifiers`), evaluation
 (`features.metrics`), DLSA flow filters (`features.flows`, `features.flow_losses`,
 `features.flow_training`) and their cascade (`features.dlsa`), and the feature-quality
 analysis (`features.knn`, `features.analysis`). Knows nothing of images, DVC or params.yaml.
