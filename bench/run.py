@@ -11,7 +11,8 @@ epoch of the engine's loop vs a minimal SGD loop), flows (DLSA flow-filter train
 nflows MAF, and cascade routing rows/s), knn (faiss kNN purity vs scikit-learn brute force),
 bank (HDF5 bank write/read vs np.save/np.load), stage2 (a classifier fitted on a bank read
 in windows under a budget of a quarter of it vs in memory: time, peak memory, same bytes),
-dvc (no-op `dvc repro` on a reproduced tiny copy of the default pipeline). Each row's script under bench/ runs on its own as well.
+dvc (no-op `dvc repro` on a reproduced tiny copy of the default pipeline). Each row's script
+under bench/ runs on its own as well.
 
 `--write` replaces only the block between the bench markers of RESULTS.md, so notes written
 around it (profiles, explanations) survive a re-run.

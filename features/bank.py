@@ -591,7 +591,7 @@ class Bank:
         """
         dataset = self._dataset(split, field)
         total, chunk = self._guard(lambda: (dataset.shape[0], _default_rows(dataset)))
-        wanted = np.asarray(positions, dtype=np.int64)
+        wanted = position_vector(positions, f"{self.path}:{split}/{field}: row positions")
         if wanted.size and (wanted.min() < 0 or wanted.max() >= total):
             raise FeaturesError(
                 f"{self.path}:{split}/{field}: row positions must lie in [0, {total})"
@@ -773,6 +773,17 @@ class Bank:
                 f"{self.path}:{split}/{field}: contains NaN or inf; re-dump the bank"
             )
         return values
+
+
+def position_vector(positions: np.ndarray, name: str) -> np.ndarray:
+    """An int64 copy of a 1-D array of row positions; floats, booleans (a mask is not a list
+    of positions) and other shapes are refused in one line naming `name`."""
+    array = np.asarray(positions)
+    if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+        raise FeaturesError(
+            f"{name}: expected a 1-D array of integer positions, got {array.dtype} {array.shape}"
+        )
+    return array.astype(np.int64, copy=False)
 
 
 def _chunk_runs(chunk_ids: np.ndarray, max_chunks: int) -> Iterator[tuple[int, int]]:

@@ -367,11 +367,13 @@ def _fit_head(
             "re-dump the bank with logits or drop 'head' from the classifier kinds"
         )
     train_logits, val_logits = head_logits
+    checked = []
     for name, logits, rows in (("head_logits[0] (train)", train_logits, len(data.train)),
                                ("head_logits[1] (val)", val_logits, len(data.val))):
-        if len(as_rows(logits, name, data.num_classes)) != rows:
+        checked.append(as_rows(logits, name, data.num_classes))
+        if len(checked[-1]) != rows:
             raise FeaturesError(f"{name}: expected {rows} rows of logits")
-    val = as_rows(val_logits, "head_logits[1] (val)", data.num_classes)
+    val = checked[1]
     pred = torch.cat([block.argmax(dim=1).cpu() for block in val.blocks(_EVAL_BATCH)])
     accuracy = _accuracy(pred, data.val_y.cpu())
     return FittedClassifier(

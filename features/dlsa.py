@@ -532,7 +532,34 @@ def _train_classifier(
     device = config.flow.torch_device()
     classifier.to(device)
     flow.to(device)
-    train, val = train.to(device), val.to(device)
+    try:
+        best_epoch, best_accuracy, best_state = _classifier_epochs(
+            classifier, flow, train.to(device), val.to(device), num_classes, config,
+            seed=seed, name=name,
+        )
+    finally:
+        flow.to("cpu")  # the cascade keeps its filters on the CPU, also after an error
+    if best_state is not None:
+        classifier.load_state_dict(best_state)
+    classifier.to("cpu").eval()
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(False)
+    return {"classifier_epoch": best_epoch, "classifier_val_accuracy": best_accuracy}
+
+
+def _classifier_epochs(
+    classifier: ClusterAidedClassifier,
+    flow: FlowFilter,
+    train: _Rows,
+    val: _Rows,
+    num_classes: int,
+    config: CascadeConfig,
+    *,
+    seed: int,
+    name: str,
+) -> tuple[int, float, dict[str, torch.Tensor] | None]:
+    """The epochs of `_train_classifier`; returns the chosen epoch, its val accuracy and
+    state (None when not chosen on val)."""
     counts = torch.bincount(train.labels, minlength=num_classes)
     optimizer = torch.optim.SGD(
         classifier.parameters(),
@@ -563,13 +590,7 @@ def _train_classifier(
             if best_state is None or accuracy > best_accuracy:
                 best_epoch, best_accuracy = epoch, accuracy
                 best_state = state_snapshot(classifier)
-    if best_state is not None:
-        classifier.load_state_dict(best_state)
-    flow.to("cpu")
-    classifier.to("cpu").eval()
-    for parameter in classifier.parameters():
-        parameter.requires_grad_(False)
-    return {"classifier_epoch": best_epoch, "classifier_val_accuracy": best_accuracy}
+    return best_epoch, best_accuracy, best_state
 
 
 @torch.no_grad()

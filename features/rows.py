@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from features.arrays import float_matrix
-from features.bank import Bank
+from features.bank import Bank, position_vector
 from features.errors import FeaturesError
 
 # Rows per block of the column statistics: fixed, so the float64 sums add up in the same order
@@ -108,7 +108,10 @@ class ArrayRows(FeatureRows):
         return self.values[positions.to(self.device)]
 
     def subset(self, positions: np.ndarray) -> ArrayRows:
-        return ArrayRows(self.values[torch.as_tensor(positions, dtype=torch.int64).to(self.device)])
+        picked = position_vector(positions, "row positions")
+        if len(picked) == self.num_rows and np.array_equal(picked, np.arange(self.num_rows)):
+            return self  # all rows in order (the first DLSA filter): no copy of the bank
+        return ArrayRows(self.values[torch.from_numpy(picked).to(self.device)])
 
     def to(self, device: torch.device | str) -> ArrayRows:
         return ArrayRows(self.values.to(device))
@@ -129,9 +132,11 @@ class ArrayRows(FeatureRows):
 
 
 class BankRows(FeatureRows):
-    """Rows of a bank split read on demand; at most `window_rows` rows are held at once.
+    """Rows of a bank split read on demand; the bank must stay open while they are used.
 
-    The bank must stay open while the rows are used.
+    Memory: a training window holds max(window_rows, batch_size) rows, rounded down to whole
+    batches, twice while it is gathered; scoring holds one block (4096 rows at most, a
+    constant); reading holds one run of at most 16 HDF5 chunks (~16 MiB).
     """
 
     def __init__(
@@ -159,7 +164,9 @@ class BankRows(FeatureRows):
             raise FeaturesError(f"window_rows must be >= 1, got {window_rows}")
         self.bank, self.split, self.field = bank, split, field
         self.window_rows = window_rows
-        self.positions = None if positions is None else np.asarray(positions, dtype=np.int64)
+        self.positions = (
+            None if positions is None else position_vector(positions, "row positions")
+        )
         self.num_rows = shape[0] if self.positions is None else len(self.positions)
         self.dim = shape[1]
         self.device = torch.device(device)
@@ -172,7 +179,7 @@ class BankRows(FeatureRows):
         return torch.from_numpy(rows).to(self.device)
 
     def subset(self, positions: np.ndarray) -> BankRows:
-        picked = np.asarray(positions, dtype=np.int64)
+        picked = position_vector(positions, "row positions")
         parent = picked if self.positions is None else self.positions[picked]
         return BankRows(
             self.bank,

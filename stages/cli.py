@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -221,8 +222,8 @@ def route(
     from stages import route as stage
 
     def work() -> None:
-        if not memory_mb > 0:
-            raise StageError(f"--memory-mb {memory_mb}: give a positive size in MiB")
+        if not (memory_mb > 0 and math.isfinite(memory_mb)):
+            raise StageError(f"--memory-mb {memory_mb}: give a positive, finite size in MiB")
         accuracy = stage.run(model, bank, base, out, budget_bytes=int(memory_mb * 2**20))
         for split, value in accuracy.items():
             print(f"{split}: accuracy {value:.4f} -> {out / (split + '.csv')}")

@@ -279,7 +279,7 @@ class MemoryParams(_Strict):
     outputs are the same bytes for any budget, so no stage depends on this section.
     """
 
-    budget_mb: float | None = Field(4096, gt=0)
+    budget_mb: float | None = Field(4096, gt=0, allow_inf_nan=False)
 
     @property
     def budget_bytes(self) -> int | None:

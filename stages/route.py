@@ -56,9 +56,9 @@ def run(
             plain = classifier_logits(bases[kind], features, rows.get((split, "logits")))
             routed = cascade.route(features)
             predicted = routed.combine(plain).argmax(axis=1)
-            rows = zip(bank.index(split).tolist(), labels.tolist(),
-                       routed.assignment.tolist(), predicted.tolist(), strict=True)
+            table = zip(bank.index(split).tolist(), labels.tolist(),
+                        routed.assignment.tolist(), predicted.tolist(), strict=True)
             write_csv(out_dir / f"{split}.csv", ("index", "label", "filter", "prediction"),
-                      list(rows))
+                      list(table))
             accuracy[split] = float((predicted == labels).mean()) if len(labels) else float("nan")
     return accuracy

@@ -6,6 +6,7 @@ import os
 import random
 import tempfile
 import threading
+from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,10 @@ def checkpoint_payload(
     precision: Any = None,
 ) -> dict[str, Any]:
     """What a checkpoint holds, with every tensor copied to the CPU: training may go on
-    changing the live weights while the copy is being written."""
-    return _cpu_copy({
+    changing the live weights while the copy is being written. The best state is already a
+    CPU copy that nothing changes (`TrainingProgress.finish_epoch`), so it is not copied again.
+    """
+    payload = _cpu_copy({
         "format": CHECKPOINT_FORMAT,
         "config": asdict(config),
         "method": method.state_dict(),
@@ -61,11 +64,12 @@ def checkpoint_payload(
         "next_epoch": progress.next_epoch,
         "best_epoch": progress.best_epoch,
         "best_val_acc": progress.best_val_acc,
-        "best_state": progress.best_state,
         "history": [asdict(record) for record in progress.history],
         "rng": capture_random_state(),
         "scaler": precision.state_dict() if precision is not None else {},
     })
+    payload["best_state"] = progress.best_state
+    return payload
 
 
 class BackgroundCheckpointer:
@@ -89,14 +93,20 @@ class BackgroundCheckpointer:
         )
         self._thread.start()
 
-    def wait(self, *, raise_error: bool = True) -> None:
-        """Block until the write in flight is on disk; re-raise its error, if any."""
+    def wait(self, *, raise_error: bool = True) -> BaseException | None:
+        """Block until the write in flight is on disk.
+
+        Returns:
+            The write's error when `raise_error` is False (None when it succeeded); with
+            `raise_error`, the error is raised instead.
+        """
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         error, self._error = self._error, None
         if error is not None and raise_error:
             raise error
+        return error
 
     def _write(self, payload: dict[str, Any], path: Path) -> None:
         try:
@@ -108,6 +118,12 @@ class BackgroundCheckpointer:
 def _cpu_copy(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", copy=True)
+    if isinstance(value, OrderedDict):
+        copied = OrderedDict((key, _cpu_copy(item)) for key, item in value.items())
+        metadata = getattr(value, "_metadata", None)
+        if metadata is not None:  # module versions, which load_state_dict reads
+            copied._metadata = metadata  # type: ignore[attr-defined]
+        return copied
     if isinstance(value, dict):
         return {key: _cpu_copy(item) for key, item in value.items()}
     if isinstance(value, list):

@@ -140,8 +140,12 @@ def train(
                     method, optimizer, progress, config, precision))
             if on_epoch_end is not None:
                 on_epoch_end(record)
-    except BaseException:
-        checkpointer.wait(raise_error=False)  # the last good checkpoint lands; the error wins
+    except BaseException as error:
+        # the last good checkpoint lands before the error propagates; if it failed, say so
+        lost = checkpointer.wait(raise_error=False)
+        if lost is not None:
+            error.add_note(f"the checkpoint of the last finished epoch was not written either "
+                           f"({type(lost).__name__}: {lost}); resuming starts from an earlier one")
         raise
     checkpointer.wait()
     return progress.result()

@@ -163,3 +163,26 @@ def test_dlsa_cascade_on_streamed_rows_is_bit_identical(
     np.testing.assert_array_equal(routes["memory"].logits, routes["stream"].logits)
     np.testing.assert_array_equal(routes["memory"].assignment, routes["stream"].assignment)
     assert routes["memory report"] == routes["stream report"]
+
+
+@pytest.mark.parametrize("positions", [np.array([1.7, 2.2]), np.array([True, False, True]),
+                                       np.array([[1, 2], [3, 4]])])
+def test_positions_must_be_a_vector_of_integers(bank: Bank, positions: np.ndarray) -> None:
+    with pytest.raises(FeaturesError, match=r"train/features: row positions: expected a 1-D"):
+        bank.gather("train", "features", positions)
+    with pytest.raises(FeaturesError, match=r"row positions: expected a 1-D array"):
+        BankRows(bank, "train", window_rows=8).subset(positions)
+
+
+def test_positions_of_any_integer_type_are_read(bank: Bank) -> None:
+    features = bank.features("train")
+    for dtype in (np.int16, np.int32, np.uint32, np.uint64):
+        np.testing.assert_array_equal(
+            bank.gather("train", "features", np.array([3, 0, 3], dtype=dtype)), features[[3, 0, 3]]
+        )
+
+
+def test_a_subset_of_all_rows_in_order_is_no_copy() -> None:
+    rows = ArrayRows(np.arange(12, dtype=np.float32).reshape(4, 3))
+    assert rows.subset(np.arange(4)) is rows
+    assert torch.equal(rows.subset(np.array([3, 1])).values, rows.values[[3, 1]])
