@@ -31,10 +31,14 @@ from features.knn import KnnConfig, bank_chunks, class_means, knn_bank
 from features.metrics import shot_groups
 from features.representation import (
     class_group_means,
-    mean_positive_posterior,
+    posterior_from_chunks,
     representation_stats,
 )
+from features.rows import load_rows
 from features.separability import SeparabilityConfig, separability_chunks
+
+# Logit rows per block of the mean positive posterior (the same 8192 as for an array).
+_LOGIT_ROWS = 8192
 
 __all__ = ["AnalysisConfig", "KmeansConfig", "KnnConfig", "SeparabilityConfig", "analyze_bank"]
 
@@ -78,12 +82,17 @@ class AnalysisConfig:
             )
 
 
-def analyze_bank(bank: Bank, config: AnalysisConfig | None = None) -> dict[str, Any]:
+def analyze_bank(
+    bank: Bank, config: AnalysisConfig | None = None, budget_bytes: int | None = None
+) -> dict[str, Any]:
     """Every analysis of this module on every view of a bank, as a JSON-ready dict.
 
     Args:
         bank: An open bank with the index and query splits.
         config: Settings; None = defaults.
+        budget_bytes: Bytes of query rows held at once; a larger query split is read from
+            the bank on demand, with the same result (None: no limit). The index split is
+            always read in `config.knn.chunk_rows` blocks.
 
     Returns:
         Nested dict of plain Python values (NaN as None): the settings, per-class arrays
@@ -115,7 +124,8 @@ def analyze_bank(bank: Bank, config: AnalysisConfig | None = None) -> dict[str, 
             "mean_positive_posterior": posterior,
         },
         "posterior": None if posterior is None else class_group_means(posterior, counts, *groups),
-        "views": {view: _analyze_view(bank, view, config) for view in _views(bank, config)},
+        "views": {view: _analyze_view(bank, view, config, budget_bytes)
+                  for view in _views(bank, config)},
     }
     return _jsonable(report)
 
@@ -135,18 +145,20 @@ def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
 
 
 def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
-    logits = bank.logits(config.query_split)
-    if logits is None:
+    if not bank.has(config.query_split, "logits"):
         return None
-    return mean_positive_posterior(logits, bank.labels(config.query_split), bank.meta.num_classes)
+    blocks = bank_chunks(bank, config.query_split, "logits", _LOGIT_ROWS)
+    return posterior_from_chunks(blocks, bank.labels(config.query_split), bank.meta.num_classes)
 
 
-def _analyze_view(bank: Bank, view: str, config: AnalysisConfig) -> dict[str, Any]:
+def _analyze_view(
+    bank: Bank, view: str, config: AnalysisConfig, budget_bytes: int | None
+) -> dict[str, Any]:
     index_split, query_split = config.index_split, config.query_split
     counts = bank.meta.class_counts
     groups = {"many_above": config.many_above, "few_below": config.few_below}
     index_y, query_y = bank.labels(index_split), bank.labels(query_split)
-    query_x = _read_view(bank, query_split, view)
+    query_x = load_rows(bank, [(query_split, view)], budget_bytes)[query_split, view]
     index_chunks = bank_chunks(bank, index_split, view, config.knn.chunk_rows)
     knn_query = knn_bank(
         bank, config.knn, index_split=index_split, query_split=query_split, field=view
@@ -175,7 +187,7 @@ def _analyze_view(bank: Bank, view: str, config: AnalysisConfig) -> dict[str, An
     )
     num_classes = len(counts)
     return {
-        "dim": query_x.shape[1],
+        "dim": query_x.dim,
         "knn": {
             "index": knn_query.index_kind,
             "query": knn_query.summary(counts, **groups),
@@ -192,12 +204,6 @@ def _analyze_view(bank: Bank, view: str, config: AnalysisConfig) -> dict[str, An
             "d_inter": representation.inter,
         },
     }
-
-
-def _read_view(bank: Bank, split: str, view: str) -> np.ndarray:
-    if view == "features":
-        return bank.features(split)
-    return bank.extra(split, view.removeprefix("extra/"))
 
 
 def _jsonable(value: Any) -> Any:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from features.errors import FeaturesError
 from features.knn import ChunkSource, array_chunks, class_means
 from features.metrics import SHOT_GROUPS, shot_groups, softmax
+from features.rows import FeatureRows
 
 # Distances held at once by the blocked pairwise sums: 2^22 float64 = 32 MiB.
 _BLOCK_ELEMENTS = 1 << 22
@@ -52,7 +54,7 @@ class RepresentationStats:
 
 
 def representation_stats(
-    x: np.ndarray,
+    x: np.ndarray | FeatureRows,
     y: np.ndarray,
     class_counts: np.ndarray,
     *,
@@ -65,7 +67,8 @@ def representation_stats(
     never O(n_i^2).
 
     Args:
-        x: float [N, D], representations r.
+        x: float [N, D], representations r: an array, or rows read from a bank on demand
+            (then one class's rows are held at a time).
         y: int [N], labels in [0, C).
         class_counts: int [C], training rows per class (defines the shot groups).
         many_above: See `features.metrics.shot_groups`.
@@ -74,25 +77,34 @@ def representation_stats(
     Returns:
         The per-class terms; `summary()` gives D_intra, D_inter and rho.
     """
-    x = np.asarray(x, np.float64)
+    if not isinstance(x, FeatureRows):
+        x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
     num_classes = len(class_counts)
-    if x.ndim != 2 or y.shape != (len(x),):
-        raise FeaturesError(f"x: expected [N, D] rows with N = len(y) = {len(y)}, got {x.shape}")
+    shape = (len(x), x.dim) if isinstance(x, FeatureRows) else x.shape
+    if len(shape) != 2 or y.shape != (shape[0],):
+        raise FeaturesError(f"x: expected [N, D] rows with N = len(y) = {len(y)}, got {shape}")
     order = np.argsort(y, kind="stable")
     sizes = np.bincount(y, minlength=num_classes)
     ends = np.cumsum(sizes)
     present = np.flatnonzero(sizes)
     intra = np.full(num_classes, np.nan)
-    centres = np.empty((len(present), x.shape[1]))
+    centres = np.empty((len(present), shape[1]))
     for slot, label in enumerate(present):
-        rows = x[order[ends[label] - sizes[label] : ends[label]]]
+        rows = _rows_of(x, order[ends[label] - sizes[label] : ends[label]])
         intra[label] = pairwise_distance_sums(rows).sum() / len(rows) ** 2
         centres[slot] = rows.mean(axis=0)
     inter = np.full(num_classes, np.nan)
     if len(present) > 1:
         inter[present] = pairwise_distance_sums(centres) / (len(present) - 1)
     return RepresentationStats(intra, inter, shot_groups(class_counts, many_above, few_below))
+
+
+def _rows_of(x: np.ndarray | FeatureRows, positions: np.ndarray) -> np.ndarray:
+    """float64 [n, D] rows at `positions`, from an array or read from a bank."""
+    if isinstance(x, FeatureRows):
+        return x.take(torch.from_numpy(positions)).cpu().numpy().astype(np.float64)
+    return x[positions]
 
 
 def pairwise_distance_sums(points: np.ndarray) -> np.ndarray:

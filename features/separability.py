@@ -16,8 +16,11 @@ import torch.nn.functional as F
 
 from features.errors import FeaturesError
 from features.knn import ChunkSource, array_chunks, seeded_rows, take_rows
+from features.rows import ArrayRows, FeatureRows
 
 # Standardising a feature that is constant on the probe's rows would divide by zero.
+# Test rows scored at once: a constant, so decisions do not depend on where rows are held.
+_TEST_ROWS = 4096
 _MIN_STD = 1e-6
 
 
@@ -115,7 +118,7 @@ def head_tail_separability(
 def separability_chunks(
     train: ChunkSource,
     train_y: np.ndarray,
-    test_x: np.ndarray,
+    test_x: np.ndarray | FeatureRows,
     test_y: np.ndarray,
     class_counts: np.ndarray,
     config: SeparabilityConfig,
@@ -132,7 +135,7 @@ def separability_chunks(
     Args:
         train: Blocks float [r, D] of the N train rows.
         train_y: int64 [N], their labels.
-        test_x: float [M, D].
+        test_x: float [M, D], an array or rows read from a bank; scored in blocks.
         test_y: int [M].
         class_counts: int [C], training rows per class.
         config: Probe settings.
@@ -155,12 +158,28 @@ def separability_chunks(
     mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
     std = np.maximum(x.std(axis=0, dtype=np.float64), _MIN_STD).astype(np.float32)
     weight, bias = _fit_logistic((x - mean) / std, target, config)
-    test = (np.asarray(test_x, np.float32) - mean) / std
-    with torch.no_grad():
-        predicted_tail = (torch.from_numpy(test) @ weight + bias > 0).numpy()
+    predicted_tail = _predict_tail(test_x, mean, std, weight, bias)
     head_recall = float((~predicted_tail[~test_tail]).mean())
     tail_recall = float(predicted_tail[test_tail].mean())
     return Separability((head_recall + tail_recall) / 2, head_recall, tail_recall, **counts)
+
+
+@torch.no_grad()
+def _predict_tail(
+    x: np.ndarray | FeatureRows,
+    mean: np.ndarray,
+    std: np.ndarray,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+) -> np.ndarray:
+    """bool [M], the probe's tail decision for rows x [M, D], in blocks of `_TEST_ROWS` (the
+    same blocks whether x is in memory or read from a bank)."""
+    rows = x if isinstance(x, FeatureRows) else ArrayRows(np.asarray(x, np.float32))
+    decisions = [
+        ((torch.from_numpy((block.cpu().numpy() - mean) / std) @ weight + bias) > 0).numpy()
+        for block in rows.blocks(_TEST_ROWS)
+    ]
+    return np.concatenate(decisions) if decisions else np.zeros(0, dtype=bool)
 
 
 def _unmeasurable(

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
+
+from features.rows import FeatureRows
 
 _MAX_PERPLEXITY = 30.0
 
@@ -42,12 +45,12 @@ def stratified_rows(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def tsne_rows(
-    x: np.ndarray, y: np.ndarray, is_tail: np.ndarray, samples: int, seed: int
+    x: np.ndarray | FeatureRows, y: np.ndarray, is_tail: np.ndarray, samples: int, seed: int
 ) -> list[tuple[float, float, int, str]]:
     """2-d t-SNE (PCA init, seeded) of a class-stratified sample of rows.
 
     Args:
-        x: float [N, D], features.
+        x: float [N, D], features: an array, or rows read from a bank (only the sample is).
         y: int [N], labels.
         is_tail: bool [C], tail flag of each class.
         samples: Rows to embed; 0 = none.
@@ -59,7 +62,10 @@ def tsne_rows(
     rows = stratified_rows(y, samples, seed)
     if len(rows) < 3:
         return []
-    points = np.asarray(x[rows], np.float64)
+    if isinstance(x, FeatureRows):
+        points = x.take(torch.from_numpy(rows)).cpu().numpy().astype(np.float64)
+    else:
+        points = np.asarray(x[rows], np.float64)
     perplexity = min(_MAX_PERPLEXITY, (len(rows) - 1) / 3)
     # One thread: the Barnes-Hut sums then run in a fixed order (same bytes every run), and
     # OpenMP threads fighting over shared cores made 400 points take 45 s instead of 1.5 s.

@@ -11,11 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from features.analysis import AnalysisConfig, analyze_bank
 from features.bank import Bank
 from features.kmeans import KmeansConfig
 from features.knn import KnnConfig
 from features.metrics import frequency_confusion
+from features.rows import load_rows
 from features.separability import SeparabilityConfig
 from features.tsne import tsne_rows
 from stages.errors import StageError
@@ -53,17 +56,18 @@ def run(params: Params, method_name: str) -> Path:
                 f"params.yaml: analyze.k is {section.k} but {path} has only {available} "
                 f"neighbours per train row; set analyze.k to at most {available}"
             )
-        report = analyze_bank(bank, config)
+        budget = params.memory.budget_bytes
+        report = analyze_bank(bank, config, budget)
         counts = bank.meta.class_counts
-        test_x, test_y = bank.features(QUERY_SPLIT), bank.labels(QUERY_SPLIT)
-        logits = bank.logits(QUERY_SPLIT)
-    is_tail = counts <= section.tail_max_count
-    tsne = tsne_rows(test_x, test_y, is_tail, section.tsne_samples, params.seed)
-    confusion = None
-    if logits is not None:
-        confusion = frequency_confusion(
-            logits.argmax(axis=1), test_y, counts, section.confusion_bins
-        )
+        test_y = bank.labels(QUERY_SPLIT)
+        test_x = load_rows(bank, [(QUERY_SPLIT, "features")], budget)[QUERY_SPLIT, "features"]
+        is_tail = counts <= section.tail_max_count
+        tsne = tsne_rows(test_x, test_y, is_tail, section.tsne_samples, params.seed)
+        confusion = None
+        if bank.has(QUERY_SPLIT, "logits"):
+            predicted = np.concatenate([block.argmax(axis=1) for block in
+                                        bank.iter_chunks(QUERY_SPLIT, "logits")])
+            confusion = frequency_confusion(predicted, test_y, counts, section.confusion_bins)
     write_json(out / "analysis.json", json_ready(report))
     write_json(out / "metrics.json", headline(report))
     write_json(out / "confusion.json", json_ready(confusion))

@@ -189,7 +189,8 @@ def analyze(
     """Analyse the feature quality of a method's bank (faiss kNN purity, k-means, rho, probe).
 
     Writes results/analyze/<method>/ (analysis.json, metrics.json, rho.csv, clusters.csv,
-    tsne.csv, confusion.json). Reads params: seed, analyze, eval.
+    tsne.csv, confusion.json). Reads params: seed, analyze, eval (and memory, which changes no
+    result).
     """
     from stages import analyze as stage
 

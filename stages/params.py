@@ -273,7 +273,7 @@ class AnalyzeParams(_Strict):
 
 
 class MemoryParams(_Strict):
-    """Stage 2's memory budget for bank rows (classify, dlsa).
+    """Stage 2's memory budget for bank rows (classify, dlsa, analyze).
 
     A bank whose rows do not fit is read from disk in windows instead of loaded whole. The
     outputs are the same bytes for any budget, so no stage depends on this section.

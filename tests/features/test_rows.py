@@ -186,3 +186,13 @@ def test_a_subset_of_all_rows_in_order_is_no_copy() -> None:
     rows = ArrayRows(np.arange(12, dtype=np.float32).reshape(4, 3))
     assert rows.subset(np.arange(4)) is rows
     assert torch.equal(rows.subset(np.array([3, 1])).values, rows.values[[3, 1]])
+
+
+def test_representation_stats_of_streamed_rows_are_identical(bank: Bank) -> None:
+    from features.representation import representation_stats
+
+    labels, counts = bank.labels("train"), bank.meta.class_counts
+    memory = representation_stats(bank.features("train"), labels, counts)
+    streamed = representation_stats(BankRows(bank, "train", window_rows=8), labels, counts)
+    np.testing.assert_array_equal(memory.intra, streamed.intra)
+    np.testing.assert_array_equal(memory.inter, streamed.inter)

@@ -102,3 +102,37 @@ def test_analyze_needs_the_bank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"banks/ce.h5: not found; run `tailbank dump"):
         analyze.run(small_params(), "ce")
+
+
+def test_analyze_over_the_memory_budget_writes_the_same_bytes(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test split (40 rows x 6 floats, ~1 KiB) read from the bank under a 256-byte budget (the z view takes 320 bytes):
+    the same files as with the whole split in memory, and the split is never read whole."""
+    import features.separability
+    from features.bank import Bank
+
+    # score the probe in blocks smaller than the split, in both runs
+    monkeypatch.setattr(features.separability, "_TEST_ROWS", 7)
+    out = analyze.run(small_params(), "ce")
+    in_memory = {name: (out / name).read_bytes() for name in FILES}
+    whole: list[str] = []
+    read, read_rows = Bank._read, Bank.read_rows
+
+    def spy_read(self: Bank, split: str, field: str) -> np.ndarray:
+        if split == "test" and field != "labels":
+            whole.append(field)
+        return read(self, split, field)
+
+    def spy_read_rows(self: Bank, split: str, field: str, start: int, stop: int) -> np.ndarray:
+        if split == "test" and start == 0 and stop >= self.size(split):
+            whole.append(field)
+        return read_rows(self, split, field, start, stop)
+
+    monkeypatch.setattr(Bank, "_read", spy_read)
+    monkeypatch.setattr(Bank, "read_rows", spy_read_rows)
+    raw = small_params().model_dump()
+    raw["memory"] = {"budget_mb": 256 / 2**20}
+    analyze.run(parse_params(raw, origin="params.yaml"), "ce")
+    assert {name: (out / name).read_bytes() for name in FILES} == in_memory
+    assert whole == []
