@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
+import numpy as np
 import pytest
 
 from stages import analyze
