@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -82,7 +81,7 @@ def child(bank_path: Path, budget_mb: float | None, epochs: int) -> dict[str, An
     seconds = time.perf_counter() - start
     buffer = io.BytesIO()
     torch.save(fitted.model.state_dict(), buffer)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     return {"seconds": seconds, "peak_rss_mb": peak_mb, "added_rss_mb": peak_mb - floor_mb,
             "digest": hashlib.sha256(buffer.getvalue()).hexdigest(), "streamed": streamed}
 
@@ -96,6 +95,14 @@ def _warm_up() -> None:
     x, y = rng.standard_normal((200, 8), dtype=np.float32), np.arange(200) % 2
     fit_classifier("balanced_softmax", train_x=x, train_y=y, val_x=x, val_y=y,
                    class_counts=np.bincount(y), config=ProbeConfig(epochs=1))
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM of this process image. Not getrusage's ru_maxrss: Linux keeps that high-water
+    mark across fork and exec, so a child of a large parent would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def _current_rss_mb() -> float:
