@@ -27,18 +27,16 @@ import numpy as np
 from features.bank import Bank
 from features.errors import FeaturesError
 from features.kmeans import KmeansConfig, kmeans_chunks
-from features.knn import KnnConfig, bank_chunks, class_means, knn_bank
+from features.knn import KnnConfig, bank_chunks, class_means, knn_bank_queries
 from features.metrics import shot_groups
 from features.representation import (
+    POSTERIOR_ROWS,
     class_group_means,
     posterior_from_chunks,
     representation_stats,
 )
 from features.rows import load_rows
 from features.separability import SeparabilityConfig, separability_chunks
-
-# Logit rows per block of the mean positive posterior (the same 8192 as for an array).
-_LOGIT_ROWS = 8192
 
 __all__ = ["AnalysisConfig", "KmeansConfig", "KnnConfig", "SeparabilityConfig", "analyze_bank"]
 
@@ -147,7 +145,7 @@ def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
 def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
     if not bank.has(config.query_split, "logits"):
         return None
-    blocks = bank_chunks(bank, config.query_split, "logits", _LOGIT_ROWS)
+    blocks = bank_chunks(bank, config.query_split, "logits", POSTERIOR_ROWS)
     return posterior_from_chunks(blocks, bank.labels(config.query_split), bank.meta.num_classes)
 
 
@@ -160,12 +158,12 @@ def _analyze_view(
     index_y, query_y = bank.labels(index_split), bank.labels(query_split)
     query_x = load_rows(bank, [(query_split, view)], budget_bytes)[query_split, view]
     index_chunks = bank_chunks(bank, index_split, view, config.knn.chunk_rows)
-    knn_query = knn_bank(
-        bank, config.knn, index_split=index_split, query_split=query_split, field=view
+    # one index of the train rows answers both the test queries and the train rows' own
+    knn = knn_bank_queries(
+        bank, config.knn, index_split=index_split, query_splits=(query_split, index_split),
+        field=view,
     )
-    knn_self = knn_bank(
-        bank, config.knn, index_split=index_split, query_split=index_split, field=view
-    )
+    knn_query, knn_self = knn[query_split], knn[index_split]
     clusters = kmeans_chunks(
         index_chunks,
         index_y,

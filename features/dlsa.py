@@ -21,10 +21,11 @@ Seeds: filter f's flow and classifier use seed + f (`FlowTrainConfig.seed` is re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,20 +478,21 @@ def _fit_stage(
     )
     val_likelihood, val_clusters = evaluate_flow(flow, val_x.to("cpu"))
     routed_val = val_likelihood >= threshold
-    selected = _train_classifier(
-        classifier,
-        flow,
-        _Rows(train_x.subset(np.flatnonzero(routed.numpy())), clusters[routed], labels[routed]),
-        _Rows(
-            val_x.subset(np.flatnonzero(routed_val.numpy())),
-            val_clusters[routed_val],
-            torch.from_numpy(val_y)[routed_val],
-        ),
-        num_classes,
-        config,
-        seed=config.seed + index,
-        name=f"DLSA classifier of filter {index}",
-    )
+    with _flow_on(flow, config.flow.torch_device()):
+        selected = _train_classifier(
+            classifier,
+            flow,
+            _Rows(train_x.subset(np.flatnonzero(routed.numpy())), clusters[routed], labels[routed]),
+            _Rows(
+                val_x.subset(np.flatnonzero(routed_val.numpy())),
+                val_clusters[routed_val],
+                torch.from_numpy(val_y)[routed_val],
+            ),
+            num_classes,
+            config,
+            seed=config.seed + index,
+            name=f"DLSA classifier of filter {index}",
+        )
     info = {
         "selected_epoch": trained.selected_epoch,
         "history": trained.history,
@@ -509,6 +511,17 @@ class _Rows:
 
     def to(self, device: torch.device) -> _Rows:
         return _Rows(self.x.to(device), self.clusters.to(device), self.labels.to(device))
+
+
+@contextlib.contextmanager
+def _flow_on(flow: FlowFilter, device: torch.device) -> Iterator[FlowFilter]:
+    """The frozen flow on the training device for a classifier's fit, back on the CPU after
+    it (the cascade keeps its filters there), also after an error."""
+    flow.to(device)
+    try:
+        yield flow
+    finally:
+        flow.to("cpu")
 
 
 def _train_classifier(
@@ -531,35 +544,7 @@ def _train_classifier(
     """
     device = config.flow.torch_device()
     classifier.to(device)
-    flow.to(device)
-    try:
-        best_epoch, best_accuracy, best_state = _classifier_epochs(
-            classifier, flow, train.to(device), val.to(device), num_classes, config,
-            seed=seed, name=name,
-        )
-    finally:
-        flow.to("cpu")  # the cascade keeps its filters on the CPU, also after an error
-    if best_state is not None:
-        classifier.load_state_dict(best_state)
-    classifier.to("cpu").eval()
-    for parameter in classifier.parameters():
-        parameter.requires_grad_(False)
-    return {"classifier_epoch": best_epoch, "classifier_val_accuracy": best_accuracy}
-
-
-def _classifier_epochs(
-    classifier: ClusterAidedClassifier,
-    flow: FlowFilter,
-    train: _Rows,
-    val: _Rows,
-    num_classes: int,
-    config: CascadeConfig,
-    *,
-    seed: int,
-    name: str,
-) -> tuple[int, float, dict[str, torch.Tensor] | None]:
-    """The epochs of `_train_classifier`; returns the chosen epoch, its val accuracy and
-    state (None when not chosen on val)."""
+    train, val = train.to(device), val.to(device)
     counts = torch.bincount(train.labels, minlength=num_classes)
     optimizer = torch.optim.SGD(
         classifier.parameters(),
@@ -590,7 +575,12 @@ def _classifier_epochs(
             if best_state is None or accuracy > best_accuracy:
                 best_epoch, best_accuracy = epoch, accuracy
                 best_state = state_snapshot(classifier)
-    return best_epoch, best_accuracy, best_state
+    if best_state is not None:
+        classifier.load_state_dict(best_state)
+    classifier.to("cpu").eval()
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(False)
+    return {"classifier_epoch": best_epoch, "classifier_val_accuracy": best_accuracy}
 
 
 @torch.no_grad()

@@ -245,14 +245,36 @@ def knn_bank(
     Returns:
         Neighbours, purity and votes of every query row.
     """
-    return knn_search(
-        bank_chunks(bank, index_split, field, config.chunk_rows),
-        bank.labels(index_split),
-        bank_chunks(bank, query_split, field, config.chunk_rows),
-        bank.labels(query_split),
-        config,
-        exclude_self=query_split == index_split,
+    return knn_bank_queries(
+        bank, config, index_split=index_split, query_splits=(query_split,), field=field
+    )[query_split]
+
+
+def knn_bank_queries(
+    bank: Bank,
+    config: KnnConfig,
+    *,
+    index_split: str,
+    query_splits: tuple[str, ...],
+    field: str = "features",
+) -> dict[str, KnnResult]:
+    """`knn_bank` of several query splits against one index, built (and read) once.
+
+    Returns:
+        Query split -> its neighbours, purity and votes.
+    """
+    train_y = bank.labels(index_split)
+    for split in query_splits:
+        config.check_k(len(train_y), split == index_split)
+    index, kind, _resources = _build_index(
+        bank_chunks(bank, index_split, field, config.chunk_rows), len(train_y), config
     )
+    return {
+        split: _search(index, kind, train_y,
+                       bank_chunks(bank, split, field, config.chunk_rows), bank.labels(split),
+                       config, exclude_self=split == index_split)
+        for split in query_splits
+    }
 
 
 def knn_search(
@@ -279,6 +301,20 @@ def knn_search(
     """
     config.check_k(len(train_y), exclude_self)
     index, kind, _resources = _build_index(train, len(train_y), config)
+    return _search(index, kind, train_y, queries, query_y, config, exclude_self=exclude_self)
+
+
+def _search(
+    index: faiss.Index,
+    kind: str,
+    train_y: np.ndarray,
+    queries: ChunkSource,
+    query_y: np.ndarray,
+    config: KnnConfig,
+    *,
+    exclude_self: bool,
+) -> KnnResult:
+    """Searches blocks of query rows in a built index (see `knn_search`)."""
     wanted = config.k + 1 if exclude_self else config.k
     neighbors, purity, prediction = [], [], []
     start = 0

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -57,18 +58,11 @@ def shot_group_plot(inputs: list[ReportInput]) -> bytes | None:
         return None
     figure = _figure(max(6.0, 1.0 * len(chosen) + 2.0), 3.4)
     axes = figure.add_subplot()
-    width = 0.8 / len(SHOT_COLUMNS)
-    positions = np.arange(len(chosen))
-    for offset, group in enumerate(SHOT_COLUMNS):
-        values = [nan_if_missing(item.classify[kind].get(group)) for item, kind in chosen]
-        axes.bar(
-            positions + (offset - 1.5) * width,
-            values,
-            width,
-            label=group,
-            color=_GROUP_COLOURS[group],
-        )
-    axes.set_xticks(positions, [f"{item.method}\n{kind}" for item, kind in chosen], fontsize=8)
+    values = [
+        [nan_if_missing(item.classify[kind].get(group)) for group in SHOT_COLUMNS]
+        for item, kind in chosen
+    ]
+    _shot_group_bars(axes, [f"{item.method}\n{kind}" for item, kind in chosen], values)
     # zoomed to the data (in steps of 0.1): accuracies near 1 would all look alike from 0
     shown = [number(item.classify[kind].get(g)) for item, kind in chosen for g in SHOT_COLUMNS]
     low = min((value for value in shown if value is not None), default=0.0)
@@ -77,6 +71,21 @@ def shot_group_plot(inputs: list[ReportInput]) -> bytes | None:
     axes.set_title("Test accuracy per shot group (classifier chosen on val)")
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(figure)
+
+
+def _shot_group_bars(axes: Axes, labels: list[str], values: list[list[float]]) -> None:
+    """One cluster of bars per label, one bar per shot group (`values[i][g]`, NaN = none)."""
+    width = 0.8 / len(SHOT_COLUMNS)
+    positions = np.arange(len(labels))
+    for offset, group in enumerate(SHOT_COLUMNS):
+        axes.bar(
+            positions + (offset - 1.5) * width,
+            [row[offset] for row in values],
+            width,
+            label=group,
+            color=_GROUP_COLOURS[group],
+        )
+    axes.set_xticks(positions, labels, fontsize=8)
 
 
 def per_class_plot(inputs: list[ReportInput], settings: ReportSettings) -> bytes | None:
@@ -156,17 +165,7 @@ def rho_plot(analysed: list[ReportInput]) -> bytes | None:
         return None
     figure = _figure(max(6.0, 0.9 * len(values) + 2.0), 3.2)
     axes = figure.add_subplot()
-    width = 0.8 / len(SHOT_COLUMNS)
-    positions = np.arange(len(values))
-    for offset, group in enumerate(SHOT_COLUMNS):
-        axes.bar(
-            positions + (offset - 1.5) * width,
-            [v[offset] for v in values.values()],
-            width,
-            label=group,
-            color=_GROUP_COLOURS[group],
-        )
-    axes.set_xticks(positions, list(values), fontsize=8)
+    _shot_group_bars(axes, list(values), list(values.values()))
     axes.set_ylabel("\u03c1 = D_intra / D_inter")
     axes.set_title("\u03c1 per shot group (features, test; lower is better)")
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))

@@ -17,6 +17,8 @@ from features.knn import ChunkSource, array_chunks, class_means
 from features.metrics import SHOT_GROUPS, shot_groups, softmax
 from features.rows import FeatureRows
 
+# Logit rows per block of the mean positive posterior, for an array or a bank alike.
+POSTERIOR_ROWS = 8192
 # Distances held at once by the blocked pairwise sums: 2^22 float64 = 32 MiB.
 _BLOCK_ELEMENTS = 1 << 22
 
@@ -159,7 +161,7 @@ def mean_positive_posterior(logits: np.ndarray, labels: np.ndarray, num_classes:
             f"logits: expected [{len(labels)}, {num_classes}] (rows x classes), got {logits.shape}"
         )
     return posterior_from_chunks(
-        array_chunks(logits, 8192), np.asarray(labels, np.int64), num_classes
+        array_chunks(logits, POSTERIOR_ROWS), np.asarray(labels, np.int64), num_classes
     )
 
 

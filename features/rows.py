@@ -14,6 +14,7 @@ gathers in one sweep over the file: it changes how often the file is read, never
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -281,8 +282,7 @@ def load_rows(
         (split, field) -> rows, on the CPU.
     """
     shapes = {key: bank.shape(*key) for key in datasets}
-    needed = sum(4 * shape[0] * shape[1] for shape in shapes.values())
-    if budget_bytes is None or needed <= budget_bytes:
+    if budget_bytes is None or dataset_bytes(bank, datasets) <= budget_bytes:
         return {
             key: ArrayRows(
                 bank.read_rows(*key, 0, shapes[key][0]), f"{bank.path}:{key[0]}/{key[1]}"
@@ -293,6 +293,11 @@ def load_rows(
         key: BankRows(bank, *key, window_rows=window_rows(shapes[key][1], budget_bytes))
         for key in datasets
     }
+
+
+def dataset_bytes(bank: Bank, datasets: list[tuple[str, str]]) -> int:
+    """Bytes the float32 rows of (split, field) datasets take in memory."""
+    return sum(4 * math.prod(bank.shape(*key)) for key in datasets)
 
 
 def window_rows(dim: int, budget_bytes: int) -> int:

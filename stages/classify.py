@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from features.bank import Bank
+from features.bank import SPLITS, Bank
 from features.classifiers import FittedClassifier, ProbeConfig, fit_classifier
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
-from features.rows import BankRows, FeatureRows, load_rows
+from features.rows import BankRows, FeatureRows, dataset_bytes, load_rows
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
 from stages.layout import bank_path, classify_results, require_file, resolve_device
 from stages.params import ClassifyParams, EvalParams, Params
 from stages.progress import log
 
-SPLITS = ("train", "val", "test")
 # split -> (features [N, D], labels [N], the backbone's logits [N, C] or None)
 SplitData = dict[str, tuple[FeatureRows, np.ndarray, FeatureRows | None]]
 
@@ -35,10 +35,24 @@ def run(params: Params, method_name: str) -> Path:
     Returns:
         The results folder.
     """
+    return on_bank_splits(
+        params, method_name, "classify",
+        lambda data, counts: _classify(params, method_name, data, counts),
+    )
+
+
+def on_bank_splits(
+    params: Params,
+    method_name: str,
+    stage: str,
+    work: Callable[[SplitData, np.ndarray], Path],
+) -> Path:
+    """Runs ``work(splits, class_counts)`` on ``banks/<method>.h5``, kept open meanwhile (rows
+    over ``memory.budget_mb`` are read from it on demand)."""
     path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
     with Bank.open(path) as bank:
-        data = load_splits(bank, params.memory.budget_bytes, f"classify {method_name}")
-        return _classify(params, method_name, data, bank.meta.class_counts)
+        data = load_splits(bank, params.memory.budget_bytes, f"{stage} {method_name}")
+        return work(data, bank.meta.class_counts)
 
 
 def _classify(
@@ -76,7 +90,7 @@ def load_splits(bank: Bank, budget_bytes: int | None, who: str) -> SplitData:
     rows = load_rows(bank, keys, budget_bytes)
     streamed = rows["train", "features"]
     if isinstance(streamed, BankRows):
-        needed = sum(4 * math.prod(bank.shape(*key)) for key in keys)
+        needed = dataset_bytes(bank, keys)
         log(f"{who}: the bank's rows take {needed / 2**20:.3g} MiB, over memory.budget_mb "
             f"{(budget_bytes or 0) / 2**20:.3g}; reading them from {bank.path} in windows of "
             f"{streamed.window_rows} rows")
@@ -97,8 +111,7 @@ def fit_and_evaluate(
         The test evaluation, the val accuracy and what val selected (epoch, τ, ...).
     """
     fitted = fit_on_bank(kind, data, counts, config)
-    options = {"many_above": eval_params.many_above, "few_below": eval_params.few_below,
-               "ece_bins": eval_params.ece_bins}
+    options = eval_params.model_dump()  # many_above, few_below, ece_bins: evaluate's options
     scores = {}
     for split in ("val", "test"):
         features, labels, bank_logits = data[split]

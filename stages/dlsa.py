@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.bank import Bank
 from features.classifiers import FittedClassifier
 from features.dlsa import Cascade, CascadeConfig, filter_report, fit_cascade, save_cascade
 from features.errors import FeaturesError
@@ -29,17 +28,15 @@ from stages.classify import (
     clean,
     fit_on_bank,
     fmt,
-    load_splits,
+    on_bank_splits,
     probe_config,
 )
 from stages.errors import StageError
 from stages.io import json_ready, save_torch, write_csv, write_json
 from stages.layout import (
-    bank_path,
     dlsa_model_dir,
     dlsa_results,
     dlsa_resume_dir,
-    require_file,
     resolve_device,
 )
 from stages.params import DLSAParams, Params
@@ -61,10 +58,10 @@ def run(params: Params, method_name: str) -> Path:
     Returns:
         The results folder.
     """
-    path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
-    with Bank.open(path) as bank:
-        data = load_splits(bank, params.memory.budget_bytes, f"dlsa {method_name}")
-        return _fit_and_score(params, method_name, data, bank.meta.class_counts)
+    return on_bank_splits(
+        params, method_name, "dlsa",
+        lambda data, counts: _fit_and_score(params, method_name, data, counts),
+    )
 
 
 def _fit_and_score(
@@ -149,8 +146,7 @@ def write_results(
     params: Params,
 ) -> None:
     """``metrics.json`` (base vs base + DLSA per kind), ``filters.json`` and ``filters.csv``."""
-    options = {"many_above": params.eval.many_above, "few_below": params.eval.few_below,
-               "ece_bins": params.eval.ece_bins}
+    options = params.eval.model_dump()  # many_above, few_below, ece_bins: evaluate's options
     test_x, test_y, test_logits = data["test"]
     val_x, val_y, val_logits = data["val"]
     # the cascade's routing does not depend on the base: walk each split down it once

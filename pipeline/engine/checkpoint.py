@@ -6,7 +6,6 @@ import os
 import random
 import tempfile
 import threading
-from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from pipeline.engine.config import TrainConfig
-from pipeline.engine.records import EpochRecord, TrainingProgress
+from pipeline.engine.records import EpochRecord, TrainingProgress, cpu_copy
 from pipeline.errors import PipelineError
 
 CHECKPOINT_FORMAT = "tailbank-train-checkpoint/1"
@@ -56,7 +55,7 @@ def checkpoint_payload(
     changing the live weights while the copy is being written. The best state is already a
     CPU copy that nothing changes (`TrainingProgress.finish_epoch`), so it is not copied again.
     """
-    payload = _cpu_copy({
+    payload = cpu_copy({
         "format": CHECKPOINT_FORMAT,
         "config": asdict(config),
         "method": method.state_dict(),
@@ -113,24 +112,6 @@ class BackgroundCheckpointer:
             write_atomically(payload, path)
         except BaseException as error:  # handed to the training thread by `wait`
             self._error = error
-
-
-def _cpu_copy(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, OrderedDict):
-        copied = OrderedDict((key, _cpu_copy(item)) for key, item in value.items())
-        metadata = getattr(value, "_metadata", None)
-        if metadata is not None:  # module versions, which load_state_dict reads
-            copied._metadata = metadata  # type: ignore[attr-defined]
-        return copied
-    if isinstance(value, dict):
-        return {key: _cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_cpu_copy(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_cpu_copy(item) for item in value)
-    return value
 
 
 def load_checkpoint(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -55,7 +57,8 @@ class TrainingProgress:
         if record.val_acc > self.best_val_acc:
             self.best_epoch = record.epoch
             self.best_val_acc = record.val_acc
-            self.best_state = cpu_copy(method.state_dict())
+            # a plain dict of tensors: the model file's bytes do not carry module versions
+            self.best_state = dict(cpu_copy(method.state_dict()))
 
     def result(self) -> TrainResult:
         """The run's outcome so far."""
@@ -67,6 +70,22 @@ class TrainingProgress:
         )
 
 
-def cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Detached CPU copies of every tensor of a state dict (never aliases of live weights)."""
-    return {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+def cpu_copy(value: Any) -> Any:
+    """Detached CPU copies of every tensor in ``value`` (dicts, lists and tuples walked), never
+    aliases of live weights; a state dict stays an OrderedDict with its ``_metadata`` (the
+    module versions ``load_state_dict`` reads)."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, OrderedDict):
+        copied = OrderedDict((key, cpu_copy(item)) for key, item in value.items())
+        metadata = getattr(value, "_metadata", None)
+        if metadata is not None:
+            copied._metadata = metadata  # type: ignore[attr-defined]
+        return copied
+    if isinstance(value, dict):
+        return {key: cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [cpu_copy(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(cpu_copy(item) for item in value)
+    return value
