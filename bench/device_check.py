@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from features.bank import Bank, BankMeta, BankWriter
-from features.classifiers import ProbeConfig, fit_classifier
+from features.classifiers import fit_classifier
+from features.configs import ProbeConfig
 from features.metrics import evaluate
 from pipeline.data import load_source, make_loader, make_splits
 from pipeline.engine import OptimConfig, ScheduleConfig, TrainConfig, train

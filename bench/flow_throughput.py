@@ -30,9 +30,11 @@ from nflows.transforms import (
 )
 
 from features.bank import Bank
-from features.classifiers import ProbeConfig, fit_classifier
-from features.dlsa import CascadeConfig, fit_cascade
-from features.flow_training import FlowTrainConfig, train_filter
+from features.classifiers import fit_classifier
+from features.configs import CascadeConfig, FlowTrainConfig, ProbeConfig
+from features.devices import torch_device
+from features.dlsa import fit_cascade
+from features.flow_training import train_filter
 
 
 def synthetic_bank(rows: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -80,7 +82,8 @@ def time_bare(x: np.ndarray, config: FlowTrainConfig) -> float:
     """
     torch.manual_seed(config.seed)
     standardised = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)
-    rows = torch.from_numpy(standardised.astype(np.float32)).to(config.torch_device())
+    device = torch_device(config.device, "device")
+    rows = torch.from_numpy(standardised.astype(np.float32)).to(device)
     flow = bare_maf(x.shape[1]).to(rows.device)
     optimizer = torch.optim.SGD(flow.parameters(), lr=config.lr, momentum=config.momentum)
     generator = torch.Generator().manual_seed(config.seed)
@@ -107,7 +110,7 @@ def time_ours(data: tuple[np.ndarray, ...], config: FlowTrainConfig) -> float:
     train_x, train_y, val_x, val_y, counts = data
     start = time.perf_counter()
     train_filter(train_x, train_y, counts, val_x, val_y, config, name="bench")
-    _synchronise(config.torch_device())
+    _synchronise(torch_device(config.device, "device"))
     return time.perf_counter() - start
 
 

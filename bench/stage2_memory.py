@@ -61,7 +61,8 @@ def child(bank_path: Path, budget_mb: float | None, epochs: int) -> dict[str, An
     import torch
 
     from features.bank import Bank
-    from features.classifiers import ProbeConfig, fit_classifier
+    from features.classifiers import fit_classifier
+    from features.configs import ProbeConfig
     from features.rows import BankRows, load_rows
 
     torch.set_num_threads(1)
@@ -89,7 +90,8 @@ def child(bank_path: Path, budget_mb: float | None, epochs: int) -> dict[str, An
 def _warm_up() -> None:
     """A fit on 200 random rows, so the modules the first fit imports (torch.optim pulls in
     ~150 MB of them) are in the floor, not in the figure."""
-    from features.classifiers import ProbeConfig, fit_classifier
+    from features.classifiers import fit_classifier
+    from features.configs import ProbeConfig
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((200, 8), dtype=np.float32), np.arange(200) % 2

@@ -19,15 +19,16 @@ Tail, for the probe and the k-means flags, means at most `tail_max_count` traini
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from features.bank import Bank
+from features.configs import AnalysisConfig, KmeansConfig, KnnConfig, SeparabilityConfig
 from features.errors import FeaturesError
-from features.kmeans import KmeansConfig, kmeans_chunks
-from features.knn import KnnConfig, bank_chunks, class_means, knn_bank_queries
+from features.kmeans import kmeans_chunks
+from features.knn import bank_chunks, class_means, knn_bank_queries, use_gpu
 from features.metrics import shot_groups
 from features.representation import (
     POSTERIOR_ROWS,
@@ -36,48 +37,9 @@ from features.representation import (
     representation_stats,
 )
 from features.rows import load_rows
-from features.separability import SeparabilityConfig, separability_chunks
+from features.separability import separability_chunks
 
 __all__ = ["AnalysisConfig", "KmeansConfig", "KnnConfig", "SeparabilityConfig", "analyze_bank"]
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """Settings of `analyze_bank`.
-
-    Attributes:
-        knn: kNN index and search settings (k, blocks, IVF, GPU).
-        kmeans: k-means settings.
-        separability: Head/tail probe settings.
-        many_above: Shot groups, see `features.metrics.shot_groups`.
-        few_below: Shot groups, see `features.metrics.shot_groups`.
-        tail_max_count: A class with at most this many training images is tail (DLSA: 50).
-        index_split: Split indexed by kNN, clustered by k-means, training the probe.
-        query_split: Split searched by kNN, measured by Eq. 15-17, testing the probe.
-        views: Views to analyse (`features`, `extra/<name>`); None = every view that both
-            splits hold.
-    """
-
-    knn: KnnConfig = field(default_factory=KnnConfig)
-    kmeans: KmeansConfig = field(default_factory=KmeansConfig)
-    separability: SeparabilityConfig = field(default_factory=SeparabilityConfig)
-    many_above: int = 100
-    few_below: int = 20
-    tail_max_count: int = 50
-    index_split: str = "train"
-    query_split: str = "test"
-    views: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.index_split == self.query_split:
-            raise FeaturesError(
-                f"AnalysisConfig.index_split and query_split are both {self.index_split!r}; "
-                "pick two splits (self-kNN of the index split is always reported)"
-            )
-        if self.tail_max_count < 0:
-            raise FeaturesError(
-                f"AnalysisConfig.tail_max_count must be >= 0, got {self.tail_max_count}"
-            )
 
 
 def analyze_bank(
@@ -170,7 +132,7 @@ def _analyze_view(
         counts,
         config.kmeans,
         tail_max_count=config.tail_max_count,
-        use_gpu=config.knn.gpu(),
+        use_gpu=use_gpu(config.knn),
         **groups,
     )
     representation = representation_stats(query_x, query_y, counts, **groups)

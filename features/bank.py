@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
 import tempfile
+import traceback as stdlib_traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -154,6 +157,26 @@ def _chunk_rows(row_bytes: int, chunk_bytes: int) -> int:
     return max(1, chunk_bytes // max(1, row_bytes))
 
 
+def estimated_bank_bytes(
+    split_sizes: Mapping[str, int], meta: BankMeta, extra_width: int = 0, logits: bool = True
+) -> int:
+    """Bytes a bank of these splits will take on disk, a little over the data itself.
+
+    Args:
+        split_sizes: rows per split.
+        meta: the bank's attributes (feature width D, class count C).
+        extra_width: total width of the extra views per row.
+        logits: whether [N, C] logits are stored.
+
+    Returns:
+        4 (D + C + extra) + 16 bytes per row (float32 values, int64 labels and index), plus
+        5 % and 1 MiB for chunk checksums, headers and the attributes.
+    """
+    per_row = 4 * (meta.feature_dim + (meta.num_classes if logits else 0) + extra_width) + 16
+    data = per_row * sum(int(rows) for rows in split_sizes.values())
+    return int(data * 1.05) + (1 << 20)
+
+
 class BankWriter:
     """Streams features into a new bank and renames it into place only when complete.
 
@@ -188,6 +211,8 @@ class BankWriter:
         self.chunk_bytes = chunk_bytes
         self.split_sizes = dict(split_sizes or {})
         self._file: h5py.File | None = None
+        self._lost_writes: list[int] = []
+        self._previous_hooks: tuple[Callable[..., None], Callable[..., None]] | None = None
         self._tmp_path: Path | None = None
         self._datasets: dict[str, h5py.Dataset] = {}
 
@@ -202,9 +227,13 @@ class BankWriter:
         )
         os.close(handle)
         self._tmp_path = Path(tmp_name)
+        self._lost_writes = []
+        self._previous_hooks = (sys.unraisablehook, sys.excepthook)
+        sys.unraisablehook, sys.excepthook = self._record_lost_write, self._record_printed_write
         try:
-            self._file = h5py.File(self._tmp_path, "w", libver=_LIBVER)
-            self._write_header()
+            with self._naming_write_errors():
+                self._file = h5py.File(self._tmp_path, "w", libver=_LIBVER)
+                self._write_header()
         except BaseException:
             self._discard()
             raise
@@ -217,13 +246,13 @@ class BankWriter:
         traceback: TracebackType | None,
     ) -> None:
         if exc_type is not None:
-            self._discard()
+            self._discard(traceback)
             return
         try:
             self._check_lengths()
             self._commit()
-        except BaseException:
-            self._discard()
+        except BaseException as error:
+            self._discard(error.__traceback__)
             raise
 
     def append(
@@ -258,8 +287,9 @@ class BankWriter:
                 f"{where}: this append has fields {sorted(rows)} but earlier appends had "
                 f"{sorted(self._fields(group))}; give logits/extra on every append or on none"
             )
-        for name, values in rows.items():
-            self._append_rows(group, name, values)
+        with self._naming_write_errors():
+            for name, values in rows.items():
+                self._append_rows(group, name, values)
 
     def _write_header(self) -> None:
         file = self._require_open()
@@ -377,12 +407,53 @@ class BankWriter:
             if len(set(lengths.values())) > 1:
                 raise FeaturesError(f"{self.path}:{split}: datasets differ in length: {lengths}")
 
+    @contextlib.contextmanager
+    def _naming_write_errors(self) -> Iterator[None]:
+        """Turn HDF5's write failures into one ``OSError`` naming the bank.
+
+        HDF5 names the temporary file, adds a time stamp, raises RuntimeError from a flush,
+        and reports a failed write of an evicted chunk only from a closing id (to
+        ``sys.excepthook`` and ``sys.unraisablehook``, which `__enter__` points at this
+        writer) while the
+        append that caused it returns normally. All of them become an ``OSError`` with HDF5's
+        errno and the bank's path, so a full disk is one clear line.
+        """
+        try:
+            yield
+        except (OSError, RuntimeError) as error:
+            code = _write_errno(error)
+            if code is None:
+                raise
+            self._lost_writes.append(code)
+        if self._lost_writes:
+            code = self._lost_writes[0]
+            raise OSError(code, os.strerror(code), str(self.path))
+
+    def _record_lost_write(self, unraisable: Any) -> None:
+        code = _write_errno(unraisable.exc_value)
+        if code is None:
+            self._previous_hooks[0](unraisable)
+        else:
+            self._lost_writes.append(code)
+
+    def _record_printed_write(self, kind: type, error: BaseException, trace: Any) -> None:
+        # Cython prints an error raised while freeing an id through sys.excepthook first
+        code = _write_errno(error)
+        if code is None:
+            self._previous_hooks[1](kind, error, trace)
+        else:
+            self._lost_writes.append(code)
+
     def _commit(self) -> None:
         file = self._require_open()
-        self._datasets.clear()
-        file.flush()
-        file.close()
+        with self._naming_write_errors():
+            # flush while every dataset is open: a failure then raises here, instead of
+            # leaving the id of a dataset whose closing flush failed open inside HDF5
+            file.flush()
+            self._datasets.clear()
+            file.close()
         self._file = None
+        self._restore_hook()
         assert self._tmp_path is not None
         with open(self._tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -391,15 +462,28 @@ class BankWriter:
         os.replace(self._tmp_path, self.path)
         self._tmp_path = None
 
-    def _discard(self) -> None:
+    def _discard(self, trace: TracebackType | None = None) -> None:
+        """Throw the temporary file away. The frames of ``trace`` (the error's) hold h5py
+        objects; they are released now, while h5py can close them, not at interpreter exit,
+        where closing an id of a failed file crashes the process."""
+        if self._file is not None:
+            _silence(self._file)  # before the datasets close: each close flushes its chunks
+        if trace is not None:
+            stdlib_traceback.clear_frames(trace)
         self._datasets.clear()
         if self._file is not None:
             with contextlib.suppress(Exception):
                 self._file.close()
             self._file = None
+        self._restore_hook()
         if self._tmp_path is not None:
             self._tmp_path.unlink(missing_ok=True)
             self._tmp_path = None
+
+    def _restore_hook(self) -> None:
+        if self._previous_hooks is not None:
+            sys.unraisablehook, sys.excepthook = self._previous_hooks
+            self._previous_hooks = None
 
     def _require_open(self) -> h5py.File:
         if self._file is None:
@@ -407,6 +491,31 @@ class BankWriter:
                 f"{self.path}: BankWriter is not open; use it as `with BankWriter(...) as w:`"
             )
         return self._file
+
+
+def _write_errno(error: BaseException | None) -> int | None:
+    """The errno of a failed file write, as h5py raises it (an OSError, or a RuntimeError
+    whose message holds ``errno = N``); None for any other error."""
+    if isinstance(error, OSError) and error.errno:
+        return error.errno
+    if isinstance(error, RuntimeError):
+        found = re.search(r"errno = (\d+)", str(error))
+        return int(found.group(1)) if found else None
+    return None
+
+
+def _silence(file: h5py.File) -> None:
+    """Point an abandoned file's descriptor at /dev/null.
+
+    HDF5 flushes whatever it holds when a dataset or the file closes; on a full disk that
+    flush fails, the file stays open, and closing it again when the interpreter exits crashes
+    the process. The file is deleted anyway, so its flushes may as well go nowhere.
+    """
+    with contextlib.suppress(Exception):
+        descriptor = file.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, descriptor)
+        os.close(null)
 
 
 def _as_float_matrix(values: np.ndarray, where: str, width: int | None = None) -> np.ndarray:
@@ -506,8 +615,22 @@ class Bank:
         return self._read(split, "features")
 
     def labels(self, split: str) -> np.ndarray:
-        """int64 [N] class labels of a split."""
-        return self._read(split, "labels")
+        """int64 [N] class labels of a split.
+
+        The train labels must count to the bank's `class_counts`, which every re-balanced
+        classifier and shot group relies on; a bank where they disagree is refused.
+        """
+        labels = self._read(split, "labels")
+        if split == "train":
+            found = np.bincount(labels, minlength=self.meta.num_classes)
+            if not np.array_equal(found, self.meta.class_counts):
+                differ = int(np.flatnonzero(found != self.meta.class_counts)[0])
+                raise FeaturesError(
+                    f"{self.path}: class_counts says class {differ} has "
+                    f"{int(self.meta.class_counts[differ])} training rows but train/labels has "
+                    f"{int(found[differ])}; re-dump the bank"
+                )
+        return labels
 
     def index(self, split: str) -> np.ndarray:
         """int64 [N] positions of the rows in the dataset split."""

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,21 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.arrays import label_vector
+from features.configs import CLASSIFIER_KINDS, ProbeConfig
 from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
 from features.rows import FeatureRows, as_rows, column_moments
 from features.sampling import class_balanced_order, instance_order
 
-CLASSIFIER_KINDS = (
-    "head",
-    "linear",
-    "balanced_softmax",
-    "cbs_linear",
-    "cosine",
-    "crt",
-    "lws",
-    "tau_norm",
-)
 INPUT_FEATURES = "features"
 INPUT_LOGITS = "logits"
 
@@ -54,59 +46,6 @@ _INIT_STD = 0.01
 _MIN_STD = 1e-6
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Hyper-parameters of the classifiers on a bank.
-
-    Attributes:
-        epochs: Epochs of `linear`, `balanced_softmax`, `cbs_linear` and `cosine`.
-        batch_size: Rows per SGD step.
-        lr: Initial learning rate, decayed to 0 by a cosine over each fit's epochs.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty on weights and biases (not on LWS scales).
-        cosine_scale: s, the temperature of the cosine classifier.
-        crt_epochs: Epochs of cRT.
-        lws_epochs: Epochs of LWS.
-        tau_grid: Candidate tau of tau-normalisation, chosen on val.
-        seed: Seed of initialisation and sampling.
-        device: torch device to train on ("cpu", "cuda", "cuda:1", ...) or "auto" for CUDA
-            when available.
-    """
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    cosine_scale: float = 16.0
-    crt_epochs: int = 10
-    lws_epochs: int = 10
-    tau_grid: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in range(21))
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "crt_epochs", "lws_epochs"):
-            if getattr(self, name) < 1:
-                raise FeaturesError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "cosine_scale"):
-            if not getattr(self, name) > 0:
-                raise FeaturesError(f"ProbeConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not (0 <= self.momentum < 1) or self.weight_decay < 0:
-            raise FeaturesError(
-                "ProbeConfig.momentum must lie in [0, 1) and weight_decay be >= 0, got "
-                f"{self.momentum} and {self.weight_decay}"
-            )
-        if not self.tau_grid or min(self.tau_grid) < 0:
-            raise FeaturesError(
-                f"ProbeConfig.tau_grid must be non-empty and >= 0, got {self.tau_grid}"
-            )
-
-    def torch_device(self) -> torch.device:
-        """The device to train on; "auto" picks CUDA when available."""
-        return torch_device(self.device, "ProbeConfig.device")
 
 
 class LinearHead(nn.Module):
@@ -232,6 +171,84 @@ class FittedClassifier:
         return _predict(self.model, rows).cpu().numpy()
 
 
+_HEADS: dict[type, str] = {
+    LinearHead: "linear",
+    CosineHead: "cosine",
+    ScaledLinearHead: "scaled_linear",
+}
+
+
+def classifier_payload(fitted: FittedClassifier) -> dict[str, Any]:
+    """A fitted classifier as plain values and tensors, which `torch.load(weights_only=True)`
+    reads back without unpickling any object (`classifier_from_payload` is the inverse).
+
+    Returns:
+        {"kind", "selected", "num_classes", "input_dim", "input_field", "head" (None for
+        `head`, else "linear" / "cosine" / "scaled_linear"), "scale" (the cosine s or None),
+        "state" (the probe's state_dict on CPU)}.
+    """
+    model = fitted.model
+    head = None if model is None else model.head
+    return {
+        "kind": fitted.kind,
+        "selected": {key: float(value) for key, value in fitted.selected.items()},
+        "num_classes": int(fitted.num_classes),
+        "input_dim": int(fitted.input_dim),
+        "input_field": fitted.input_field,
+        "head": None if head is None else _HEADS[type(head)],
+        "scale": float(head.scale) if isinstance(head, CosineHead) else None,
+        "state": {} if model is None else state_snapshot(model, "cpu"),
+    }
+
+
+def classifier_from_payload(payload: Mapping[str, Any], where: str) -> FittedClassifier:
+    """Rebuilds a classifier saved by `classifier_payload` (CPU, eval mode, frozen).
+
+    Args:
+        payload: What `classifier_payload` returned, as loaded from a file.
+        where: Names the file (and entry) in error messages.
+
+    Raises:
+        FeaturesError: one line when the payload is not a classifier of this library.
+    """
+    try:
+        kind, head_name = str(payload["kind"]), payload["head"]
+        if kind not in CLASSIFIER_KINDS or head_name not in (None, *_HEADS.values()):
+            raise ValueError(f"unknown classifier kind {kind!r} or head {head_name!r}")
+        model = None if head_name is None else _probe_from_state(
+            head_name, payload["state"], payload["scale"])
+        fitted = FittedClassifier(
+            kind=kind,
+            selected={str(key): float(value) for key, value in payload["selected"].items()},
+            model=model,
+            num_classes=int(payload["num_classes"]),
+            input_dim=int(payload["input_dim"]),
+            input_field=str(payload["input_field"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FeaturesError(f"{where}: not a saved classifier ({reason})") from None
+    if fitted.input_field not in (INPUT_FEATURES, INPUT_LOGITS):
+        raise FeaturesError(f"{where}: unknown classifier input {fitted.input_field!r}")
+    return fitted
+
+
+def _probe_from_state(head_name: str, state: Mapping[str, torch.Tensor], scale: Any) -> Probe:
+    weight = state["head.weight"]
+    if head_name == "cosine":
+        head: nn.Module = CosineHead(weight, float(scale))
+    elif head_name == "scaled_linear":
+        head = ScaledLinearHead(weight, state["head.bias"])
+    else:
+        head = LinearHead(weight, state["head.bias"])
+    probe = Probe(state["mean"].clone(), state["std"].clone(), head)
+    probe.load_state_dict(dict(state))
+    probe.eval()
+    for parameter in probe.parameters():
+        parameter.requires_grad_(False)
+    return probe
+
+
 def balanced_softmax_loss(
     logits: torch.Tensor, labels: torch.Tensor, class_counts: torch.Tensor
 ) -> torch.Tensor:
@@ -332,7 +349,7 @@ class _TrainingData:
                 f"class_counts: expected an integer [C] array with C >= 2, got "
                 f"{counts.dtype} {counts.shape}"
             )
-        device = config.torch_device()
+        device = torch_device(config.device, "classify.device")
         train = as_rows(train_x, "train_x").to(device)
         val = as_rows(val_x, "val_x", train.dim).to(device)
         train_labels = label_vector(train_y, "train_y", len(train), len(counts))

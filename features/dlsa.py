@@ -26,7 +26,7 @@ import dataclasses
 import math
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,103 +36,17 @@ from torch import nn
 
 from features.arrays import float_matrix, label_vector
 from features.classifiers import FittedClassifier, balanced_softmax_loss, check_finite_loss
-from features.devices import state_snapshot
+from features.configs import CascadeConfig
+from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
 from features.flow_training import (
     EVAL_ROWS,
-    FlowTrainConfig,
-    atomic_torch_save,
     cluster_class_table,
     evaluate_flow,
     train_filter,
 )
 from features.flows import FlowFilter
 from features.rows import FeatureRows, as_rows
-
-FORMAT = "tailbank-dlsa/1"
-LATENTS = ("flow", "feature")
-
-
-@dataclass(frozen=True)
-class CascadeConfig:
-    """Hyper-parameters of a DLSA cascade.
-
-    Attributes:
-        num_filters: Flow filters in the cascade (3 in the paper).
-        routed_share: Share of each filter's remaining training rows routed to its
-            classifier, in (0, 1) (0.3 in the paper).
-        flow: Training of each flow filter; its seed is replaced by seed + filter index.
-        latent: z of the classifier: "flow" (the flow latent, as the paper) or "feature"
-            (the standardised feature again, as the official code).
-        classifier_epochs: Epochs of each cluster-aided classifier (150 officially).
-        classifier_batch_size: Rows per step (128 officially).
-        classifier_lr: Constant learning rate (1e-2 officially for CE/CBS features).
-        classifier_momentum: SGD momentum (0 officially).
-        classifier_weight_decay: L2 penalty.
-        min_val_rows: Fewest routed val rows to choose a classifier epoch on; with fewer the
-            last epoch is kept.
-        tail_max_count: A class with at most this many training rows is "tail" in the
-            separation accuracy (50, Fig. 7).
-        seed: Seed of every filter and classifier.
-    """
-
-    num_filters: int = 3
-    routed_share: float = 0.3
-    flow: FlowTrainConfig = field(default_factory=FlowTrainConfig)
-    latent: str = "flow"
-    classifier_epochs: int = 150
-    classifier_batch_size: int = 128
-    classifier_lr: float = 1e-2
-    classifier_momentum: float = 0.0
-    classifier_weight_decay: float = 0.0
-    min_val_rows: int = 10
-    tail_max_count: int = 50
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("num_filters", "classifier_epochs", "classifier_batch_size"):
-            if getattr(self, name) < 1:
-                raise FeaturesError(f"CascadeConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.routed_share < 1:
-            raise FeaturesError(
-                f"CascadeConfig.routed_share must lie in (0, 1), got {self.routed_share}"
-            )
-        if self.latent not in LATENTS:
-            raise FeaturesError(
-                f"CascadeConfig.latent {self.latent!r} is unknown; use one of {LATENTS}"
-            )
-        if not isinstance(self.flow, FlowTrainConfig):
-            raise FeaturesError("CascadeConfig.flow must be a FlowTrainConfig")
-        if (
-            not self.classifier_lr > 0
-            or not 0 <= self.classifier_momentum < 1
-            or self.classifier_weight_decay < 0
-        ):
-            raise FeaturesError(
-                "CascadeConfig needs classifier_lr > 0, classifier_momentum in [0, 1) and "
-                f"classifier_weight_decay >= 0, got {self.classifier_lr}, "
-                f"{self.classifier_momentum} and {self.classifier_weight_decay}"
-            )
-        if self.min_val_rows < 0 or self.tail_max_count < 0:
-            raise FeaturesError(
-                "CascadeConfig.min_val_rows and tail_max_count must be >= 0, got "
-                f"{self.min_val_rows} and {self.tail_max_count}"
-            )
-
-    def filter_config(self, index: int) -> FlowTrainConfig:
-        """The flow training config of filter `index` (seed + index)."""
-        return dataclasses.replace(self.flow, seed=self.seed + index)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (the flow config as a dict), as stored in a cascade file."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> CascadeConfig:
-        """Inverse of `to_dict`; validates like the constructor."""
-        values = dict(values)
-        values["flow"] = FlowTrainConfig(**values["flow"])
-        return cls(**values)
 
 
 class ClusterAidedClassifier(nn.Module):
@@ -478,7 +392,7 @@ def _fit_stage(
     )
     val_likelihood, val_clusters = evaluate_flow(flow, val_x.to("cpu"))
     routed_val = val_likelihood >= threshold
-    with _flow_on(flow, config.flow.torch_device()):
+    with _flow_on(flow, torch_device(config.flow.device, "dlsa.device")):
         selected = _train_classifier(
             classifier,
             flow,
@@ -542,7 +456,7 @@ def _train_classifier(
     of each batch is computed from its rows by the frozen flow, so no [N, D] latent array is
     held: the rows may be read from a bank on demand.
     """
-    device = config.flow.torch_device()
+    device = torch_device(config.flow.device, "dlsa.device")
     classifier.to(device)
     train, val = train.to(device), val.to(device)
     counts = torch.bincount(train.labels, minlength=num_classes)
@@ -754,17 +668,10 @@ def _report_one(
     )
 
 
-def save_cascade(cascade: Cascade, path: Path) -> None:
-    """Writes a cascade to one torch file (format "tailbank-dlsa/1"), atomically.
-
-    The same cascade gives the same bytes: no times or paths are stored.
-
-    Args:
-        cascade: A fitted cascade.
-        path: Destination file.
-    """
-    payload = {
-        "format": FORMAT,
+def cascade_payload(cascade: Cascade) -> dict[str, Any]:
+    """A cascade as plain values and tensors (no times or paths: the same cascade gives the
+    same bytes), for `features.dlsa_model`'s file; `cascade_from_payload` is the inverse."""
+    return {
         "dim": cascade.dim,
         "num_classes": cascade.num_classes,
         "config": cascade.config.to_dict(),
@@ -774,40 +681,22 @@ def save_cascade(cascade: Cascade, path: Path) -> None:
         "classifiers": [state_snapshot(classifier, "cpu") for classifier in cascade.classifiers],
         "info": _canonical(cascade.info),
     }
-    atomic_torch_save(payload, Path(path))
 
 
-def load_cascade(path: Path) -> Cascade:
-    """Reads a cascade written by `save_cascade`.
+def cascade_from_payload(payload: dict[str, Any], where: str) -> Cascade:
+    """Rebuilds a cascade from `cascade_payload` (CPU, eval mode).
 
-    Args:
-        path: The cascade file.
-
-    Returns:
-        The cascade, on CPU, in eval mode.
+    Raises:
+        FeaturesError: one line naming `where` when the payload is damaged.
     """
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as error:
-        raise FeaturesError(f"DLSA cascade {path} does not exist; run the dlsa stage") from error
-    except Exception as error:
-        raise FeaturesError(
-            f"{path} is not a readable DLSA cascade ({type(error).__name__}); re-run the dlsa "
-            "stage to rewrite it"
-        ) from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise FeaturesError(
-            f"{path} has format {found!r}, expected {FORMAT!r}; re-run the dlsa stage to rewrite it"
-        )
     try:
         return _cascade_of(payload)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError, FeaturesError) as error:
+        reason = str(error).splitlines()[0] if str(error) else ""
         raise FeaturesError(
-            f"{path} is a damaged DLSA cascade ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); re-run the dlsa stage"
-        ) from error
+            f"{where} holds a damaged DLSA cascade ({type(error).__name__}: {reason}); re-run "
+            "the dlsa stage"
+        ) from None
 
 
 def _cascade_of(payload: dict[str, Any]) -> Cascade:

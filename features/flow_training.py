@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +28,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.atomic import save_torch_atomically
 from features.arrays import label_vector
+from features.configs import FlowTrainConfig
 from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
 from features.flow_losses import ClusterBalance, purity_loss, purity_pairs, weighted_mle_loss
 from features.flows import FlowFilter
 from features.rows import ArrayRows, FeatureRows, as_rows, column_moments
 
-SELECTIONS = ("purity", "likelihood")
 CHECKPOINT_FORMAT = "tailbank-dlsa-flow-checkpoint/1"
 # Rows per scoring block: a constant, so scores do not depend on where the rows are held.
 EVAL_ROWS = 4096
@@ -45,86 +44,6 @@ EVAL_ROWS = 4096
 _MIN_STD = 1e-6
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-@dataclass(frozen=True)
-class FlowTrainConfig:
-    """Hyper-parameters of one flow filter (defaults: ImageNet-LT, DLSA supplement Sec. 5).
-
-    Attributes:
-        num_clusters: K, mixture components (500 for 1000 classes in the paper).
-        epochs: Training epochs.
-        batch_size: Rows per SGD step.
-        lr: Constant SGD learning rate.
-        momentum: SGD momentum. The paper names plain SGD at lr 0.2; with momentum 0.9 that
-            learning rate makes the flow diverge, so the default is 0.
-        weight_decay: L2 penalty (the paper names none).
-        q: Exponent of the MLE class weights n_c^(-q) (Eq. 6).
-        lambda_bal: Weight of the balancedness loss (Eq. 11).
-        lambda_pure: Weight of the purity loss (Eq. 11).
-        eta: Momentum of the balancedness estimate.
-        weighted_mle: False trains with the plain MLE (q = 0), an ablation.
-        use_balance: False drops L_bal, an ablation.
-        use_purity: False drops L_pure, an ablation.
-        selection: "purity" or "likelihood", how the kept epoch is chosen on val.
-        purity_threshold: A cluster is pure when its largest class holds more than this share.
-        min_cluster_size: A pure cluster must hold more than this many val rows.
-        sigma: Spread of the mixture centres; sqrt(3 / (2D)) when None.
-        seed: Seed of initialisation, centres, batch order and purity pairs.
-        device: "cpu", "cuda", "cuda:1", ... or "auto" for CUDA when available.
-    """
-
-    num_clusters: int = 500
-    epochs: int = 50
-    batch_size: int = 1024
-    lr: float = 0.2
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    q: float = 2.0
-    lambda_bal: float = 1.0
-    lambda_pure: float = 0.02
-    eta: float = 0.7
-    weighted_mle: bool = True
-    use_balance: bool = True
-    use_purity: bool = True
-    selection: str = "purity"
-    purity_threshold: float = 0.7
-    min_cluster_size: int = 10
-    sigma: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for name in ("num_clusters", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FeaturesError(
-                    f"FlowTrainConfig.{name} must be >= 1, got {getattr(self, name)}"
-                )
-        if not self.lr > 0 or not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise FeaturesError(
-                "FlowTrainConfig needs lr > 0, momentum in [0, 1) and weight_decay >= 0, got "
-                f"{self.lr}, {self.momentum} and {self.weight_decay}"
-            )
-        for name in ("q", "lambda_bal", "lambda_pure", "min_cluster_size"):
-            if getattr(self, name) < 0:
-                raise FeaturesError(
-                    f"FlowTrainConfig.{name} must be >= 0, got {getattr(self, name)}"
-                )
-        if not 0 <= self.eta < 1 or not 0 <= self.purity_threshold < 1:
-            raise FeaturesError(
-                "FlowTrainConfig.eta and purity_threshold must lie in [0, 1), got "
-                f"{self.eta} and {self.purity_threshold}"
-            )
-        if self.selection not in SELECTIONS:
-            raise FeaturesError(
-                f"FlowTrainConfig.selection {self.selection!r} is unknown; use one of {SELECTIONS}"
-            )
-        if self.sigma is not None and not self.sigma > 0:
-            raise FeaturesError(f"FlowTrainConfig.sigma must be > 0 or None, got {self.sigma}")
-
-    def torch_device(self) -> torch.device:
-        """The device to train on; "auto" picks CUDA when available."""
-        return torch_device(self.device, "FlowTrainConfig.device")
 
 
 @dataclass
@@ -186,7 +105,7 @@ def train_filter(
     Returns:
         The filter of the selected epoch and the per-epoch history.
     """
-    device = config.torch_device()
+    device = torch_device(config.device, "dlsa.device")
     data = _prepare(train_x, train_y, class_counts, val_x, val_y, config).to(device)
     flow = FlowFilter(data.train.dim, config.num_clusters, seed=config.seed, sigma=config.sigma)
     mean, std = column_moments(data.train)
@@ -287,24 +206,6 @@ def cluster_class_table(
     )
 
 
-def atomic_torch_save(payload: Any, path: Path) -> None:
-    """Writes torch.save(payload) to path through a temporary file and a rename.
-
-    Args:
-        payload: Anything torch.save accepts.
-        path: Destination; its folder is created when missing.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 class _TrainState:
     """Everything an epoch changes, so that a checkpoint can restore it exactly."""
 
@@ -349,7 +250,7 @@ class _TrainState:
             self.best_state = state_snapshot(self.flow)
 
     def save(self, path: Path, fingerprint: dict[str, Any]) -> None:
-        atomic_torch_save(
+        save_torch_atomically(
             {
                 "format": CHECKPOINT_FORMAT,
                 "fingerprint": fingerprint,

@@ -13,43 +13,10 @@ from typing import Any
 import faiss
 import numpy as np
 
+from features.configs import KmeansConfig
 from features.errors import FeaturesError
 from features.knn import ChunkSource, array_chunks, normalized_rows, seeded_rows, take_rows
 from features.metrics import shot_groups
-
-
-@dataclass(frozen=True)
-class KmeansConfig:
-    """Spherical k-means on the L2-normalised rows of the index split (faiss).
-
-    Centroids start from a seeded k-means++ draw (Arthur & Vassilvitskii 2007) rather than
-    faiss' uniform draw of rows: a uniform draw rarely lands in a small tail class, so its rows
-    would be merged into a head cluster by the initialisation alone.
-
-    Attributes:
-        n_clusters: Clusters; None = the number of classes.
-        niter: Lloyd iterations.
-        max_train_rows: Rows of the seeded sample the centroids are fitted on; every row is
-            then assigned to its nearest centroid.
-        seeding_rows_per_cluster: k-means++ draws from at most this many sample rows per
-            cluster (its cost is rows x clusters x D).
-        seed: Seed of the sample, of k-means++ and of faiss.
-    """
-
-    n_clusters: int | None = None
-    niter: int = 20
-    max_train_rows: int = 100_000
-    seeding_rows_per_cluster: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check_positive(
-            "KmeansConfig", self, ("niter", "max_train_rows", "seeding_rows_per_cluster")
-        )
-        if self.n_clusters is not None and self.n_clusters < 1:
-            raise FeaturesError(
-                f"KmeansConfig.n_clusters must be >= 1 or None, got {self.n_clusters}"
-            )
 
 
 @dataclass
@@ -257,10 +224,3 @@ def _majorities(
     majority[pair_cluster[chosen]] = pair_label[chosen]
     majority_count[pair_cluster[chosen]] = counts[chosen]
     return majority, majority_count
-
-
-def _check_positive(owner: str, config: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FeaturesError(f"{owner}.{name} must be an integer >= 1, got {value!r}")

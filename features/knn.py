@@ -20,7 +20,8 @@ import faiss
 import numpy as np
 
 from features.bank import Bank
-from features.errors import FeaturesError
+from features.configs import KnnConfig
+from features.errors import ConfigError, FeaturesError
 from features.metrics import SHOT_GROUPS, shot_groups
 
 # A split's rows of one field, as consecutive blocks; called again for each pass over them.
@@ -32,59 +33,17 @@ _IVF_TRAIN_PER_LIST = 64
 _MIN_NORM = 1e-12
 
 
-@dataclass(frozen=True)
-class KnnConfig:
-    """How the kNN index is built and searched.
+def use_gpu(config: KnnConfig) -> bool:
+    """Whether to put indexes on the GPU: `config.use_gpu` against the GPUs faiss sees.
 
-    Attributes:
-        k: Neighbours per query.
-        chunk_rows: Rows per block read from a bank, added to the index or searched at once.
-        ivf_above: Train rows above which the index is IVF instead of exact (flat).
-        nprobe: Inverted lists visited per query by an IVF index.
-        nlist: Inverted lists of an IVF index; None = round(4 sqrt(N)).
-        use_gpu: "auto" (GPU when `faiss.get_num_gpus() > 0`), True (require one) or False.
-        seed: Seed of the IVF training sample and of faiss' k-means.
+    Raises:
+        FeaturesError: ``use_gpu`` is True but faiss sees no GPU.
     """
-
-    k: int = 10
-    chunk_rows: int = 8192
-    ivf_above: int = 200_000
-    nprobe: int = 32
-    nlist: int | None = None
-    use_gpu: bool | str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("k", "chunk_rows", "ivf_above", "nprobe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FeaturesError(f"KnnConfig.{name} must be an integer >= 1, got {value!r}")
-        if self.nlist is not None and (isinstance(self.nlist, bool) or self.nlist < 1):
-            raise FeaturesError(f"KnnConfig.nlist must be >= 1 or None, got {self.nlist!r}")
-        if not isinstance(self.use_gpu, bool) and self.use_gpu != "auto":
-            raise FeaturesError(
-                f"KnnConfig.use_gpu must be 'auto', True or False, got {self.use_gpu!r}"
-            )
-
-    def check_k(self, num_train: int, exclude_self: bool) -> None:
-        """Fails with one line when the train side has too few rows for k neighbours."""
-        available = num_train - 1 if exclude_self else num_train
-        if self.k > available:
-            rows = f"{num_train} train rows" + (" minus the query itself" if exclude_self else "")
-            raise FeaturesError(
-                f"KnnConfig.k={self.k} is larger than the {available} neighbours available "
-                f"({rows}); set k <= {max(available, 0)} or use a bigger bank"
-            )
-
-    def gpu(self) -> bool:
-        """Whether to put indexes on the GPU."""
-        visible = faiss.get_num_gpus() > 0
-        if self.use_gpu is True and not visible:
-            raise FeaturesError(
-                "KnnConfig.use_gpu=True but faiss sees no GPU; install faiss-gpu "
-                "(pip extra `gpu`) or set use_gpu to 'auto' or False"
-            )
-        return visible and self.use_gpu is not False
+    visible = faiss.get_num_gpus() > 0
+    if config.use_gpu is True and not visible:
+        raise ConfigError("KnnConfig", "use_gpu", "asks for a GPU but faiss sees none; install "
+                          "faiss-gpu (pip extra `gpu`) or use auto or false", True)
+    return visible and config.use_gpu is not False
 
 
 @dataclass
@@ -475,7 +434,7 @@ def _build_index(
         index.add(normalized_rows(block))
     if index.ntotal != num_train:
         raise FeaturesError(f"the train blocks hold {index.ntotal} rows but {num_train} labels")
-    if not config.gpu():
+    if not use_gpu(config):
         return index, kind, None
     # Built on the CPU and copied: one code path for both devices.
     resources = faiss.StandardGpuResources()

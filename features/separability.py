@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from features.configs import SeparabilityConfig
 from features.errors import FeaturesError
 from features.knn import ChunkSource, array_chunks, seeded_rows, take_rows
 from features.rows import ArrayRows, FeatureRows
@@ -22,31 +23,6 @@ from features.rows import ArrayRows, FeatureRows
 # Test rows scored at once: a constant, so decisions do not depend on where rows are held.
 _TEST_ROWS = 4096
 _MIN_STD = 1e-6
-
-
-@dataclass(frozen=True)
-class SeparabilityConfig:
-    """The head/tail logistic probe, fitted by full-batch L-BFGS from zero weights.
-
-    Attributes:
-        steps: L-BFGS calls.
-        max_iter: Iterations per call.
-        l2: L2 penalty on the weights; keeps them finite on separable data.
-        max_rows_per_group: Train rows per group (head, tail) the probe sees, a seeded
-            sample of each; bounds memory on big banks.
-        seed: Seed of that sample.
-    """
-
-    steps: int = 5
-    max_iter: int = 20
-    l2: float = 1e-4
-    max_rows_per_group: int = 20_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check_positive("SeparabilityConfig", self, ("steps", "max_iter", "max_rows_per_group"))
-        if not self.l2 >= 0:
-            raise FeaturesError(f"SeparabilityConfig.l2 must be >= 0, got {self.l2}")
 
 
 @dataclass(frozen=True)
@@ -238,10 +214,3 @@ def _fit_logistic(
     for _ in range(config.steps):
         optimizer.step(closure)
     return weight.detach(), bias.detach()
-
-
-def _check_positive(owner: str, config: object, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FeaturesError(f"{owner}.{name} must be an integer >= 1, got {value!r}")

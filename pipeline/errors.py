@@ -1,4 +1,6 @@
-"""The one exception type the learning library raises for bad user input."""
+"""The exception types the learning library raises for bad user input."""
+
+from core.constraints import ConfigFieldError
 
 
 class PipelineError(Exception):
@@ -7,3 +9,8 @@ class PipelineError(Exception):
     The message is one line that names the file or key at fault and says how to fix it;
     the CLI prints it as is, without a traceback.
     """
+
+
+class ConfigError(ConfigFieldError, PipelineError):
+    """A config of this library got a value its declared constraints refuse (see
+    `core.constraints`); the params layer re-states it with the params key."""

@@ -13,21 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from features.analysis import AnalysisConfig, analyze_bank
+from features.analysis import analyze_bank
 from features.bank import Bank
-from features.kmeans import KmeansConfig
-from features.knn import KnnConfig
 from features.metrics import frequency_confusion
 from features.rows import load_rows
-from features.separability import SeparabilityConfig
 from features.tsne import tsne_rows
+from stages.configs import QUERY_SPLIT, analysis_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
 from stages.layout import analyze_results, bank_path, require_file
+from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import log
 
-QUERY_SPLIT = "test"
 # t-SNE's perplexity must stay below the number of points; 30 is sklearn's default.
 
 
@@ -46,10 +44,10 @@ def run(params: Params, method_name: str) -> Path:
     """
     params.method(method_name)
     path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
-    out = analyze_results(method_name)
     config = analysis_config(params)
     section = params.analyze
-    with Bank.open(path) as bank:
+    with StageOutputs(folders=[analyze_results(method_name)]) as outputs, Bank.open(path) as bank:
+        out = outputs.staged(analyze_results(method_name))
         available = bank.size("train") - 1  # a train row is not its own neighbour
         if section.k > available:
             raise StageError(
@@ -68,49 +66,21 @@ def run(params: Params, method_name: str) -> Path:
             predicted = np.concatenate([block.argmax(axis=1) for block in
                                         bank.iter_chunks(QUERY_SPLIT, "logits")])
             confusion = frequency_confusion(predicted, test_y, counts, section.confusion_bins)
-    write_json(out / "analysis.json", json_ready(report))
-    write_json(out / "metrics.json", headline(report))
-    write_json(out / "confusion.json", json_ready(confusion))
-    write_csv(
-        out / "rho.csv", ("label", "view", "group", "rho", "d_intra", "d_inter"), rho_rows(report)
-    )
-    write_csv(
-        out / "clusters.csv", ("rank", "size", "purity", "majority_is_tail"), cluster_rows(report)
-    )
-    write_csv(out / "tsne.csv", ("x", "y", "label", "group"), tsne)
+        write_json(out / "analysis.json", json_ready(report))
+        write_json(out / "metrics.json", headline(report))
+        write_json(out / "confusion.json", json_ready(confusion))
+        write_csv(out / "rho.csv", ("label", "view", "group", "rho", "d_intra", "d_inter"),
+                  rho_rows(report))
+        write_csv(out / "clusters.csv", ("rank", "size", "purity", "majority_is_tail"),
+                  cluster_rows(report))
+        write_csv(out / "tsne.csv", ("x", "y", "label", "group"), tsne)
     features = report["views"]["features"]
     log(
         f"analyze {method_name}: test kNN purity {_fmt(features['knn']['query']['purity'])}, "
         f"rho {_fmt(features['representation']['overall']['rho'])}, head/tail probe "
         f"{_fmt(features['separability']['balanced_accuracy'])}"
     )
-    return out
-
-
-def analysis_config(params: Params) -> AnalysisConfig:
-    """The analysis library's settings from the ``analyze``, ``eval`` and ``seed`` params."""
-    section, seed = params.analyze, params.seed
-    return AnalysisConfig(
-        knn=KnnConfig(
-            k=section.k,
-            chunk_rows=section.chunk_rows,
-            ivf_above=section.ivf_above,
-            nprobe=section.nprobe,
-            use_gpu=section.use_gpu,
-            seed=seed,
-        ),
-        kmeans=KmeansConfig(
-            n_clusters=section.kmeans_clusters,
-            niter=section.kmeans_niter,
-            max_train_rows=section.kmeans_max_rows,
-            seed=seed,
-        ),
-        separability=SeparabilityConfig(max_rows_per_group=section.probe_max_rows, seed=seed),
-        many_above=params.eval.many_above,
-        few_below=params.eval.few_below,
-        tail_max_count=section.tail_max_count,
-        query_split=QUERY_SPLIT,
-    )
+    return analyze_results(method_name)
 
 
 def headline(report: dict[str, Any]) -> dict[str, float | None]:

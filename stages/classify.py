@@ -9,15 +9,18 @@ from typing import Any
 
 import numpy as np
 
-from features.bank import SPLITS, Bank
-from features.classifiers import FittedClassifier, ProbeConfig, fit_classifier
+from features.bank import SPLITS, Bank, BankMeta
+from features.classifiers import FittedClassifier, fit_classifier
+from features.configs import ProbeConfig
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
 from features.rows import BankRows, FeatureRows, dataset_bytes, load_rows
+from stages.configs import probe_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
 from stages.layout import bank_path, classify_results, require_file, resolve_device
-from stages.params import ClassifyParams, EvalParams, Params
+from stages.outputs import StageOutputs
+from stages.params import EvalParams, Params
 from stages.progress import log
 
 # split -> (features [N, D], labels [N], the backbone's logits [N, C] or None)
@@ -35,31 +38,34 @@ def run(params: Params, method_name: str) -> Path:
     Returns:
         The results folder.
     """
-    return on_bank_splits(
-        params, method_name, "classify",
-        lambda data, counts: _classify(params, method_name, data, counts),
-    )
+    with StageOutputs(folders=[classify_results(method_name)]) as out:
+        on_bank_splits(
+            params, method_name, "classify",
+            lambda data, meta: _classify(params, method_name, data, meta.class_counts,
+                                         out.staged(classify_results(method_name))),
+        )
+    return classify_results(method_name)
 
 
 def on_bank_splits(
     params: Params,
     method_name: str,
     stage: str,
-    work: Callable[[SplitData, np.ndarray], Path],
+    work: Callable[[SplitData, BankMeta], Path],
 ) -> Path:
-    """Runs ``work(splits, class_counts)`` on ``banks/<method>.h5``, kept open meanwhile (rows
+    """Runs ``work(splits, bank_meta)`` on ``banks/<method>.h5``, kept open meanwhile (rows
     over ``memory.budget_mb`` are read from it on demand)."""
+    params.method(method_name)
     path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
     with Bank.open(path) as bank:
         data = load_splits(bank, params.memory.budget_bytes, f"{stage} {method_name}")
-        return work(data, bank.meta.class_counts)
+        return work(data, bank.meta)
 
 
 def _classify(
-    params: Params, method_name: str, data: SplitData, counts: np.ndarray
+    params: Params, method_name: str, data: SplitData, counts: np.ndarray, out: Path
 ) -> Path:
-    out = classify_results(method_name)
-    config = probe_config(params.classify, params.seed)
+    config = probe_config(params.classify, params.seed, str(resolve_device(params.classify.device)))
     metrics: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
     for kind in params.classify.kinds:
@@ -152,23 +158,6 @@ def classifier_logits(
             raise StageError(f"classifier '{fitted.kind}' needs the bank's logits")
         return fitted.logits(bank_logits)
     return fitted.logits(features)
-
-
-def probe_config(section: ClassifyParams, seed: int) -> ProbeConfig:
-    """The classifier library's recipe from the ``classify`` params."""
-    return ProbeConfig(
-        epochs=section.epochs,
-        batch_size=section.batch_size,
-        lr=section.lr,
-        momentum=section.momentum,
-        weight_decay=section.weight_decay,
-        cosine_scale=section.cosine_scale,
-        crt_epochs=section.crt_epochs,
-        lws_epochs=section.lws_epochs,
-        tau_grid=tuple(section.tau_grid),
-        seed=seed,
-        device=str(resolve_device(section.device)),
-    )
 
 
 def clean(summary: dict[str, float | None]) -> dict[str, float | None]:

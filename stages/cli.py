@@ -10,7 +10,10 @@ from typing import Any
 
 import typer
 
+from core.atomic import is_disk_full
+from core.constraints import ConfigFieldError
 from stages.errors import USER_ERRORS, StageError
+from stages.outputs import install_interrupt_handlers
 
 app = typer.Typer(
     name="tailbank",
@@ -46,31 +49,63 @@ MethodOption = typer.Option(
 )
 
 
-def _run(debug: bool, work: Callable[[], Any]) -> Any:
+def _run(
+    debug: bool,
+    work: Callable[[], Any],
+    *,
+    resumable: bool = False,
+    params: Path = Path("params.yaml"),
+    method: str | None = None,
+) -> Any:
     """Run a stage; a user error is one line on stderr and exit code 2 (traceback with --debug).
+
+    SIGTERM is handled like Ctrl-C: the stage stops, its outputs stay as they were (see
+    `stages.outputs`), and the line says whether running the command again resumes.
+
+    Args:
+        debug: re-raise errors for their traceback.
+        work: the stage.
+        resumable: the stage keeps checkpoints, so a new run continues where this one stopped.
+        params: the params file, named when a library refuses a value only the data reveals
+            (a k above the bank's rows, a queue too short for the classes).
+        method: the ``--method`` of the command, for the same message.
 
     Returns:
         What ``work`` returns.
     """
+    install_interrupt_handlers()
     try:
         return work()
+    except ConfigFieldError as error:
+        if debug:
+            raise
+        from stages.configs import restate
+
+        _fail(one_line(restate(error, str(params), method)), 2)
     except USER_ERRORS as error:
         if debug:
             raise
-        print(f"tailbank: error: {one_line(error)}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        _fail(one_line(error), 2)
     except KeyboardInterrupt:
-        print("tailbank: interrupted; run the same command again to resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+        again = ("its outputs are the old set or the new one, never a mix; run the same "
+                 "command again to " + ("resume" if resumable else "redo it"))
+        _fail(f"interrupted; {again}", 130, prefix="tailbank: ")
+    except OSError as error:
+        if debug or not is_disk_full(error):
+            raise
+        where = error.filename or "an output"
+        _fail(f"no space left writing {where} ({error.strerror}); free space and re-run, the "
+              "previous outputs are intact", 2)
     except Exception as error:
         if debug:
             raise
-        print(
-            f"tailbank: internal error: {type(error).__name__}: {error} "
-            "(re-run with --debug for the traceback and report it)",
-            file=sys.stderr,
-        )
-        raise typer.Exit(1) from None
+        _fail(f"internal error: {type(error).__name__}: {error} "
+              "(re-run with --debug for the traceback and report it)", 1)
+
+
+def _fail(line: str, code: int, prefix: str = "tailbank: error: ") -> None:
+    print(f"{prefix}{line}", file=sys.stderr)
+    raise typer.Exit(code)
 
 
 def one_line(error: BaseException) -> str:
@@ -83,6 +118,13 @@ def _params(path: Path):
     from stages.params import load_params
 
     return load_params(path)
+
+
+def _method_params(path: Path, method: str):
+    """The params, after checking that ``--method`` names one of their methods."""
+    loaded = _params(path)
+    loaded.method(method)
+    return loaded
 
 
 @app.command()
@@ -132,7 +174,7 @@ def pretrain(
         stage.run(loaded, method)
         return 0
 
-    code = _run(debug, work)
+    code = _run(debug, work, resumable=True, params=params, method=method)
     if code:
         print(f"tailbank: error: a pretrain rank of '{method}' failed (exit {code}); its own "
               "line above says why", file=sys.stderr)
@@ -149,7 +191,8 @@ def dump(
     """
     from stages import dump as stage
 
-    _run(debug, lambda: stage.run(_params(params), method))
+    _run(debug, lambda: stage.run(_method_params(params, method), method), params=params,
+         method=method)
 
 
 @app.command()
@@ -163,7 +206,8 @@ def classify(
     """
     from stages import classify as stage
 
-    _run(debug, lambda: stage.run(_params(params), method))
+    _run(debug, lambda: stage.run(_method_params(params, method), method), params=params,
+         method=method)
 
 
 @app.command()
@@ -179,7 +223,8 @@ def dlsa(
     """
     from stages import dlsa as stage
 
-    _run(debug, lambda: stage.run(_params(params), method))
+    _run(debug, lambda: stage.run(_method_params(params, method), method), resumable=True,
+         params=params, method=method)
 
 
 @app.command()
@@ -194,7 +239,8 @@ def analyze(
     """
     from stages import analyze as stage
 
-    _run(debug, lambda: stage.run(_params(params), method))
+    _run(debug, lambda: stage.run(_method_params(params, method), method), params=params,
+         method=method)
 
 
 @app.command()

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from features.bank import BankMeta
 from features.classifiers import FittedClassifier
-from features.dlsa import Cascade, CascadeConfig, filter_report, fit_cascade, save_cascade
+from features.configs import CascadeConfig
+from features.dlsa import Cascade, filter_report, fit_cascade
+from features.dlsa_model import BankProvenance, DLSAModel, save_dlsa_model
 from features.errors import FeaturesError
-from features.flow_training import FlowTrainConfig
 from features.metrics import evaluate
 from stages.classify import (
     SPLITS,
@@ -29,111 +30,83 @@ from stages.classify import (
     fit_on_bank,
     fmt,
     on_bank_splits,
-    probe_config,
 )
+from stages.configs import cascade_config, probe_config
 from stages.errors import StageError
-from stages.io import json_ready, save_torch, write_csv, write_json
+from stages.io import json_ready, write_csv, write_json
 from stages.layout import (
+    bank_path,
     dlsa_model_dir,
     dlsa_results,
     dlsa_resume_dir,
     resolve_device,
 )
-from stages.params import DLSAParams, Params
+from stages.outputs import StageOutputs
+from stages.params import Params
 from stages.progress import log
 
-BASES_FORMAT = "tailbank-dlsa-bases/1"
-CASCADE_FILE = "cascade.pt"
-BASES_FILE = "bases.pt"
+MODEL_FILE = "model.pt"
 
 
 def run(params: Params, method_name: str) -> Path:
     """Fit the cascade on ``banks/<method>.h5`` and compare base vs base + DLSA on test.
 
-    Writes ``models/dlsa/<method>/`` (``cascade.pt``: filters, thresholds, cluster priors and
-    classifiers; ``bases.pt``: the fitted base classifiers, for ``tailbank route``) and
-    ``results/dlsa/<method>/`` (``metrics.json``, ``filters.json``, ``filters.csv``). An
-    interrupted fit resumes each filter from ``checkpoints/dlsa/<method>/``.
+    Writes ``models/dlsa/<method>/model.pt`` (the cascade's filters, thresholds, cluster priors
+    and classifiers, the fitted base classifiers and the bank's provenance, for ``tailbank
+    route``) and ``results/dlsa/<method>/`` (``metrics.json``, ``filters.json``,
+    ``filters.csv``), swapped in together. An interrupted fit resumes each filter from
+    ``checkpoints/dlsa/<method>/``.
 
     Returns:
         The results folder.
     """
-    return on_bank_splits(
-        params, method_name, "dlsa",
-        lambda data, counts: _fit_and_score(params, method_name, data, counts),
-    )
+    with StageOutputs(folders=[dlsa_model_dir(method_name), dlsa_results(method_name)]) as out:
+        on_bank_splits(
+            params, method_name, "dlsa",
+            lambda data, meta: _fit_and_score(params, method_name, data, meta, out),
+        )
+    shutil.rmtree(dlsa_resume_dir(method_name), ignore_errors=True)
+    return dlsa_results(method_name)
 
 
 def _fit_and_score(
-    params: Params, method_name: str, data: SplitData, counts: np.ndarray
+    params: Params, method_name: str, data: SplitData, meta: BankMeta, out: StageOutputs
 ) -> Path:
+    counts = meta.class_counts
     section = params.dlsa
-    config = cascade_config(section, len(counts), params.seed)
-    probe = probe_config(params.classify, params.seed)
+    device = str(resolve_device(section.device))
+    config = cascade_config(section, len(counts), params.seed, device)
+    _check_clusters_fit(config, len(data["train"][1]), method_name)
+    probe = probe_config(params.classify, params.seed, str(resolve_device(params.classify.device)))
     bases = {kind: fit_on_bank(kind, data, counts, probe) for kind in section.base_kinds}
     resume = dlsa_resume_dir(method_name)
-    if resume.is_dir():
-        log(f"dlsa {method_name}: resuming the interrupted fit from {resume}")
+    resumed = resume.is_dir() and any(resume.iterdir())
     (train_x, train_y, _), (val_x, val_y, _) = data["train"], data["val"]
     try:
         cascade = fit_cascade(train_x, train_y, val_x, val_y, counts,
                               next(iter(bases.values())), config, checkpoint_dir=resume)
     except FeaturesError as error:
         raise StageError(f"dlsa {method_name}: {error}") from None
-    save_model(dlsa_model_dir(method_name), cascade, bases)
-    write_results(dlsa_results(method_name), method_name, cascade, bases, data, counts, params)
-    shutil.rmtree(resume, ignore_errors=True)
-    return dlsa_results(method_name)
+    if resumed:
+        log(f"dlsa {method_name}: resumed the interrupted fit from {resume}")
+    model = DLSAModel(cascade=cascade, bases=bases, bank=BankProvenance.of(meta))
+    save_dlsa_model(model, out.staged(dlsa_model_dir(method_name)) / MODEL_FILE)
+    results = out.staged(dlsa_results(method_name))
+    write_results(results, method_name, cascade, bases, data, counts, params)
+    return results
 
 
-def cascade_config(section: DLSAParams, num_classes: int, seed: int) -> CascadeConfig:
-    """The feature library's cascade recipe from the ``dlsa`` params."""
-    flow = section.flow
-    device = str(resolve_device(section.device))
-    flow_config = FlowTrainConfig(
-        # the paper's ratio: 500 clusters for the 1000 classes of ImageNet-LT
-        num_clusters=flow.num_clusters or max(2, num_classes // 2),
-        **flow.model_dump(exclude={"num_clusters"}),
-        seed=seed,
-        device=device,
-    )
-    classifier = section.classifier
-    return CascadeConfig(
-        num_filters=section.num_filters,
-        routed_share=section.routed_share,
-        flow=flow_config,
-        latent=section.latent,
-        classifier_epochs=classifier.epochs,
-        classifier_batch_size=classifier.batch_size,
-        classifier_lr=classifier.lr,
-        classifier_momentum=classifier.momentum,
-        classifier_weight_decay=classifier.weight_decay,
-        min_val_rows=classifier.min_val_rows,
-        tail_max_count=section.tail_max_count,
-        seed=seed,
-    )
-
-
-def save_model(directory: Path, cascade: Cascade, bases: dict[str, FittedClassifier]) -> None:
-    """The cascade and its base classifiers, each file written atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    save_cascade(cascade, directory / CASCADE_FILE)
-    save_torch(directory / BASES_FILE, {"format": BASES_FORMAT, "bases": bases})
-
-
-def load_bases(path: Path) -> dict[str, FittedClassifier]:
-    """The base classifiers saved beside a cascade; one line when the file is not one."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise StageError(f"{path}: not found; run `tailbank dlsa` for this method") from None
-    except Exception as error:
-        raise StageError(f"{path}: not a readable DLSA base-classifier file "
-                         f"({type(error).__name__}); re-run `tailbank dlsa`") from None
-    if not isinstance(payload, dict) or payload.get("format") != BASES_FORMAT:
-        raise StageError(f"{path}: not a tailbank DLSA base-classifier file "
-                         f"(expected format {BASES_FORMAT}); re-run `tailbank dlsa`")
-    return payload["bases"]
+def _check_clusters_fit(config: CascadeConfig, train_rows: int, method_name: str) -> None:
+    """Each filter's K clusters need at least K training rows to mean anything; the last
+    filter sees about N (1 - routed_share)^(filters - 1) of them."""
+    reaching = int(train_rows * (1 - config.routed_share) ** (config.num_filters - 1))
+    clusters = config.flow.num_clusters
+    if clusters > reaching:
+        raise StageError(
+            f"params.yaml: dlsa.flow.num_clusters: {clusters} clusters for the ~{reaching} "
+            f"training rows of {bank_path(method_name)} that reach filter {config.num_filters}; "
+            "use fewer clusters or fewer filters"
+        )
 
 
 def write_results(

@@ -8,16 +8,17 @@ from typing import Any
 
 import torch
 
-from features.bank import BankMeta, BankWriter
+from features.bank import BankMeta, BankWriter, estimated_bank_bytes
 from pipeline.data import make_loader
 from pipeline.methods import Method
 from stages.errors import StageError
 from stages.io import sha256_file
 from stages.layout import bank_path, model_path, require_file, resolve_device
+from stages.outputs import check_space, check_writable
 from stages.params import Params, section_digest
 from stages.prepare import open_source
 from stages.pretrain import load_model_payload, load_splits, restore_method
-from stages.progress import StepProgress
+from stages.progress import StepProgress, log
 
 SPLITS = ("train", "val", "test")
 
@@ -29,16 +30,18 @@ def run(params: Params, method_name: str) -> Path:
         The path of the bank.
     """
     checkpoint = require_file(model_path(method_name), f"tailbank pretrain --method {method_name}")
+    target = bank_path(method_name)
+    check_writable(target, folder=False)
     payload = load_model_payload(checkpoint)
     device = resolve_device(params.dump.device)
     method = restore_method(payload).to(device).eval()
-    splits = load_splits(payload["dataset"])
     source = open_source(params.data)
     if source.name != payload["dataset"]:
         raise StageError(
             f"{checkpoint}: trained on '{payload['dataset']}' but data.dataset is "
             f"'{source.name}'; re-run `tailbank pretrain --method {method_name}`"
         )
+    splits = load_splits(payload["dataset"], source)
     loaders = {
         split: make_loader(source, getattr(splits, split), batch_size=params.dump.batch_size,
                            train=False, device=device)
@@ -58,10 +61,11 @@ def run(params: Params, method_name: str) -> Path:
         augment="none",
         tailbank_version=version("tailbank"),
     )
-    target = bank_path(method_name)
+    sizes = {split: loader.num_samples for split, loader in loaders.items()}
+    check_space(target, estimated_bank_bytes(sizes, meta, _extra_width(method, loaders)))
     total = sum(len(loader) for loader in loaders.values())
     with StepProgress(f"dump {method_name}", total) as progress, BankWriter(
-        target, meta, split_sizes={split: loader.num_samples for split, loader in loaders.items()}
+        target, meta, split_sizes=sizes
     ) as bank:
         done = 0
         for split, loader in loaders.items():
@@ -69,12 +73,20 @@ def run(params: Params, method_name: str) -> Path:
                 write_batch(bank, split, method, batch, device)
                 done += 1
                 progress.advance_to(done, split)
-        progress.epoch_line(
-            f"dump {method_name}: "
-            + ", ".join(f"{split} {loader.num_samples}" for split, loader in loaders.items())
-            + f" -> {target}"
-        )
+    log(f"dump {method_name}: " + ", ".join(f"{split} {rows}" for split, rows in sizes.items())
+        + f" -> {target}")
     return target
+
+
+def _extra_width(method: Method, loaders: dict[str, Any]) -> int:
+    """Total width of the extra views (MBIB's z, v1, v2, ...), from one embedded image."""
+    loader = next((loader for loader in loaders.values() if loader.num_samples), None)
+    if loader is None:
+        return 0
+    batch = next(iter(loader.epoch(0)))
+    with torch.inference_mode():
+        embedding = method.embed(batch.images[:1].to(next(method.parameters()).device))
+    return sum(int(view.shape[1]) for view in embedding.extra.values())
 
 
 @torch.inference_mode()

@@ -7,49 +7,23 @@ run leaves either the old file or none, never a truncated one, and DVC never cac
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.engine.checkpoint import write_atomically
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
-
-    On an exception the temporary file is removed and ``target`` is left untouched.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        # mkstemp creates 0600; outputs are shared artefacts with the usual permissions
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+from core.atomic import save_torch_atomically, write_bytes_atomically
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:
     """Atomically write ``data`` to ``target``."""
-    with atomic_path(target) as temporary:
-        temporary.write_bytes(data)
+    write_bytes_atomically(target, data)
 
 
 def json_ready(value: Any) -> Any:
@@ -84,9 +58,7 @@ def write_csv(target: str | Path, header: Sequence[str], rows: Sequence[Sequence
 
 def save_torch(target: str | Path, payload: Any) -> None:
     """Atomically ``torch.save`` a payload (torch's zip writer is byte-stable for equal inputs)."""
-    write_atomically(payload, Path(target))
-    # mkstemp creates 0600; outputs are shared artefacts with the usual permissions
-    os.chmod(target, 0o644)
+    save_torch_atomically(payload, target)
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:

@@ -16,40 +16,59 @@ import difflib
 import json
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    field_validator,
+)
 
 from stages.errors import StageError
+from stages.names import name_problem
 
 SchemaModel = type[BaseModel]
+# numpy, torch and faiss all take seeds below 2**30, with room for per-stream offsets
+MAX_SEED = 2**30 - 1
+
+# Values are never coerced: `epochs: true` or `lr: "0.1"` are errors, not 1 and 0.1. An int is
+# a valid float (YAML writes 1.0 as 1 when a user types it so).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
 
 
 class _Strict(BaseModel):
-    """Base of every section: unknown keys are errors, values are never coerced silently."""
+    """Base of every section: unknown keys are errors, values are never coerced silently, and
+    numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SplitLists(_Strict):
     """Split list files of the list datasets (ImageNet-LT, Places-LT, iNaturalist 2018)."""
 
-    train: str | None = None
-    val: str | None = None
-    test: str | None = None
+    train: Str | None = None
+    val: Str | None = None
+    test: Str | None = None
 
 
 class DataParams(_Strict):
     """Which images, and how the long-tailed train / balanced val / test splits are made."""
 
-    dataset: str = "digits_lt"
-    root: str = "data/raw"
-    download: bool = False
-    imbalance_factor: float = Field(20.0, ge=1.0)
-    max_per_class: int | None = Field(None, ge=1)
-    val_per_class: int = Field(10, ge=1)
-    test_per_class: int = Field(40, ge=1)
+    dataset: Str = "digits_lt"
+    root: Str = "data/raw"
+    download: Bool = False
+    imbalance_factor: Float = Field(20.0, ge=1.0)
+    max_per_class: Int | None = Field(None, ge=1)
+    val_per_class: Int = Field(10, ge=1)
+    test_per_class: Int = Field(40, ge=1)
     lists: SplitLists = SplitLists()
 
     @field_validator("dataset")
@@ -63,36 +82,36 @@ class DataParams(_Strict):
 class OptimParams(_Strict):
     """SGD with momentum (every paper's optimiser)."""
 
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    nesterov: bool = False
+    lr: Float = Field(0.1, gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(5e-4, ge=0)
+    nesterov: Bool = False
 
 
 class ScheduleParams(_Strict):
     """Linear warm-up, then step decay at milestones or cosine decay to zero."""
 
     kind: Literal["step", "cosine"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
-    milestones: tuple[int, ...] = ()
-    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: Int = Field(0, ge=0)
+    milestones: tuple[Int, ...] = ()
+    gamma: Float = Field(0.1, gt=0, le=1)
 
 
 class TrainParams(_Strict):
     """Stage-1 training recipe shared by every method (a method may override any key)."""
 
-    backbone: str = "resnet32"
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    augment: str = "none"
-    num_workers: int = Field(0, ge=0)
-    device: str = "auto"
+    backbone: Str = "resnet32"
+    epochs: Int = Field(30, ge=1)
+    batch_size: Int = Field(64, ge=1)
+    augment: Str = "none"
+    num_workers: Int = Field(0, ge=0)
+    device: Str = "auto"
     # Data-parallel ranks (torchrun; one per GPU); batch_size is the global batch.
-    processes: int = Field(1, ge=1)
-    sync_batchnorm: bool = True
-    precision: str = "fp32"
-    deterministic: bool = False
-    max_grad_norm: float | None = Field(None, gt=0)
+    processes: Int = Field(1, ge=1)
+    sync_batchnorm: Bool = True
+    precision: Str = "fp32"
+    deterministic: Bool = False
+    max_grad_norm: Float | None = Field(None, gt=0)
     optim: OptimParams = OptimParams()
     schedule: ScheduleParams = ScheduleParams()
 
@@ -137,10 +156,19 @@ class MethodParams(_Strict):
         train: overrides of any key of the ``train`` section for this method.
     """
 
-    kind: str
-    needs: str
-    options: dict[str, Any] = {}
-    train: dict[str, Any] = {}
+    kind: Str
+    needs: Str
+    options: dict[Str, Any] = {}
+    train: dict[Str, Any] = {}
+
+    @field_validator("needs")
+    @classmethod
+    def _inside_the_project(cls, path: str) -> str:
+        parts = Path(path).parts
+        if not path or Path(path).is_absolute() or ".." in parts or "\\" in path:
+            raise ValueError("must be a path inside the project, relative to its root, "
+                             "without '..'")
+        return path
 
     @field_validator("kind")
     @classmethod
@@ -153,55 +181,51 @@ class MethodParams(_Strict):
 class DumpParams(_Strict):
     """Feature dumping: batch size of the un-augmented forward passes."""
 
-    batch_size: int = Field(512, ge=1)
-    device: str = "auto"
+    batch_size: Int = Field(512, ge=1)
+    device: Str = "auto"
 
 
 class ClassifyParams(_Strict):
     """Classifiers trained on the frozen features of each bank."""
 
-    kinds: tuple[str, ...] = ("head", "linear", "balanced_softmax", "cbs_linear", "cosine")
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    cosine_scale: float = Field(16.0, gt=0)
-    crt_epochs: int = Field(10, ge=1)
-    lws_epochs: int = Field(10, ge=1)
-    tau_grid: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(21))
-    device: str = "auto"
+    kinds: tuple[Str, ...] = ("head", "linear", "balanced_softmax", "cbs_linear", "cosine")
+    epochs: Int = Field(30, ge=1)
+    batch_size: Int = Field(128, ge=1)
+    lr: Float = Field(0.1, gt=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    weight_decay: Float = Field(5e-4, ge=0)
+    cosine_scale: Float = Field(16.0, gt=0)
+    crt_epochs: Int = Field(10, ge=1)
+    lws_epochs: Int = Field(10, ge=1)
+    tau_grid: tuple[Float, ...] = tuple(round(0.1 * i, 1) for i in range(21))
+    device: Str = "auto"
 
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        from features.classifiers import CLASSIFIER_KINDS
-
-        if not kinds:
-            raise ValueError("list at least one classifier kind")
-        return tuple(_one_of(kind, CLASSIFIER_KINDS) for kind in kinds)
+        return _kinds(kinds, "classifier kind")
 
 
 class FlowParams(_Strict):
     """One DLSA flow filter (DLSA supplement; ``num_clusters: null`` = half the classes)."""
 
-    num_clusters: int | None = Field(None, ge=1)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.2, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    q: float = Field(2.0, ge=0)
-    lambda_bal: float = Field(1.0, ge=0)
-    lambda_pure: float = Field(0.02, ge=0)
-    eta: float = Field(0.7, ge=0, lt=1)
-    weighted_mle: bool = True
-    use_balance: bool = True
-    use_purity: bool = True
-    selection: str = "purity"
-    purity_threshold: float = Field(0.7, ge=0, lt=1)
-    min_cluster_size: int = Field(10, ge=0)
-    sigma: float | None = Field(None, gt=0)
+    num_clusters: Int | None = Field(None, ge=1)
+    epochs: Int = Field(30, ge=1)
+    batch_size: Int = Field(256, ge=1)
+    lr: Float = Field(0.2, gt=0)
+    momentum: Float = Field(0.0, ge=0, lt=1)
+    weight_decay: Float = Field(0.0, ge=0)
+    q: Float = Field(2.0, ge=0)
+    lambda_bal: Float = Field(1.0, ge=0)
+    lambda_pure: Float = Field(0.02, ge=0)
+    eta: Float = Field(0.7, ge=0, lt=1)
+    weighted_mle: Bool = True
+    use_balance: Bool = True
+    use_purity: Bool = True
+    selection: Str = "purity"
+    purity_threshold: Float = Field(0.7, ge=0, lt=1)
+    min_cluster_size: Int = Field(10, ge=0)
+    sigma: Float | None = Field(None, gt=0)
 
     @field_validator("selection")
     @classmethod
@@ -212,34 +236,30 @@ class FlowParams(_Strict):
 class CascadeClassifierParams(_Strict):
     """The cluster-aided classifier of each filter (constant learning rate, chosen on val)."""
 
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    min_val_rows: int = Field(10, ge=0)
+    epochs: Int = Field(50, ge=1)
+    batch_size: Int = Field(128, ge=1)
+    lr: Float = Field(0.01, gt=0)
+    momentum: Float = Field(0.0, ge=0, lt=1)
+    weight_decay: Float = Field(0.0, ge=0)
+    min_val_rows: Int = Field(10, ge=0)
 
 
 class DLSAParams(_Strict):
     """DLSA: cascaded flow filters and cluster-aided classifiers on top of base classifiers."""
 
-    base_kinds: tuple[str, ...] = ("balanced_softmax", "cbs_linear", "cosine")
-    num_filters: int = Field(3, ge=1)
-    routed_share: float = Field(0.3, gt=0, lt=1)
-    latent: str = "flow"
-    tail_max_count: int = Field(50, ge=0)
-    device: str = "auto"
+    base_kinds: tuple[Str, ...] = ("balanced_softmax", "cbs_linear", "cosine")
+    num_filters: Int = Field(3, ge=1)
+    routed_share: Float = Field(0.3, gt=0, lt=1)
+    latent: Str = "flow"
+    tail_max_count: Int = Field(50, ge=0)
+    device: Str = "auto"
     flow: FlowParams = FlowParams()
     classifier: CascadeClassifierParams = CascadeClassifierParams()
 
     @field_validator("base_kinds")
     @classmethod
     def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        from features.classifiers import CLASSIFIER_KINDS
-
-        if not kinds:
-            raise ValueError("list at least one base classifier kind")
-        return tuple(_one_of(kind, CLASSIFIER_KINDS) for kind in kinds)
+        return _kinds(kinds, "base classifier kind")
 
     @field_validator("latent")
     @classmethod
@@ -258,18 +278,18 @@ class AnalyzeParams(_Strict):
     Shot groups come from ``eval``; tail means at most ``tail_max_count`` training images.
     """
 
-    k: int = Field(10, ge=1)
-    chunk_rows: int = Field(8192, ge=1)
-    ivf_above: int = Field(200_000, ge=1)
-    nprobe: int = Field(32, ge=1)
-    kmeans_clusters: int | None = Field(None, ge=1)
-    kmeans_niter: int = Field(20, ge=1)
-    kmeans_max_rows: int = Field(100_000, ge=1)
-    probe_max_rows: int = Field(20_000, ge=1)
-    tail_max_count: int = Field(50, ge=0)
-    tsne_samples: int = Field(500, ge=0)
-    confusion_bins: int = Field(10, ge=1)
-    use_gpu: bool | Literal["auto"] = "auto"
+    k: Int = Field(10, ge=1)
+    chunk_rows: Int = Field(8192, ge=1)
+    ivf_above: Int = Field(200_000, ge=1)
+    nprobe: Int = Field(32, ge=1)
+    kmeans_clusters: Int | None = Field(None, ge=1)
+    kmeans_niter: Int = Field(20, ge=1)
+    kmeans_max_rows: Int = Field(100_000, ge=1)
+    probe_max_rows: Int = Field(20_000, ge=1)
+    tail_max_count: Int = Field(50, ge=0)
+    tsne_samples: Int = Field(500, ge=0)
+    confusion_bins: Int = Field(10, ge=1)
+    use_gpu: Bool | Literal["auto"] = "auto"
 
 
 class MemoryParams(_Strict):
@@ -279,7 +299,7 @@ class MemoryParams(_Strict):
     outputs are the same bytes for any budget, so no stage depends on this section.
     """
 
-    budget_mb: float | None = Field(4096, gt=0, allow_inf_nan=False)
+    budget_mb: Float | None = Field(4096, gt=0, allow_inf_nan=False)
 
     @property
     def budget_bytes(self) -> int | None:
@@ -290,18 +310,31 @@ class MemoryParams(_Strict):
 class EvalParams(_Strict):
     """Shot groups (many > many_above, few < few_below training images) and calibration bins."""
 
-    many_above: int = Field(100, ge=1)
-    few_below: int = Field(20, ge=1)
-    ece_bins: int = Field(15, ge=1)
+    many_above: Int = Field(100, ge=1)
+    few_below: Int = Field(20, ge=1)
+    ece_bins: Int = Field(15, ge=1)
 
 
 class Params(_Strict):
     """The whole of params.yaml."""
 
-    seed: int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
-    methods: dict[str, MethodParams]
+    methods: dict[Str, MethodParams]
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_names(cls, methods: Any) -> Any:
+        if isinstance(methods, dict):
+            if not methods:
+                raise ValueError("define at least one method")
+            for name in methods:
+                problem = name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"method key {name!r} {problem} (it names the method's "
+                                     "folders, bank and DVC stages)")
+        return methods
     dump: DumpParams = DumpParams()
     classify: ClassifyParams = ClassifyParams()
     dlsa: DLSAParams = DLSAParams()
@@ -340,7 +373,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             f"{path}: params file not found; run from the project root or pass --params"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise StageError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -360,6 +395,9 @@ def parse_params(raw: Any, origin: str) -> Params:
         _check_method_options(name, entry, origin=origin)
         _check_teacher(name, entry, params.methods, origin=origin)
         params.train_for(name)
+    from stages.configs import check_library_configs
+
+    check_library_configs(params, origin)
     return params
 
 
@@ -478,6 +516,19 @@ def _one_of(name: str, choices: tuple[str, ...]) -> str:
         return name
     raise ValueError(f"unknown name '{name}'{_suggestion(name, choices)}; choose one of: "
                      f"{', '.join(choices)}")
+
+
+def _kinds(kinds: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Known classifier kinds, each listed once (a repeated kind would be trained twice)."""
+    from features.configs import CLASSIFIER_KINDS
+
+    if not kinds:
+        raise ValueError(f"list at least one {what}")
+    for kind in kinds:
+        _one_of(kind, CLASSIFIER_KINDS)
+        if kinds.count(kind) > 1:
+            raise ValueError(f"lists '{kind}' twice; list each {what} once")
+    return kinds
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

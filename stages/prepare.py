@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline.data import load_source, make_splits
 from stages.io import write_json
 from stages.layout import splits_path
+from stages.outputs import check_writable
 from stages.params import DataParams, Params
 from stages.progress import log
 
@@ -18,6 +19,8 @@ def run(params: Params) -> Path:
         The path written.
     """
     data = params.data
+    target = splits_path(data.dataset)
+    check_writable(target, folder=False)
     source = open_source(data)
     splits = make_splits(
         source,
@@ -27,7 +30,6 @@ def run(params: Params) -> Path:
         max_per_class=data.max_per_class,
         seed=params.seed,
     )
-    target = splits_path(data.dataset)
     write_json(target, splits.to_dict())
     counts = splits.class_counts
     log(

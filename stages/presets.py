@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 
 from stages.errors import StageError
 from stages.io import write_bytes
+from stages.names import name_problem
 from stages.params import parse_params
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -40,6 +41,10 @@ def read_preset(name: str) -> dict[str, Any]:
     Raises:
         StageError: unknown preset (with the closest name and the list).
     """
+    problem = name_problem(name)
+    if problem is not None:
+        raise StageError(f"preset name {name!r} {problem}; list the presets with "
+                         "`tailbank preset`")
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         names = tuple(available())

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.data import Splits, make_loader
+from pipeline.data import DatasetSource, Splits, make_loader
 from pipeline.engine import (
     EpochRecord,
     NonFiniteError,
-    OptimConfig,
-    ScheduleConfig,
-    TrainConfig,
     TrainResult,
     set_seed,
     train,
@@ -29,6 +25,7 @@ from pipeline.engine.distributed import (
     stop_process_group,
 )
 from pipeline.methods import Method, build_method
+from stages.configs import train_config
 from stages.errors import StageError
 from stages.io import save_torch, write_json
 from stages.layout import (
@@ -39,6 +36,7 @@ from stages.layout import (
     resume_path,
     splits_path,
 )
+from stages.outputs import StageOutputs, check_writable
 from stages.params import Params, TrainParams, section_digest, teacher_of
 from stages.prepare import open_source
 from stages.progress import StepProgress, log
@@ -60,7 +58,14 @@ def run(params: Params, method_name: str) -> Path:
     device = rank_device(resolve_device(params.train_for(method_name).device), rank)
     start_process_group(rank, device)
     try:
-        return _train_and_save(params, method_name, rank, device)
+        if not rank.is_main:
+            return _train_and_save(params, method_name, rank, device, None)
+        check_writable(resume_path(method_name), folder=False)
+        folders = [model_path(method_name).parent, pretrain_results(method_name)]
+        with StageOutputs(folders=folders) as out:
+            _train_and_save(params, method_name, rank, device, out)
+        resume_path(method_name).unlink(missing_ok=True)
+        return model_path(method_name)
     finally:
         stop_process_group()
 
@@ -72,11 +77,14 @@ def rank_device(device: torch.device, rank: Rank) -> torch.device:
     return device
 
 
-def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.device) -> Path:
+def _train_and_save(
+    params: Params, method_name: str, rank: Rank, device: torch.device, out: StageOutputs | None
+) -> Path:
+    """Train on every rank; rank 0 (``out`` given) writes the model and results into ``out``."""
     entry = params.method(method_name)
     recipe = params.train_for(method_name)
-    splits = load_splits(params.data.dataset)
     source = open_source(params.data)
+    splits = load_splits(params.data.dataset, source)
 
     teacher_payload = load_teacher_payload(params, method_name, splits)
     set_seed(params.seed)
@@ -100,20 +108,20 @@ def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.
     }
     config = train_config(recipe, params.seed)
     checkpoint = resume_path(method_name)
-    if not rank.is_main:
+    if out is None:
         train(method, loaders["train"], loaders["val"], config, device=device,
               checkpoint_path=checkpoint)
         return model_path(method_name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
+        read_payload(checkpoint)  # a damaged or crafted file is refused before we say "resuming"
         log(f"pretrain {method_name}: resuming the interrupted run from {checkpoint} "
             "(earlier epochs are replayed into the curves)")
     if rank.distributed:
         log(f"pretrain {method_name}: {rank.world_size} data-parallel ranks, global batch "
             f"{recipe.batch_size}")
-    results = pretrain_results(method_name)
+    results = out.staged(pretrain_results(method_name))
     live_dir = results / "live"
-    shutil.rmtree(live_dir, ignore_errors=True)
 
     title = f"pretrain {method_name}"
     steps_per_epoch = len(loaders["train"])
@@ -145,7 +153,7 @@ def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.
         except NonFiniteError as error:
             raise StageError(f"pretrain {method_name}: {error}") from None
 
-    target = model_path(method_name)
+    target = out.staged(model_path(method_name))
     save_torch(target, model_payload(params, method_name, recipe, result, splits,
                                      source.channels, teacher_payload))
     last = result.history[-1]
@@ -159,28 +167,7 @@ def _train_and_save(params: Params, method_name: str, rank: Rank, device: torch.
             "last_train_loss": round(last.train_loss, 6),
         },
     )
-    checkpoint.unlink(missing_ok=True)
     return target
-
-
-def train_config(recipe: TrainParams, seed: int) -> TrainConfig:
-    """The engine's recipe from the ``train`` params (with the method's overrides merged)."""
-    schedule = recipe.schedule
-    return TrainConfig(
-        epochs=recipe.epochs,
-        optim=OptimConfig(**recipe.optim.model_dump()),
-        schedule=ScheduleConfig(
-            kind=schedule.kind,
-            warmup_epochs=schedule.warmup_epochs,
-            milestones=tuple(schedule.milestones),
-            gamma=schedule.gamma,
-        ),
-        seed=seed,
-        max_grad_norm=recipe.max_grad_norm,
-        sync_batchnorm=recipe.sync_batchnorm,
-        precision=recipe.precision,
-        deterministic=recipe.deterministic,
-    )
 
 
 def model_payload(
@@ -273,14 +260,19 @@ def _first_mismatch(error: RuntimeError) -> str:
     return detail if len(detail) <= 160 else detail[:157] + "..."
 
 
-def load_splits(dataset: str) -> Splits:
-    """The prepare stage's splits of ``dataset``."""
+def load_splits(dataset: str, source: DatasetSource | None = None) -> Splits:
+    """The prepare stage's splits of ``dataset``; checked against ``source`` when given (its
+    dataset, pools, index range and class counts), so a splits file of other data is refused
+    before any work."""
     path = require_file(splits_path(dataset), "tailbank prepare")
     try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        payload = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise StageError(f"{path}: not valid JSON; delete it and run `tailbank prepare`") from None
-    return Splits.from_dict(payload, origin=str(path))
+    splits = Splits.from_dict(payload, origin=str(path))
+    if source is not None:
+        splits.check_against(source, origin=str(path))
+    return splits
 
 
 class CurveLogger:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from stages.layout import (
     pretrain_results,
     report_dir,
 )
+from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import log
 
@@ -39,57 +41,114 @@ def run(params: Params) -> Path:
         tail_max_count=params.analyze.tail_max_count,
         dlsa_tail_max_count=params.dlsa.tail_max_count,
     )
-    page, summary = render_report(inputs, settings)
+    with StageOutputs(folders=[report_dir()]) as outputs:
+        page, summary = render_report(inputs, settings)
+        staged = outputs.staged(report_dir())
+        write_bytes(staged / "index.html", page.encode())
+        write_bytes(staged / "summary.md", summary.encode())
     out = report_dir()
-    write_bytes(out / "index.html", page.encode())
-    write_bytes(out / "summary.md", summary.encode())
     found = sum(item.classify is not None for item in inputs)
     log(f"report: {len(inputs)} methods ({found} with classifier results) -> {out / 'index.html'}")
     return out / "index.html"
 
 
 def collect(method: str, params: Params) -> ReportInput:
-    """What the stages left for one method; None for each missing piece."""
-    classify = read_json(classify_results(method) / "metrics.json")
+    """What the stages left for one method; None for each missing piece.
+
+    Raises:
+        StageError: a file that exists but is not what its stage writes (not JSON, or of
+            another shape), naming the file and the stage to re-run.
+    """
+    classify_dir, dlsa_dir = classify_results(method), dlsa_results(method)
+    analyze_dir = analyze_results(method)
+    again = {stage: f"tailbank {stage} --method {method}" for stage in
+             ("classify", "dlsa", "analyze", "pretrain")}
+    classify = read_json(classify_dir / "metrics.json", _MAPPING_OF_MAPPINGS, again["classify"])
     if classify is not None:
         # the order of classify.kinds, then any other kind the file holds
         order = [k for k in params.classify.kinds if k in classify]
         classify = {kind: classify[kind] for kind in order + sorted(set(classify) - set(order))}
     per_class = {}
     for kind in classify or {}:
-        rows = read_csv(classify_results(method) / "per_class" / f"{kind}.csv")
+        rows = read_csv(classify_dir / "per_class" / f"{kind}.csv",
+                        ("class", "train_count", "accuracy"), again["classify"])
         if rows is not None:
             per_class[kind] = rows
-    tsne = read_csv(analyze_results(method) / "tsne.csv")
+    tsne = read_csv(analyze_dir / "tsne.csv", ("x", "y", "label", "group"), again["analyze"])
     return ReportInput(
         method=method,
         classify=classify,
         per_class=per_class or None,
-        dlsa=read_json(dlsa_results(method) / "metrics.json"),
-        dlsa_filters=read_json(dlsa_results(method) / "filters.json"),
-        analysis=read_json(analyze_results(method) / "analysis.json"),
+        dlsa=read_json(dlsa_dir / "metrics.json", _MAPPING_OF_MAPPINGS, again["dlsa"]),
+        dlsa_filters=read_json(dlsa_dir / "filters.json", _LIST_OF_MAPPINGS, again["dlsa"]),
+        analysis=read_json(analyze_dir / "analysis.json", _ANALYSIS, again["analyze"]),
         tsne=tsne or None,
-        confusion=read_json(analyze_results(method) / "confusion.json"),
-        pretrain=read_json(pretrain_results(method) / "metrics.json"),
+        confusion=read_json(analyze_dir / "confusion.json", _MAPPING_OR_NULL, again["analyze"]),
+        pretrain=read_json(pretrain_results(method) / "metrics.json", _MAPPING,
+                           again["pretrain"]),
         backbone=params.train_for(method).backbone,
     )
 
 
-def read_json(path: Path) -> Any:
-    """The parsed file, or None when it does not exist; one line when it is not JSON."""
+Shape = tuple[str, Callable[[Any], bool]]
+_MAPPING: Shape = ("a JSON object", lambda value: isinstance(value, dict))
+_MAPPING_OR_NULL: Shape = ("a JSON object or null",
+                           lambda value: value is None or isinstance(value, dict))
+_MAPPING_OF_MAPPINGS: Shape = (
+    "a JSON object of objects",
+    lambda value: isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()),
+)
+_LIST_OF_MAPPINGS: Shape = (
+    "a JSON list of objects",
+    lambda value: isinstance(value, list) and all(isinstance(v, dict) for v in value),
+)
+_ANALYSIS: Shape = (
+    "an analysis with a 'views' object of objects",
+    lambda value: isinstance(value, dict) and isinstance(value.get("views"), dict)
+    and all(isinstance(view, dict) for view in value["views"].values()),
+)
+
+
+def read_json(path: Path, shape: Shape = _MAPPING, made_by: str = "the stage") -> Any:
+    """The parsed file, or None when it does not exist.
+
+    Raises:
+        StageError: one line when it is not UTF-8 JSON of the expected ``shape``.
+    """
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise StageError(
-            f"{path}: not valid JSON ({error.__class__.__name__}); re-run the stage that writes it"
-        ) from None
+        raise StageError(f"{path}: not valid JSON ({error.__class__.__name__}); re-run "
+                         f"`{made_by}`") from None
+    what, fits = shape
+    if not fits(value):
+        raise StageError(f"{path}: expected {what}, found a {type(value).__name__} of another "
+                         f"shape; re-run `{made_by}`")
+    return value
 
 
-def read_csv(path: Path) -> list[dict[str, str]] | None:
-    """Rows of a CSV table as dicts of strings, or None when the file does not exist."""
+def read_csv(
+    path: Path, columns: tuple[str, ...] = (), made_by: str = "the stage"
+) -> list[dict[str, str]] | None:
+    """Rows of a CSV table as dicts of strings, or None when the file does not exist.
+
+    Raises:
+        StageError: one line when it is not UTF-8 or lacks one of ``columns``.
+    """
     if not path.is_file():
         return None
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise StageError(f"{path}: not a readable CSV table ({error.__class__.__name__}); "
+                         f"re-run `{made_by}`") from None
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise StageError(f"{path}: lacks the column(s) {', '.join(missing)}; re-run "
+                         f"`{made_by}`")
+    return rows

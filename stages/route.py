@@ -1,20 +1,23 @@
-"""``tailbank route``: apply a fitted DLSA cascade to a bank and write its predictions.
+"""``tailbank route``: apply a fitted DLSA model to a bank and write its predictions.
 
 No retraining: the cascade's thresholds, cluster priors and classifiers are used as fitted,
 so a new bank of the same backbone (or the same bank's other splits) is routed in seconds.
+The model file is read without unpickling objects, so a model received from someone else can
+fail to load but cannot run code.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from features.bank import Bank
-from features.dlsa import load_cascade
+from features.bank import SPLITS, Bank
+from features.dlsa_model import load_dlsa_model
 from features.rows import load_rows
 from stages.classify import classifier_logits
-from stages.dlsa import BASES_FILE, CASCADE_FILE, load_bases
+from stages.dlsa import MODEL_FILE
 from stages.errors import StageError
 from stages.io import write_csv
+from stages.outputs import StageOutputs
 
 
 def run(
@@ -24,41 +27,57 @@ def run(
     out_dir: Path,
     budget_bytes: int | None = None,
 ) -> dict[str, float]:
-    """Route every split of ``bank_file`` through the cascade in ``model_dir``.
+    """Route every split of ``bank_file`` through the DLSA model in ``model_dir``.
 
     Writes ``<out_dir>/<split>.csv`` with one row per sample: its bank index, label, the filter
     that routed it (``0``-based; ``-1``: the remainder, scored by the base classifier) and the
-    predicted class.
+    predicted class. The tables of all splits are swapped into ``out_dir`` together.
 
     Args:
         model_dir: a ``models/dlsa/<method>`` folder.
-        bank_file: an HDF5 bank with the cascade's feature width and classes.
+        bank_file: an HDF5 bank of the backbone checkpoint the model was fitted on.
         base_kind: which saved base classifier scores the remainder; the first when ``None``.
-        out_dir: where the prediction tables go.
+        out_dir: the folder of the prediction tables; created, or replaced when it holds an
+            earlier run's tables.
         budget_bytes: bank rows held in memory at once; a larger bank is read in windows.
 
     Returns:
         Accuracy per split of base + DLSA.
     """
-    cascade = load_cascade(model_dir / CASCADE_FILE)
-    bases = load_bases(model_dir / BASES_FILE)
-    kind = base_kind or next(iter(bases))
-    if kind not in bases:
-        raise StageError(f"{model_dir / BASES_FILE}: no base classifier '{kind}'; saved: "
-                         f"{', '.join(bases)} (pass one of them to --base)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StageError(f"--out {out_dir}: is a file; name a folder for the prediction tables")
+    model_file = model_dir / MODEL_FILE
+    model = load_dlsa_model(model_file)
+    kind = base_kind or next(iter(model.bases), None)
+    if kind not in model.bases:
+        raise StageError(f"{model_file}: no base classifier '{kind}'; saved: "
+                         f"{', '.join(model.bases) or 'none'} (pass one of them to --base)")
+    _check_out_dir(out_dir)
     accuracy = {}
-    with Bank.open(bank_file) as bank:
-        cascade.check_bank(bank.meta.feature_dim, bank.meta.num_classes, str(bank_file))
+    with Bank.open(bank_file) as bank, StageOutputs(folders=[out_dir]) as out:
+        model.check_bank(bank.meta, str(bank_file))
         for split in bank.splits:
             keys = [(split, field) for field in ("features", "logits") if bank.has(split, field)]
             rows = load_rows(bank, keys, budget_bytes)
             features, labels = rows[split, "features"], bank.labels(split)
-            plain = classifier_logits(bases[kind], features, rows.get((split, "logits")))
-            routed = cascade.route(features)
+            plain = classifier_logits(model.bases[kind], features, rows.get((split, "logits")))
+            routed = model.cascade.route(features)
             predicted = routed.combine(plain).argmax(axis=1)
             table = zip(bank.index(split).tolist(), labels.tolist(),
                         routed.assignment.tolist(), predicted.tolist(), strict=True)
-            write_csv(out_dir / f"{split}.csv", ("index", "label", "filter", "prediction"),
-                      list(table))
+            write_csv(out.staged(out_dir) / f"{split}.csv",
+                      ("index", "label", "filter", "prediction"), list(table))
             accuracy[split] = float((predicted == labels).mean()) if len(labels) else float("nan")
     return accuracy
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """``--out`` is replaced whole, so it may only hold what an earlier route wrote."""
+    if not out_dir.is_dir():
+        return
+    tables = {f"{split}.csv" for split in SPLITS}
+    foreign = sorted(path.name for path in out_dir.iterdir()
+                     if not (path.is_file() and path.name in tables))
+    if foreign:
+        raise StageError(f"--out {out_dir}: holds {', '.join(foreign[:3])}, which are not "
+                         "prediction tables; name an empty or new folder")

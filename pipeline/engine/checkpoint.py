@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.atomic import save_torch_atomically
 from pipeline.engine.config import TrainConfig
 from pipeline.engine.records import EpochRecord, TrainingProgress, cpu_copy
 from pipeline.errors import PipelineError
@@ -41,7 +40,7 @@ def save_checkpoint(
         precision: the run's :class:`~pipeline.engine.precision.MixedPrecision` (its fp16
             loss scale is saved).
     """
-    write_atomically(checkpoint_payload(method, optimizer, progress, config, precision), path)
+    save_torch_atomically(checkpoint_payload(method, optimizer, progress, config, precision), path)
 
 
 def checkpoint_payload(
@@ -109,7 +108,7 @@ class BackgroundCheckpointer:
 
     def _write(self, payload: dict[str, Any], path: Path) -> None:
         try:
-            write_atomically(payload, path)
+            save_torch_atomically(payload, path)
         except BaseException as error:  # handed to the training thread by `wait`
             self._error = error
 
@@ -186,33 +185,6 @@ def read_payload(
             f"{path}: not a tailbank {what} ({expected_format} expected); {fix}"
         )
     return payload
-
-
-def write_atomically(payload: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    sync_directory(path.parent)
-
-
-def sync_directory(directory: Path) -> None:
-    """Persist a rename on POSIX file systems (directories cannot be opened on Windows)."""
-    if os.name != "posix":
-        return
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def capture_random_state() -> dict[str, Any]:

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from pipeline.errors import PipelineError
+from core.constraints import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    UNIT_OPEN_HIGH,
+    Flag,
+    Interval,
+    ListOf,
+    OneOf,
+    Rule,
+    check_constraints,
+)
+from pipeline.errors import ConfigError
 
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -19,40 +34,42 @@ class OptimConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
 
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "lr": POSITIVE,
+        "momentum": UNIT_OPEN_HIGH,
+        "weight_decay": NON_NEGATIVE,
+        "nesterov": Flag(),
+    }
+
     def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise PipelineError(f"optim.lr must be > 0, got {self.lr}; set a positive rate")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise PipelineError(
-                f"optim.momentum ({self.momentum}) and optim.weight_decay "
-                f"({self.weight_decay}) must be >= 0"
-            )
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
         if self.nesterov and self.momentum == 0:
-            raise PipelineError("optim.nesterov needs optim.momentum > 0; set one or the other")
+            raise ConfigError("OptimConfig", "nesterov", "needs momentum > 0; set one or the "
+                              "other", self.nesterov)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Linear warm-up, then step decay at milestones (epochs) or a cosine decay to zero."""
+    """Linear warm-up, then step decay at milestones (epochs) or a cosine decay to zero.
 
-    kind: str = "step"
-    warmup_epochs: int = 5
-    milestones: tuple[int, ...] = field(default=(160, 180))
+    The defaults are params.yaml's (cosine, no warm-up); the papers' CIFAR recipe is step
+    decay with ``warmup_epochs=5, milestones=(160, 180)`` over 200 epochs.
+    """
+
+    kind: str = "cosine"
+    warmup_epochs: int = 0
+    milestones: tuple[int, ...] = ()
     gamma: float = 0.1
 
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "kind": OneOf(SCHEDULES),
+        "warmup_epochs": NON_NEGATIVE_INT,
+        "milestones": ListOf(POSITIVE_INT, allow_empty=True, increasing=True),
+        "gamma": Interval(0, 1, low_open=True),
+    }
+
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULES:
-            raise PipelineError(
-                f"schedule.kind '{self.kind}' is unknown; use one of {', '.join(SCHEDULES)}"
-            )
-        if self.warmup_epochs < 0:
-            raise PipelineError(f"schedule.warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise PipelineError(
-                f"schedule.milestones must be increasing, got {list(self.milestones)}; sort them"
-            )
-        if not self.gamma > 0:
-            raise PipelineError(f"schedule.gamma must be > 0, got {self.gamma}")
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,8 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training loader.
         optim: the SGD settings.
-        schedule: the learning-rate schedule.
+        schedule: the learning-rate schedule; its warm-up must end, and its milestones fall,
+            within ``epochs`` (otherwise the rate never reaches its target or never decays).
         seed: seeds the global random state at the start of a fresh (not resumed) run.
         max_grad_norm: clip the global gradient norm to this value; ``None`` = no clipping.
         sync_batchnorm: under torch.distributed on CUDA, normalise with the statistics of
@@ -81,12 +99,24 @@ class TrainConfig:
     precision: str = "fp32"
     deterministic: bool = False
 
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "epochs": POSITIVE_INT,
+        "seed": SEED,
+        "max_grad_norm": Interval(0, low_open=True, optional=True),
+        "sync_batchnorm": Flag(),
+        "precision": OneOf(PRECISIONS),
+        "deterministic": Flag(),
+    }
+
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise PipelineError(f"epochs must be >= 1, got {self.epochs}")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise PipelineError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
-        if self.precision not in PRECISIONS:
-            raise PipelineError(
-                f"precision '{self.precision}' is unknown; use one of {', '.join(PRECISIONS)}"
-            )
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        warmup = self.schedule.warmup_epochs
+        if warmup > self.epochs:
+            raise ConfigError("ScheduleConfig", "warmup_epochs", f"must be at most the "
+                              f"{self.epochs} epochs (the rate would never reach its target)",
+                              warmup)
+        late = [epoch for epoch in self.schedule.milestones if epoch > self.epochs]
+        if late:
+            raise ConfigError("ScheduleConfig", "milestones", f"must lie within the "
+                              f"{self.epochs} epochs ({late[0]} would never be reached)",
+                              list(self.schedule.milestones))

@@ -11,7 +11,7 @@ from pipeline.methods.bsce import BalancedSoftmax
 from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.losses import balanced_softmax_cross_entropy, log_class_prior
-from pipeline.methods.registry import METHODS, build_method, method_options_fields
+from pipeline.methods.registry import METHODS, build_method, build_options, method_options_fields
 
 __all__ = [
     "METHODS",
@@ -25,6 +25,7 @@ __all__ = [
     "StepOutput",
     "balanced_softmax_cross_entropy",
     "build_method",
+    "build_options",
     "log_class_prior",
     "method_options_fields",
 ]

@@ -14,7 +14,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
+from core.constraints import NON_NEGATIVE, NON_NEGATIVE_INT, Rule, check_constraints
+from pipeline.errors import ConfigError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.bib_loss import class_temperatures, class_weights, mbib_loss
 from pipeline.methods.losses import log_class_prior
@@ -47,6 +48,18 @@ class BIBOptions:
     gamma: float = 0.0
     m: float = 0.1
     z_dim: int = 0
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "a": NON_NEGATIVE,
+        "b": NON_NEGATIVE,
+        "beta": NON_NEGATIVE,
+        "gamma": NON_NEGATIVE,
+        "m": NON_NEGATIVE,
+        "z_dim": NON_NEGATIVE_INT,
+    }
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,6 @@ class BalancedInformationBottleneck(Method):
             PipelineError: a negative a, b, beta or z_dim, or a class without training images.
         """
         super().__init__(backbone, class_counts, options)
-        check_options(options, self.name)
         self.register_buffer(
             "log_prior", log_class_prior(class_counts, self.name), persistent=False
         )
@@ -191,17 +203,3 @@ class MixtureOfBalancedInformationBottlenecks(BalancedInformationBottleneck):
     name: ClassVar[str] = "mbib"
     Options: ClassVar[type] = MBIBOptions
 
-
-def check_options(options: BIBOptions, method: str) -> None:
-    """Refuse negative loss weights or bottleneck width.
-
-    Raises:
-        PipelineError: naming the first offending key.
-    """
-    for key in ("a", "b", "beta", "z_dim"):
-        value = getattr(options, key)
-        if value < 0:
-            raise PipelineError(
-                f"key 'methods.{method}.options.{key}' must be >= 0, got {value}; "
-                "fix the value in params.yaml"
-            )

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError
 
 # Sample index of a slot that holds no feature yet; dataset positions are never negative.
 EMPTY_SLOT = -1
@@ -35,19 +35,15 @@ def class_queue_sizes(class_counts: Tensor, total: int, minimum: int) -> Tensor:
         ``[C]`` int64 lengths.
 
     Raises:
-        PipelineError: k_m < 1, or K < k_m * C (Eq. 5 would give negative lengths).
+        ConfigError: k_m < 1, or K < k_m * C (Eq. 5 would give negative lengths).
     """
     num_classes = class_counts.numel()
     if minimum < 1:
-        raise PipelineError(
-            f"key 'methods.gml_student.options.k_min' must be at least 1, got {minimum}; "
-            "every class needs a contrast sample (the paper uses 2)"
-        )
+        raise ConfigError("GMLStudentOptions", "k_min", "must be at least 1: every class needs "
+                          "a contrast sample (the paper uses 2)", minimum)
     if total < minimum * num_classes:
-        raise PipelineError(
-            f"key 'methods.gml_student.options.queue_size' ({total}) is below k_min x classes "
-            f"({minimum} x {num_classes}); raise queue_size or lower k_min"
-        )
+        raise ConfigError("GMLStudentOptions", "queue_size", f"is below k_min x classes "
+                          f"({minimum} x {num_classes}); raise queue_size or lower k_min", total)
     counts = class_counts.to(torch.float64)
     shares = (total - minimum * num_classes) * counts / counts.sum()
     whole = shares.floor()

@@ -39,14 +39,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
+from core.constraints import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Flag,
+    ListOf,
+    Rule,
+    check_constraints,
+)
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.distributed import gather_from_all_ranks
 from pipeline.methods.gml_loss import distillation_kl, gml_loss
 from pipeline.methods.gml_queue import ClassWiseQueue, class_queue_sizes
 from pipeline.methods.gml_teacher import (
     CosineClassifier,
-    check_scale,
     cosine_classifier_loss,
     log_label_prior,
     trainable_parameters_without,
@@ -92,6 +100,25 @@ class GMLStudentOptions:
     prior_weight: float = 1.0
     enqueue_first: bool = False
     mlp_batchnorm: bool = True
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "scale": POSITIVE,
+        "queue_size": POSITIVE_INT,
+        "k_min": POSITIVE_INT,
+        "tau_g": POSITIVE,
+        "learn_tau": Flag(),
+        "projector_dims": ListOf(POSITIVE_INT, repeats=True),
+        "gamma": NON_NEGATIVE,
+        "beta": NON_NEGATIVE,
+        "alpha_kd": NON_NEGATIVE,
+        "kd_temperature": POSITIVE,
+        "prior_weight": NON_NEGATIVE,
+        "enqueue_first": Flag(),
+        "mlp_batchnorm": Flag(),
+    }
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 @dataclass(frozen=True)
@@ -358,35 +385,21 @@ class GMLStudent(Method):
         return [{"params": main}, *groups]
 
 
-def option_error(key: str, problem: str) -> PipelineError:
-    """A one-line error naming ``methods.gml_student.options.<key>``."""
-    return PipelineError(f"key 'methods.{NAME}.options.{key}' {problem}; fix it in params.yaml")
-
-
 def check_options(options: GMLStudentOptions, feature_dim: int) -> None:
-    """Refuse option values the losses cannot use (queue sizes are checked with Eq. 5).
+    """Refuse projector widths that do not fit the student backbone (every other range is
+    in ``GMLStudentOptions.CONSTRAINTS``).
 
     Raises:
-        PipelineError: naming the first bad key.
+        ConfigError: naming ``projector_dims``.
     """
-    check_scale(options.scale, NAME)
-    for key in ("tau_g", "kd_temperature"):
-        if not getattr(options, key) > 0:
-            raise option_error(key, f"must be positive, got {getattr(options, key)!r}")
-    for key in ("gamma", "beta", "alpha_kd"):
-        if not getattr(options, key) >= 0:
-            raise option_error(key, f"must be a non-negative weight, got {getattr(options, key)!r}")
     dims = tuple(options.projector_dims)
-    if len(dims) < 2 or not all(
-        isinstance(width, int) and not isinstance(width, bool) and width > 0 for width in dims
-    ):
-        raise option_error("projector_dims", f"must be two or more positive widths, got {dims}")
+    if len(dims) < 2:
+        raise ConfigError("GMLStudentOptions", "projector_dims", "must be two or more positive "
+                          "widths", dims)
     if dims[0] != feature_dim:
-        raise option_error(
-            "projector_dims",
-            f"starts with {dims[0]} but the student backbone's features are {feature_dim} wide; "
-            f"start it with {feature_dim}",
-        )
+        raise ConfigError("GMLStudentOptions", "projector_dims", f"starts with {dims[0]} but the "
+                          f"student backbone's features are {feature_dim} wide; start it with "
+                          f"{feature_dim}", dims)
 
 
 def check_teacher(teacher: Any, class_counts: Tensor) -> None:

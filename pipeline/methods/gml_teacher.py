@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.errors import PipelineError
+from core.constraints import POSITIVE, Rule, check_constraints
+from pipeline.errors import ConfigError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.losses import log_class_prior
 from pipeline.models import Backbone
@@ -33,6 +34,11 @@ class GMLTeacherOptions:
     """
 
     scale: float = 30.0
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {"scale": POSITIVE}
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 class CosineClassifier(nn.Module):
@@ -99,15 +105,6 @@ def cosine_classifier_loss(logits: Tensor, labels: Tensor, log_prior: Tensor) ->
     return F.cross_entropy(logits + log_prior, labels)
 
 
-def check_scale(scale: float, method: str) -> None:
-    """Refuse a non-positive cosine scale (it would flip or flatten every logit)."""
-    if not scale > 0:
-        raise PipelineError(
-            f"key 'methods.{method}.options.scale' must be positive (1 / tau_s, 30 in the "
-            f"paper), got {scale!r}; fix it in params.yaml"
-        )
-
-
 class GMLTeacher(Method):
     """Backbone + cosine classifier trained with the logit-adjusted ``L_cls`` (Eq. 6).
 
@@ -133,7 +130,6 @@ class GMLTeacher(Method):
         # The cosine classifier replaces the linear head: freezing it keeps it out of
         # DistributedDataParallel's gradient reduction, which would wait for it forever.
         backbone.fc.requires_grad_(False)
-        check_scale(options.scale, self.name)
         self.classifier = CosineClassifier(
             backbone.feature_dim, backbone.num_classes, options.scale
         )

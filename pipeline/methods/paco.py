@@ -38,9 +38,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.constraints import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Flag,
+    Interval,
+    OneOf,
+    Rule,
+    check_constraints,
+)
 from pipeline.data.augmentations import POLICY_AUGMENTATIONS
 from pipeline.data.transforms import augment_batch
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.distributed import gather_from_all_ranks
 from pipeline.methods.losses import log_class_prior
@@ -84,6 +94,22 @@ class PaCoOptions:
     contrast_queries: bool = True
     own_key_positive: bool = True
 
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "alpha": NON_NEGATIVE,
+        "beta": POSITIVE,  # the class centre is every query's positive
+        "temperature": POSITIVE,
+        "base_temperature": NON_NEGATIVE,
+        "queue_size": POSITIVE_INT,
+        "projection_dim": POSITIVE_INT,
+        "momentum": Interval(0, 1),  # 1 freezes the key encoder
+        "key_augment": OneOf(KEY_AUGMENTATIONS),
+        "contrast_queries": Flag(),
+        "own_key_positive": Flag(),
+    }
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+
 
 def projection_head(feature_dim: int, projection_dim: int) -> nn.Sequential:
     """MoCo v2's projection MLP, ``Linear(D, D) -> BN -> ReLU -> Linear(D, projection_dim)``."""
@@ -121,7 +147,6 @@ class ParametricContrastive(Method):
             PipelineError: an out-of-range option or a class without training images.
         """
         super().__init__(backbone, class_counts, options)
-        check_options(options, self.name)
         # Centre scores share one softmax with the sample scores, so log pi must be a true
         # log-probability: a constant shift would change the loss, unlike in Balanced Softmax.
         log_prior = log_class_prior(class_counts, self.name)
@@ -211,10 +236,9 @@ class ParametricContrastive(Method):
             return images
         augment = self.options.key_augment
         if augment in POLICY_AUGMENTATIONS and self.pixel_normalisation is None:
-            raise PipelineError(
-                f"methods.paco.options.key_augment '{augment}' works on pixels and needs the "
-                "data's normalisation: build the method with normalisation=(mean, std)"
-            )
+            raise ConfigError("PaCoOptions", "key_augment", "works on pixels and needs the data's "
+                              "normalisation: build the method with normalisation=(mean, std)",
+                              augment)
         seed = int(torch.randint(0, SEED_BOUND, (1,)).item())
         generator = torch.Generator().manual_seed(seed)
         mean, std = self.pixel_normalisation or (None, None)
@@ -267,29 +291,3 @@ class ParametricContrastive(Method):
         yield from self.key_backbone.parameters()
         yield from self.key_projector.parameters()
 
-
-def check_options(options: PaCoOptions, kind: str) -> None:
-    """Refuse out-of-range PaCo options with one line naming the key.
-
-    Raises:
-        PipelineError: an option outside its valid range.
-    """
-    problems = {
-        "alpha": (options.alpha >= 0, "must be >= 0"),
-        "beta": (options.beta > 0, "must be > 0 (the centre is every query's positive)"),
-        "temperature": (options.temperature > 0, "must be > 0"),
-        "base_temperature": (options.base_temperature >= 0, "must be >= 0 (0: = temperature)"),
-        "queue_size": (options.queue_size >= 1, "must be >= 1"),
-        "projection_dim": (options.projection_dim >= 1, "must be >= 1"),
-        "momentum": (0 <= options.momentum <= 1, "must lie in [0, 1]"),
-        "key_augment": (
-            options.key_augment in KEY_AUGMENTATIONS,
-            f"must be one of {', '.join(KEY_AUGMENTATIONS)}",
-        ),
-    }
-    for key, (valid, rule) in problems.items():
-        if not valid:
-            raise PipelineError(
-                f"key 'methods.{kind}.options.{key}' {rule}, got {getattr(options, key)!r}; "
-                "fix the value in params.yaml"
-            )

@@ -53,6 +53,12 @@ def method_options_fields(kind: str) -> dict[str, Any]:
     return option_defaults(method_class(kind).Options)
 
 
+def build_options(kind: str, options: Mapping[str, Any] | None) -> Any:
+    """Method ``kind``'s ``Options`` dataclass from plain values (checked, see
+    :func:`~pipeline.methods.options.parse_options`)."""
+    return parse_options(method_class(kind).Options, options, kind)
+
+
 def build_method(
     kind: str,
     *,

@@ -10,10 +10,10 @@ import faiss
 import numpy as np
 import pytest
 
-from features.analysis import AnalysisConfig, KmeansConfig, analyze_bank
+from features.analysis import analyze_bank
 from features.bank import Bank
+from features.configs import AnalysisConfig, KmeansConfig, KnnConfig
 from features.errors import FeaturesError
-from features.knn import KnnConfig
 from features.representation import mean_positive_posterior, representation_stats
 from tests.features.synthetic import COUNTS, write_bank
 
@@ -28,7 +28,7 @@ def faiss_single_thread() -> Iterator[None]:
 
 
 def test_analysis_config_validation() -> None:
-    with pytest.raises(FeaturesError, match="index_split and query_split are both 'test'"):
+    with pytest.raises(FeaturesError, match="AnalysisConfig.query_split is the index split 'test' too"):
         AnalysisConfig(index_split="test")
 
 
@@ -109,5 +109,5 @@ def test_analyze_bank_without_logits_and_with_chosen_views(tmp_path: Path) -> No
             match=r"views \['extra/v'\] are not in both 'train' and 'test'; choose from \['features', 'extra/z'\]",
         ):
             analyze_bank(bank, AnalysisConfig(views=("extra/v",)))
-        with pytest.raises(FeaturesError, match="no split 'nope' to analyse"):
+        with pytest.raises(FeaturesError, match="AnalysisConfig.query_split must be one of 'train', 'val', 'test', got 'nope'"):
             analyze_bank(bank, AnalysisConfig(query_split="nope"))

@@ -50,9 +50,10 @@ def make_split(rows: int, seed: int) -> dict[str, np.ndarray]:
 def write_bank(path: Path, blocks: int = 3, chunk_bytes: int = 64) -> dict[str, list[dict]]:
     """Writes train in `blocks` appends (with logits and an extra view) and val/test in one."""
     written: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-    with BankWriter(path, make_meta(), chunk_bytes=chunk_bytes) as writer:
-        for block in range(blocks):
-            data = make_split(7, seed=block)
+    train = [make_split(7, seed=block) for block in range(blocks)]
+    counts = np.bincount(concat(train, "labels"), minlength=NUM_CLASSES).astype(np.int64)
+    with BankWriter(path, make_meta(class_counts=counts), chunk_bytes=chunk_bytes) as writer:
+        for data in train:
             writer.append(
                 "train",
                 features=data["features"],
@@ -75,11 +76,24 @@ def concat(blocks: list[dict], key: str) -> np.ndarray:
     return np.concatenate([block[key] for block in blocks])
 
 
+def test_train_labels_that_disagree_with_class_counts_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ce.h5"
+    data = make_split(7, seed=0)
+    with BankWriter(path, make_meta(class_counts=np.array([50, 10, 2]))) as writer:
+        writer.append("train", features=data["features"], labels=data["labels"],
+                      index=data["index"])
+    with Bank.open(path) as bank, pytest.raises(
+        FeaturesError, match=r"ce.h5: class_counts says class 0 has 50 training rows but "
+                             r"train/labels has \d+; re-dump the bank"):
+        bank.labels("train")
+
+
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "ce.h5"
     written = write_bank(path)
+    counts = np.bincount(concat(written["train"], "labels"), minlength=NUM_CLASSES)
     with Bank.open(path) as bank:
-        assert bank.meta == make_meta()
+        assert bank.meta == make_meta(class_counts=counts.astype(np.int64))
         assert bank.meta.class_names == ("zero", "one", "två")
         assert bank.meta.class_counts.dtype == np.int64
         assert bank.splits == ("train", "val", "test")

@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from features.classifiers import (
-    CLASSIFIER_KINDS,
     FittedClassifier,
     LinearHead,
     Probe,
-    ProbeConfig,
     balanced_softmax_loss,
     fit_classifier,
 )
+from features.configs import CLASSIFIER_KINDS, ProbeConfig
 from features.errors import FeaturesError
 from features.metrics import per_class_accuracy
 

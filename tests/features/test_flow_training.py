@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from features.configs import FlowTrainConfig
 from features.errors import FeaturesError
 from features.flow_training import (
-    FlowTrainConfig,
     TrainedFilter,
     cluster_class_table,
     pure_cluster_count,
@@ -179,9 +179,9 @@ def test_pure_cluster_count_matches_its_definition() -> None:
     ("change", "message"),
     [
         ({"epochs": 0}, "FlowTrainConfig.epochs must be >= 1"),
-        ({"lr": 0.0}, "lr > 0"),
-        ({"eta": 1.0}, "eta and purity_threshold"),
-        ({"selection": "best"}, "selection 'best' is unknown"),
+        ({"lr": 0.0}, "FlowTrainConfig.lr must be > 0"),
+        ({"eta": 1.0}, "FlowTrainConfig.eta must be < 1"),
+        ({"selection": "best"}, "FlowTrainConfig.selection must be one of 'purity', 'likelihood'"),
         ({"q": -1.0}, "FlowTrainConfig.q must be >= 0"),
         ({"sigma": 0.0}, "sigma must be > 0"),
     ],

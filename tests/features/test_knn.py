@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from features.bank import Bank, BankMeta, BankWriter
+from features.configs import KnnConfig
 from features.errors import FeaturesError
 from features.knn import (
-    KnnConfig,
     array_chunks,
     class_means,
     group_means,
@@ -23,6 +23,7 @@ from features.knn import (
     majority_vote,
     seeded_rows,
     take_rows,
+    use_gpu,
 )
 
 
@@ -133,12 +134,12 @@ def test_k_larger_than_train_rows_is_one_clear_error() -> None:
     x, y = clustered(10, 2, 4, seed=0)
     with pytest.raises(
         FeaturesError,
-        match=r"^KnnConfig.k=11 is larger than the 10 neighbours available \(10 train rows\); set k <= 10",
+        match=r"^KnnConfig.k is larger than the 10 neighbours available \(10 train rows\); set k <= 10 or use a bigger bank, got 11",
     ):
         knn_purity(x, y, x[:3], y[:3], 11, exclude_self=False)
     with pytest.raises(
         FeaturesError,
-        match=r"k=10 is larger than the 9 neighbours available \(10 train rows minus the query itself\); set k <= 9",
+        match=r"KnnConfig.k is larger than the 9 neighbours available \(10 train rows minus the query itself\); set k <= 9",
     ):
         knn_purity(x, y, x, y, 10, exclude_self=True)
     assert knn_purity(x, y, x, y, 9, exclude_self=True).shape == (10,)
@@ -147,11 +148,11 @@ def test_k_larger_than_train_rows_is_one_clear_error() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"k": 0}, "KnnConfig.k must be an integer >= 1"),
-        ({"chunk_rows": 0}, "KnnConfig.chunk_rows must be an integer >= 1"),
-        ({"nprobe": 1.5}, "KnnConfig.nprobe must be an integer >= 1"),
-        ({"nlist": 0}, "KnnConfig.nlist must be >= 1 or None"),
-        ({"use_gpu": "yes"}, "KnnConfig.use_gpu must be 'auto', True or False"),
+        ({"k": 0}, "KnnConfig.k must be >= 1"),
+        ({"chunk_rows": 0}, "KnnConfig.chunk_rows must be >= 1"),
+        ({"nprobe": 1.5}, "KnnConfig.nprobe must be an integer"),
+        ({"nlist": 0}, "KnnConfig.nlist must be >= 1"),
+        ({"use_gpu": "yes"}, "KnnConfig.use_gpu must be one of 'auto', True, False"),
     ],
 )
 def test_config_validation(overrides: dict, message: str) -> None:
@@ -161,9 +162,9 @@ def test_config_validation(overrides: dict, message: str) -> None:
 
 @pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="needs a machine without a GPU")
 def test_gpu_required_without_gpu_is_an_error() -> None:
-    assert KnnConfig().gpu() is False
-    with pytest.raises(FeaturesError, match="faiss sees no GPU"):
-        KnnConfig(use_gpu=True).gpu()
+    assert use_gpu(KnnConfig()) is False
+    with pytest.raises(FeaturesError, match="faiss sees none"):
+        use_gpu(KnnConfig(use_gpu=True))
 
 
 def test_exclude_self_needs_the_train_rows_as_queries() -> None:

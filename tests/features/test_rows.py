@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from features.bank import Bank
-from features.classifiers import ProbeConfig, fit_classifier
-from features.dlsa import CascadeConfig, filter_report, fit_cascade, save_cascade
+from features.classifiers import fit_classifier
+from features.configs import CascadeConfig, FlowTrainConfig, ProbeConfig
+from features.dlsa import filter_report, fit_cascade
+from features.dlsa_model import BankProvenance, DLSAModel, save_dlsa_model
 from features.errors import FeaturesError
-from features.flow_training import FlowTrainConfig
 from features.rows import ArrayRows, BankRows, column_moments, load_rows, window_rows
 from tests.features.synthetic import write_bank
 
@@ -154,7 +155,8 @@ def test_dlsa_cascade_on_streamed_rows_is_bit_identical(
             x = {split: BankRows(bank, split, window_rows=24) for split in labels}
         cascade = fit_cascade(x["train"], labels["train"], x["val"], labels["val"], counts, base,
                               config)
-        save_cascade(cascade, tmp_path / f"{source}.pt")
+        provenance = BankProvenance("ce", "resnet20", "synthetic", "c" * 64)
+        save_dlsa_model(DLSAModel(cascade, {}, provenance), tmp_path / f"{source}.pt")
         cascades[source] = (tmp_path / f"{source}.pt").read_bytes()
         routes[source] = cascade.route(x["test"])
         report = filter_report(cascade, {s: (x[s], labels[s]) for s in labels}, counts)

@@ -27,13 +27,15 @@ def _rows(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return features.astype(np.float32), labels
 
 
-def write_bank(path: Path, dim: int = DIM, num_classes: int = NUM_CLASSES) -> None:
-    """A long-tailed bank of Gaussian classes (the first ``num_classes`` of ``COUNTS``)."""
+def write_bank(path: Path, dim: int = DIM, num_classes: int = NUM_CLASSES,
+               checkpoint: str = "b" * 64) -> None:
+    """A long-tailed bank of Gaussian classes (the first ``num_classes`` of ``COUNTS``),
+    dumped from the backbone checkpoint whose sha256 is ``checkpoint``."""
     rng = np.random.default_rng(0)
     train_counts = COUNTS[:num_classes]
     meta = BankMeta(method="ce", backbone="resnet20", dataset="digits_lt",
                     num_classes=num_classes, feature_dim=dim, seed=0,
-                    params_digest="a" * 64, checkpoint_sha256="b" * 64,
+                    params_digest="a" * 64, checkpoint_sha256=checkpoint,
                     class_counts=train_counts.astype(np.int64), class_names=None,
                     tailbank_version="0.1.0")
     with BankWriter(path, meta) as writer:
@@ -86,13 +88,13 @@ def test_dlsa_writes_cascade_and_base_vs_dlsa_metrics(project: Path) -> None:
         seen -= report["routed_share"]["train"]
     csv_lines = (project / "results/dlsa/ce/filters.csv").read_text().splitlines()
     assert csv_lines[0] == "filter,separation_accuracy,chance,routed_share" and len(csv_lines) == 3
-    assert {p.name for p in (project / "models/dlsa/ce").iterdir()} == {"cascade.pt", "bases.pt"}
+    assert {p.name for p in (project / "models/dlsa/ce").iterdir()} == {"model.pt"}
     assert not (project / "checkpoints/dlsa/ce").exists()
 
 
 def test_dlsa_outputs_are_byte_identical_across_runs(project: Path) -> None:
-    outputs = ("models/dlsa/ce/cascade.pt", "models/dlsa/ce/bases.pt",
-               "results/dlsa/ce/metrics.json", "results/dlsa/ce/filters.json")
+    outputs = ("models/dlsa/ce/model.pt", "results/dlsa/ce/metrics.json",
+               "results/dlsa/ce/filters.json")
     assert invoke("dlsa", "--method", "ce").exit_code == 0
     first = {name: (project / name).read_bytes() for name in outputs}
     for name in outputs:

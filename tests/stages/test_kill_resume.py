@@ -109,7 +109,7 @@ def test_killed_dump_leaves_the_old_bank_or_none(project: Path) -> None:
 def test_killed_dlsa_resumes_to_the_uninterrupted_cascade(project: Path) -> None:
     (project / "banks").mkdir(exist_ok=True)
     write_bank(project / "banks" / "bsce.h5")
-    cascade = project / "models/dlsa/bsce/cascade.pt"
+    cascade = project / "models/dlsa/bsce/model.pt"
     tailbank(project, "dlsa", "--method", "bsce")
     uninterrupted = cascade.read_bytes()
     metrics = (project / "results/dlsa/bsce/metrics.json").read_bytes()

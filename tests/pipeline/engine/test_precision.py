@@ -36,7 +36,7 @@ def test_fp16_needs_cuda() -> None:
 
 
 def test_unknown_precision_is_refused() -> None:
-    with pytest.raises(PipelineError, match="precision 'fp8' is unknown"):
+    with pytest.raises(PipelineError, match="TrainConfig.precision must be one of 'fp32', 'bf16', 'fp16', got 'fp8'"):
         TrainConfig(epochs=1, precision="fp8")
 
 

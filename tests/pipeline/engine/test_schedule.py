@@ -55,13 +55,18 @@ def test_warmup_longer_than_the_run_never_divides_by_zero() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: ScheduleConfig(kind="poly"), "schedule.kind 'poly'"),
+        (lambda: ScheduleConfig(kind="poly"), "ScheduleConfig.kind must be one of 'step', 'cosine', got 'poly'"),
         (lambda: ScheduleConfig(milestones=(180, 160)), "increasing"),
         (lambda: ScheduleConfig(warmup_epochs=-1), "warmup_epochs"),
-        (lambda: OptimConfig(lr=0.0), "optim.lr"),
+        (lambda: OptimConfig(lr=0.0), "OptimConfig.lr must be > 0"),
         (lambda: OptimConfig(momentum=0.0, nesterov=True), "nesterov"),
         (lambda: TrainConfig(epochs=0), "epochs"),
         (lambda: TrainConfig(epochs=1, max_grad_norm=0.0), "max_grad_norm"),
+        (lambda: TrainConfig(epochs=4, schedule=ScheduleConfig(warmup_epochs=5)),
+         "warmup_epochs must be at most the 4 epochs"),
+        (lambda: TrainConfig(epochs=100, schedule=ScheduleConfig(kind="step", milestones=(60, 160))),
+         r"milestones must lie within the 100 epochs \(160 would never be reached\)"),
+        (lambda: ScheduleConfig(milestones=(60, 60)), "lists 60 twice"),
     ],
 )
 def test_bad_recipes_are_refused(build, message: str) -> None:

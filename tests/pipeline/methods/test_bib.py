@@ -370,13 +370,13 @@ def test_options_defaults_and_parsing() -> None:
     assert (MBIBOptions().beta, MBIBOptions().gamma, MBIBOptions().m) == (1.0, 0.0, 0.1)
     parsed = parse_options(MBIBOptions, {"beta": 2, "z_dim": 32}, "mbib")
     assert parsed == MBIBOptions(beta=2.0, z_dim=32)
-    with pytest.raises(PipelineError, match="methods.mbib.options.gama"):
+    with pytest.raises(PipelineError, match="MBIBOptions.gama is not an option"):
         parse_options(MBIBOptions, {"gama": 0.5}, "mbib")
 
 
 @pytest.mark.parametrize("key", ["a", "b", "beta", "z_dim"])
 def test_negative_options_are_refused(key: str) -> None:
-    with pytest.raises(PipelineError, match=f"methods.bib.options.{key}"):
+    with pytest.raises(PipelineError, match=f"BIBOptions.{key} must be >= 0"):
         build(**{key: -1 if key == "z_dim" else -0.5})
 
 

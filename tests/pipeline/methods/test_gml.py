@@ -92,9 +92,9 @@ def test_queue_sizes_worked_example() -> None:
 
 
 def test_queue_sizes_refuse_too_small_a_queue() -> None:
-    with pytest.raises(PipelineError, match=r"queue_size' \(9\) is below k_min x classes"):
+    with pytest.raises(PipelineError, match=r"GMLStudentOptions.queue_size is below k_min x classes \(2 x 5\).*got 9"):
         class_queue_sizes(torch.tensor(COUNTS), 9, 2)
-    with pytest.raises(PipelineError, match="k_min' must be at least 1"):
+    with pytest.raises(PipelineError, match="GMLStudentOptions.k_min must be at least 1"):
         class_queue_sizes(torch.tensor(COUNTS), 40, 0)
 
 
@@ -522,12 +522,12 @@ def test_options_parse_from_yaml_values() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"projector_dims": (32, 16)}, r"projector_dims' starts with 32 .* start it with 64"),
+        ({"projector_dims": (32, 16)}, r"projector_dims starts with 32 .* start it with 64"),
         ({"projector_dims": (64,)}, "two or more positive widths"),
-        ({"tau_g": 0.0}, "tau_g' must be positive"),
-        ({"beta": -1.0}, "beta' must be a non-negative weight"),
-        ({"scale": 0.0}, "scale' must be positive"),
-        ({"queue_size": 4}, "queue_size' \\(4\\) is below"),
+        ({"tau_g": 0.0}, "GMLStudentOptions.tau_g must be > 0"),
+        ({"beta": -1.0}, "GMLStudentOptions.beta must be >= 0"),
+        ({"scale": 0.0}, "GMLStudentOptions.scale must be > 0"),
+        ({"queue_size": 4}, "GMLStudentOptions.queue_size is below"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, object], message: str) -> None:

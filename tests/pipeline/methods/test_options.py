@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.options import option_defaults, parse_options
 
 
@@ -37,8 +37,11 @@ def test_missing_keys_keep_defaults_and_yaml_types_are_converted() -> None:
 
 
 def test_unknown_key_names_the_full_key_and_the_closest() -> None:
-    with pytest.raises(PipelineError, match=r"'methods\.example\.options\.queue'.*'queue_size'"):
+    """The library names the options class and field; `stages.configs` turns that into the
+    params key ``methods.<name>.options.<key>`` (tests/test_bad_input.py)."""
+    with pytest.raises(ConfigError, match=r"ExampleOptions\.queue is not an option.*'queue_size'") as caught:
         parse_options(ExampleOptions, {"queue": 10}, "example")
+    assert (caught.value.owner, caught.value.field) == ("ExampleOptions", "queue")
 
 
 @pytest.mark.parametrize(
@@ -46,8 +49,9 @@ def test_unknown_key_names_the_full_key_and_the_closest() -> None:
     [("queue_size", 2.5), ("queue_size", True), ("learnable", 1), ("mode", 3), ("alpha", "x")],
 )
 def test_wrong_types_are_refused(key: str, value: object) -> None:
-    with pytest.raises(PipelineError, match=rf"'methods\.example\.options\.{key}' must be"):
+    with pytest.raises(ConfigError, match=rf"ExampleOptions\.{key} must be of type") as caught:
         parse_options(ExampleOptions, {key: value}, "example")
+    assert isinstance(caught.value, PipelineError) and caught.value.field == key
 
 
 def test_a_field_without_default_is_a_programming_error() -> None:

@@ -326,7 +326,7 @@ def test_options_parse_and_defaults() -> None:
     ],
 )
 def test_out_of_range_options_name_their_key(key: str, value: object) -> None:
-    with pytest.raises(PipelineError, match=f"methods.paco.options.{key}"):
+    with pytest.raises(PipelineError, match=f"PaCoOptions.{key} must"):
         build(replace(SMALL, **{key: value}))
 
 
