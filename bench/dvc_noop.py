@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "features", "stages")
+PACKAGES = ("core", "pipeline", "features", "stages")
 
 
 def tiny_params(methods: list[str] | None) -> dict[str, Any]:

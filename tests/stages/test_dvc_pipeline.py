@@ -41,7 +41,7 @@ def ran_stages(output: str) -> set[str]:
 def project(tmp_path_factory) -> Path:
     """A copy of the code and dvc.yaml with tiny params, after one full `dvc repro`."""
     root = tmp_path_factory.mktemp("project")
-    for package in ("pipeline", "features", "stages"):
+    for package in ("core", "pipeline", "features", "stages"):
         shutil.copytree(REPO / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
