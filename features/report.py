@@ -52,11 +52,13 @@ from features.report_tables import (
     summary_cells,
 )
 from features.report_text import (
+    MARKS_LEGEND,
     SummaryRow,
     chosen_classifier,
     groups_line,
     missing_notes,
     ranking,
+    seeds_line,
     spearman,
     summary_rows,
 )
@@ -101,28 +103,29 @@ def _sections(inputs: list[ReportInput], settings: ReportSettings) -> list[Secti
     """The page's sections in order; each says what is missing for which method."""
     missing = missing_notes(inputs)
     return [
-        Section("summary", "Classifiers: test accuracy per shot group", _summary_blocks(inputs)),
+        Section("summary", "Classifiers: test accuracy per shot group",
+                _summary_blocks(inputs, settings)),
         Section(
             "per-class", "Accuracy per shot group and per class", _accuracy_blocks(inputs, settings)
         ),
         Section("confusion", "Confusion between frequency bins", _confusion_blocks(inputs)),
         Section("features", "Feature quality: head vs tail", _feature_blocks(inputs, missing)),
         Section("dlsa", "DLSA: flow filters", _dlsa_blocks(inputs, missing)),
-        Section("ranking", "Ranking", _ranking_blocks(inputs)),
+        Section("ranking", "Ranking", _ranking_blocks(inputs, settings)),
     ]
 
 
-def _summary_blocks(inputs: list[ReportInput]) -> list[str]:
+def _summary_blocks(inputs: list[ReportInput], settings: ReportSettings) -> list[str]:
     """Glance table (classifier chosen on val), every row folded, backbones."""
     rows = summary_rows(inputs)
     blocks = [
         paragraph(
             "Test accuracy of the classifiers trained on each method's frozen features, overall "
             "and per shot group, with Matthews correlation (MCC), normalised mutual information "
-            "(NMI) and expected calibration error (ECE, lower is better). The best value of "
-            "each column is bold. At a glance: each method with the classifier that has the "
-            "best val accuracy."
-        )
+            "(NMI) and expected calibration error (ECE, lower is better). At a glance: each "
+            "method with the classifier that has the best val accuracy."
+        ),
+        paragraph(seeds_line(settings) + " " + MARKS_LEGEND),
     ]
     glance = [
         SummaryRow(item.method, kind, item.classify[kind])
@@ -130,13 +133,15 @@ def _summary_blocks(inputs: list[ReportInput]) -> list[str]:
         if (kind := chosen_classifier(item)) is not None
     ]
     if glance:
-        blocks.append(html_table(SUMMARY_HEADER, summary_cells(glance, bold=html_bold)))
+        blocks.append(html_table(SUMMARY_HEADER, summary_cells(
+            glance, bold=html_bold, marks=settings.marks, prefix="glance:")))
     missing = [item.method for item in inputs if not item.classify]
     if missing:
         blocks.append(note(f"No classifier results for: {', '.join(missing)}."))
     if rows:
         # every method x classifier is long (tens of rows): folded, so the plots stay in view
-        table = html_table(SUMMARY_HEADER, summary_cells(rows, bold=html_bold))
+        table = html_table(SUMMARY_HEADER, summary_cells(rows, bold=html_bold,
+                                                         marks=settings.marks))
         blocks.append(
             f"<details><summary>All {len(rows)} rows: every method \u00d7 classifier, and "
             "\u201ckind + DLSA\u201d for the DLSA cascade in front of that base classifier "
@@ -273,11 +278,15 @@ def _dlsa_blocks(inputs: list[ReportInput], missing: dict[str, list[str]]) -> li
     return blocks
 
 
-def _ranking_blocks(inputs: list[ReportInput]) -> list[str]:
+def _ranking_blocks(inputs: list[ReportInput], settings: ReportSettings) -> list[str]:
     """The ranking sentences as a list."""
-    items = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in ranking(inputs))
+    items = "".join(f"<li>{html.escape(sentence)}</li>"
+                    for sentence in ranking(inputs, settings.marks))
     return [
-        paragraph("Generated from the numbers above; test accuracy decides \u201cbest\u201d here."),
+        paragraph("Generated from the numbers above. A difference is \u201cresolved\u201d when a "
+                  "paired bootstrap over the test rows puts it above zero at the 5 % level, "
+                  "and \u201cnot resolved\u201d otherwise: then more test rows or seeds are "
+                  "needed to tell the two apart."),
         f"<ul>{items}</ul>",
     ]
 
@@ -287,11 +296,13 @@ def _ranking_blocks(inputs: list[ReportInput]) -> list[str]:
 
 def _markdown(inputs: list[ReportInput], settings: ReportSettings) -> str:
     """The Markdown summary: the tables of the page without its plots, and the ranking."""
-    lines = [f"# {_md_text(settings.title)}", "", groups_line(settings), ""]
+    lines = [f"# {_md_text(settings.title)}", "", groups_line(settings), "",
+             seeds_line(settings) + " " + MARKS_LEGEND, ""]
     lines += ["## Classifiers: test accuracy per shot group", ""]
     rows = summary_rows(inputs)
     if rows:
-        lines += _md_table(SUMMARY_HEADER, summary_cells(rows, bold=lambda t: f"**{t}**"))
+        lines += _md_table(SUMMARY_HEADER, summary_cells(rows, bold=lambda t: f"**{t}**",
+                                                         marks=settings.marks))
     missing = missing_notes(inputs)
     if missing["classify"]:
         lines += [f"No classifier results for: {', '.join(missing['classify'])}.", ""]
@@ -314,7 +325,8 @@ def _markdown(inputs: list[ReportInput], settings: ReportSettings) -> str:
         lines += _md_table(FILTER_HEADER, cells)
     if missing["dlsa"]:
         lines += [f"The dlsa stage has no output for: {', '.join(missing['dlsa'])}.", ""]
-    lines += ["## Ranking", "", *(f"- {sentence}" for sentence in ranking(inputs)), ""]
+    lines += ["## Ranking", "", *(f"- {sentence}" for sentence in ranking(inputs, settings.marks)),
+              ""]
     return "\n".join(lines)
 
 

@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SHOT_COLUMNS = ("overall", "many", "medium", "few")
 METRIC_COLUMNS = (*SHOT_COLUMNS, "mcc", "nmi", "ece")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReportInput:
     """Everything the report shows of one method; a field is None when its stage left nothing.
 
     Attributes:
         method: Method name (a key of `methods:`).
         classify: Classifier kind -> test metrics {overall, many, medium, few, mcc, nmi, ece,
-            val_overall, ...}.
+            val_overall, ...}, means over the seeds, and "ci": column -> [low, high], the 95 %
+            interval of each accuracy column (`features.seeds`).
         per_class: Classifier kind -> rows {class, train_count, accuracy} (test accuracy).
-        dlsa: Base kind -> {"base": metrics, "dlsa": metrics, "val_overall_dlsa"}.
+        dlsa: Base kind -> {"base": metrics, "dlsa": metrics, "val_overall_dlsa", "gain":
+            column -> {"value", "low", "high"} of base + DLSA minus base}.
         dlsa_filters: One dict per DLSA filter: index, threshold, routed_share / seen_share /
             separation_accuracy / tail_share_seen per split, cluster_sizes, cluster_purity, ...
         analysis: The dict of `features.analysis.analyze_bank`.
@@ -35,6 +37,7 @@ class ReportInput:
             classes sorted by training frequency, most frequent bin first.
         pretrain: The backbone's training summary {best_epoch, best_val_acc, ...}.
         backbone: The backbone architecture's name.
+        seeds: The training seeds the numbers are means over.
     """
 
     method: str
@@ -47,6 +50,7 @@ class ReportInput:
     confusion: Mapping[str, Any] | None = None
     pretrain: Mapping[str, Any] | None = None
     backbone: str | None = None
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class ReportSettings:
             probe, t-SNE colours, DLSA separation accuracy).
         dlsa_tail_max_count: The tail of the DLSA separation accuracy when it differs;
             None = tail_max_count.
+        seeds: The training seeds of the run.
+        marks: Accuracy column -> {"<method>:<classifier>": "best" | "tied"}, decided by paired
+            tests (`features.seeds.leaders`); "glance:<column>" for the table of each method's
+            classifier chosen on val. A column without marks has no bold value.
     """
 
     title: str = "tailbank report"
@@ -68,6 +76,8 @@ class ReportSettings:
     few_below: int = 20
     tail_max_count: int = 50
     dlsa_tail_max_count: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    marks: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def number(value: Any) -> float | None:

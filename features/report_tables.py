@@ -1,7 +1,9 @@
 """The report's tables as headers and rows of text cells, shared by HTML and Markdown.
 
-A cell is plain text; the caller escapes it for its format. Summary cells holding a column's
-best value are passed through the caller's `bold` marker.
+A cell is plain text; the caller escapes it for its format. An accuracy is shown as its mean
+over the seeds and the half-width of its 95 % interval ("0.912 ± 0.021"); a summary cell that
+a paired test found best goes through the caller's `bold` marker, one tied for best gets
+`TIED` after it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from features.report_inputs import METRIC_COLUMNS, SHOT_COLUMNS, ReportInput, dig, fmt, number
-from features.report_text import SummaryRow, best_value
+from features.report_text import SummaryRow
 
 SUMMARY_HEADER = ["method", "classifier", "overall", "many", "medium", "few", "MCC", "NMI", "ECE"]
 
@@ -34,10 +36,10 @@ DLSA_HEADER = [
     "base classifier",
     "overall",
     "overall + DLSA",
+    "gain overall (95 % CI)",
     "few",
     "few + DLSA",
-    "ECE",
-    "ECE + DLSA",
+    "gain few (95 % CI)",
 ]
 
 FILTER_HEADER = [
@@ -51,18 +53,58 @@ FILTER_HEADER = [
 ]
 
 
-def summary_cells(rows: list[SummaryRow], bold: Callable[[str], str]) -> list[list[str]]:
-    """Rows of `SUMMARY_HEADER`; each column's best value goes through `bold`."""
-    best = {column: best_value(rows, column) for column in METRIC_COLUMNS}
+TIED = "\u2248"  # tied for best: the paired test cannot tell it from the leader
+
+
+def summary_cells(
+    rows: list[SummaryRow],
+    bold: Callable[[str], str],
+    marks: Mapping[str, Mapping[str, str]] | None = None,
+    prefix: str = "",
+) -> list[list[str]]:
+    """Rows of `SUMMARY_HEADER`.
+
+    Args:
+        rows: The table's rows.
+        bold: How the caller's format makes a cell bold.
+        marks: Column -> {row key: "best" | "tied"} (`ReportSettings.marks`); a column
+            without marks has no bold cell.
+        prefix: Prepended to the column name to find its marks ("glance:" for the table of
+            each method's classifier chosen on val).
+    """
     cells = []
     for row in rows:
         line = [row.method, row.classifier]
         for column in METRIC_COLUMNS:
-            value = number(row.metrics.get(column))
-            text = fmt(value)
-            line.append(bold(text) if value is not None and value == best[column] else text)
+            text = with_interval(row.metrics, column)
+            mark = ((marks or {}).get(prefix + column) or {}).get(row.mark_key)
+            if mark == "best":
+                text = bold(text)
+            elif mark == "tied":
+                text = f"{text} {TIED}"
+            line.append(text)
         cells.append(line)
     return cells
+
+
+def with_interval(metrics: Mapping[str, Any], column: str) -> str:
+    """"0.912 ± 0.021": the value and the half-width of its 95 % interval, when it has one."""
+    text = fmt(metrics.get(column))
+    interval = (metrics.get("ci") or {}).get(column) if isinstance(metrics, Mapping) else None
+    if text == "\u2013" or not interval or any(number(end) is None for end in interval):
+        return text
+    return f"{text} \u00b1 {fmt((float(interval[1]) - float(interval[0])) / 2)}"
+
+
+def gain_text(entry: Mapping[str, Any], column: str) -> str:
+    """"+0.005 [-0.010, +0.020]": a DLSA gain with its 95 % interval."""
+    gain = dig(entry, ("gain", column))
+    if not isinstance(gain, Mapping) or number(gain.get("value")) is None:
+        return "\u2013"
+    value, low, high = (number(gain.get(key)) for key in ("value", "low", "high"))
+    if low is None or high is None:
+        return f"{value:+.3f}"
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def separability_cells(analysed: list[ReportInput]) -> list[list[str]]:
@@ -117,8 +159,9 @@ def dlsa_cells(inputs: list[ReportInput]) -> list[list[str]]:
     for item in inputs:
         for kind, entry in (item.dlsa or {}).items():
             line = [item.method, kind]
-            for column in ("overall", "few", "ece"):
-                line += [fmt(dig(entry, (side, column))) for side in ("base", "dlsa")]
+            for column in ("overall", "few"):
+                line += [with_interval(entry.get(side) or {}, column) for side in ("base", "dlsa")]
+                line.append(gain_text(entry, column))
             cells.append(line)
     return cells
 

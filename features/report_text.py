@@ -27,14 +27,40 @@ from features.report_inputs import (
 # Higher is better for every column but ECE.
 _LOWER_IS_BETTER = frozenset({"ece"})
 
+MARKS_LEGEND = (
+    "Bold: the best of its column, and better than every other row by a paired bootstrap "
+    "over the test rows (p < 0.05); \u2248: tied for best, a difference the test rows do not "
+    "resolve. MCC, NMI and ECE are not tested and never bold."
+)
+
+
+def seeds_line(settings: ReportSettings) -> str:
+    """How the numbers were made: over how many seeds, and which intervals."""
+    seeds = settings.seeds
+    if len(seeds) == 1:
+        return (f"One training seed ({seeds[0]}): each accuracy has the 95 % interval of a "
+                "bootstrap over the test rows (stratified by class).")
+    return (f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}): each accuracy is "
+            "the mean over the seeds with the 95 % Student-t interval of the per-seed values"
+            + (" (with 2 seeds t has 1 degree of freedom, so the interval is wide on "
+               "purpose)" if len(seeds) == 2 else "") + ".")
+
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One line of the summary table: a method, a classifier and its test metrics."""
+    """One line of the summary table: a method, a classifier and its test metrics.
+
+    ``key`` names the row in `ReportSettings.marks`: the classifier kind, or "<kind>+dlsa".
+    """
 
     method: str
     classifier: str
     metrics: Mapping[str, Any]
+    key: str = ""
+
+    @property
+    def mark_key(self) -> str:
+        return f"{self.method}:{self.key or self.classifier}"
 
 
 def summary_rows(inputs: Sequence[ReportInput]) -> list[SummaryRow]:
@@ -42,9 +68,10 @@ def summary_rows(inputs: Sequence[ReportInput]) -> list[SummaryRow]:
     rows = []
     for item in inputs:
         for kind, metrics in (item.classify or {}).items():
-            rows.append(SummaryRow(item.method, kind, metrics))
+            rows.append(SummaryRow(item.method, kind, metrics, kind))
         for kind, entry in (item.dlsa or {}).items():
-            rows.append(SummaryRow(item.method, f"{kind} + DLSA", entry.get("dlsa") or {}))
+            rows.append(SummaryRow(item.method, f"{kind} + DLSA", entry.get("dlsa") or {},
+                                   f"{kind}+dlsa"))
     return rows
 
 
@@ -102,17 +129,21 @@ def groups_line(settings: ReportSettings) -> str:
     )
 
 
-def ranking(inputs: Sequence[ReportInput]) -> list[str]:
-    """Sentences comparing the methods, each computed from the numbers (no fixed conclusions)."""
+def ranking(
+    inputs: Sequence[ReportInput], marks: Mapping[str, Mapping[str, str]] | None = None
+) -> list[str]:
+    """Sentences comparing the methods, each computed from the numbers (no fixed conclusions).
+
+    Args:
+        inputs: One entry per method.
+        marks: `ReportSettings.marks`: which rows a paired test found best or tied.
+    """
     sentences = []
     rows = summary_rows(inputs)
     for column, label in (("overall", "overall"), ("few", "few-shot")):
         best = best_row(rows, column)
         if best is not None:
-            sentences.append(
-                f"Best {label} test accuracy: {best.method} with the {best.classifier} classifier "
-                f"({fmt(best.metrics[column])})."
-            )
+            sentences.append(_leader_sentence(rows, best, column, label, marks or {}))
     sentences += _dlsa_sentences(inputs)
     features = {item.method: analysis_view(item, "features") for item in inputs}
     picks = (  # label, where in a view's analysis, higher is better
@@ -132,6 +163,28 @@ def ranking(inputs: Sequence[ReportInput]) -> list[str]:
     if not sentences:
         sentences.append("No numbers to rank yet: no method has classifier or analysis results.")
     return sentences
+
+
+def _leader_sentence(
+    rows: Sequence[SummaryRow],
+    best: SummaryRow,
+    column: str,
+    label: str,
+    marks: Mapping[str, Mapping[str, str]],
+) -> str:
+    """Who leads a column, and whether the paired test resolves the lead."""
+    text = (f"Highest {label} test accuracy: {best.method} with the {best.classifier} classifier "
+            f"({fmt(best.metrics[column])})")
+    column_marks = marks.get(column) or {}
+    if not column_marks:
+        return text + "; no paired test was possible (the test predictions are missing)."
+    if column_marks.get(best.mark_key) == "best":
+        return text + ", resolved: it beats every other row (paired bootstrap, p < 0.05)."
+    tied = [row for row in rows if column_marks.get(row.mark_key) == "tied" and row is not best]
+    names = ", ".join(f"{row.method} {row.classifier}" for row in tied[:4])
+    more = f" and {len(tied) - 4} more" if len(tied) > 4 else ""
+    return (text + f"; not resolved: the test rows cannot tell it from {names}{more} "
+            "(paired bootstrap, p >= 0.05).")
 
 
 def _dlsa_sentences(inputs: Sequence[ReportInput]) -> list[str]:
@@ -154,11 +207,28 @@ def _dlsa_sentences(inputs: Sequence[ReportInput]) -> list[str]:
         raised = sum(delta > 0 for _, _, delta in deltas)
         mean = float(np.mean([delta for _, _, delta in deltas]))
         method, kind, top = max(deltas, key=lambda entry: entry[2])
+        up, down = _resolved_gains(inputs, column)
         sentences.append(
             f"DLSA raised {label} accuracy for {raised} of {len(deltas)} method/base pairs "
-            f"(mean change {mean:+.3f}; largest {top:+.3f} for {method} on {kind})."
+            f"(mean change {mean:+.3f}; largest {top:+.3f} for {method} on {kind}); the "
+            f"95 % interval of the gain excludes zero for {up} (up) and {down} (down) of them, "
+            "the rest are not resolved."
         )
     return sentences
+
+
+def _resolved_gains(inputs: Sequence[ReportInput], column: str) -> tuple[int, int]:
+    """How many DLSA gains have an interval wholly above zero, and wholly below."""
+    up = down = 0
+    for item in inputs:
+        for entry in (item.dlsa or {}).values():
+            gain = dig(entry, ("gain", column))
+            low = number(gain.get("low")) if isinstance(gain, Mapping) else None
+            high = number(gain.get("high")) if isinstance(gain, Mapping) else None
+            if low is not None and high is not None:
+                up += low > 0
+                down += high < 0
+    return up, down
 
 
 def _why_sentences(

@@ -29,8 +29,8 @@ from stages.progress import log
 # t-SNE's perplexity must stay below the number of points; 30 is sklearn's default.
 
 
-def run(params: Params, method_name: str) -> Path:
-    """Analyse ``banks/<method>.h5`` and write ``results/analyze/<method>/``.
+def run(params: Params, method_name: str, seed: int) -> Path:
+    """Analyse ``banks/<method>/seed<seed>.h5`` and write ``results/analyze/<method>/seed<seed>/``.
 
     Files: ``analysis.json`` (everything `analyze_bank` reports), ``metrics.json`` (headline
     scalars for `dvc metrics show`), ``rho.csv`` (D_intra, D_inter, rho per view and shot
@@ -43,11 +43,13 @@ def run(params: Params, method_name: str) -> Path:
         The results folder.
     """
     params.method(method_name)
-    path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
-    config = analysis_config(params)
+    path = require_file(bank_path(method_name, seed),
+                        f"tailbank dump --method {method_name} --seed {seed}")
+    config = analysis_config(params, seed)
     section = params.analyze
-    with StageOutputs(folders=[analyze_results(method_name)]) as outputs, Bank.open(path) as bank:
-        out = outputs.staged(analyze_results(method_name))
+    results = analyze_results(method_name, seed)
+    with StageOutputs(folders=[results]) as outputs, Bank.open(path) as bank:
+        out = outputs.staged(results)
         available = bank.size("train") - 1  # a train row is not its own neighbour
         if section.k > available:
             raise StageError(
@@ -60,7 +62,7 @@ def run(params: Params, method_name: str) -> Path:
         test_y = bank.labels(QUERY_SPLIT)
         test_x = load_rows(bank, [(QUERY_SPLIT, "features")], budget)[QUERY_SPLIT, "features"]
         is_tail = counts <= section.tail_max_count
-        tsne = tsne_rows(test_x, test_y, is_tail, section.tsne_samples, params.seed)
+        tsne = tsne_rows(test_x, test_y, is_tail, section.tsne_samples, seed)
         confusion = None
         if bank.has(QUERY_SPLIT, "logits"):
             predicted = np.concatenate([block.argmax(axis=1) for block in
@@ -76,11 +78,12 @@ def run(params: Params, method_name: str) -> Path:
         write_csv(out / "tsne.csv", ("x", "y", "label", "group"), tsne)
     features = report["views"]["features"]
     log(
-        f"analyze {method_name}: test kNN purity {_fmt(features['knn']['query']['purity'])}, "
+        f"analyze {method_name} seed {seed}: test kNN purity "
+        f"{_fmt(features['knn']['query']['purity'])}, "
         f"rho {_fmt(features['representation']['overall']['rho'])}, head/tail probe "
         f"{_fmt(features['separability']['balanced_accuracy'])}"
     )
-    return analyze_results(method_name)
+    return results
 
 
 def headline(report: dict[str, Any]) -> dict[str, float | None]:

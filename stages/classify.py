@@ -11,74 +11,86 @@ import numpy as np
 
 from features.bank import SPLITS, Bank, BankMeta
 from features.classifiers import FittedClassifier, fit_classifier
+from features.comparison import PREDICTIONS_FILE
 from features.configs import ProbeConfig
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
 from features.rows import BankRows, FeatureRows, dataset_bytes, load_rows
 from stages.configs import probe_config
 from stages.errors import StageError
-from stages.io import json_ready, write_csv, write_json
+from stages.io import json_ready, write_csv, write_json, write_npz
 from stages.layout import bank_path, classify_results, require_file, resolve_device
 from stages.outputs import StageOutputs
 from stages.params import EvalParams, Params
 from stages.progress import log
 
-# split -> (features [N, D], labels [N], the backbone's logits [N, C] or None)
-SplitData = dict[str, tuple[FeatureRows, np.ndarray, FeatureRows | None]]
+# split -> (features [N, D], labels [N], the backbone's logits [N, C] or None); also
+# "test_index" -> the bank index [N] of the test rows
+SplitData = dict[str, Any]
 
 
-def run(params: Params, method_name: str) -> Path:
-    """Train each classifier kind of ``classify.kinds`` on ``banks/<method>.h5``.
+def run(params: Params, method_name: str, seed: int) -> Path:
+    """Train each classifier kind of ``classify.kinds`` on ``banks/<method>/seed<seed>.h5``.
 
     Epochs and τ are chosen on the balanced val split; the test split is only evaluated.
-    Writes ``results/classify/<method>/metrics.json`` (one entry per kind: overall / many /
-    medium / few accuracy, MCC, NMI, ECE on test, plus val accuracy and what val selected) and
-    ``per_class/<kind>.csv`` (per-class test accuracy against training count).
+    Writes, in ``results/classify/<method>/seed<seed>/``: ``metrics.json`` (one entry per
+    kind: overall / many / medium / few accuracy, MCC, NMI, ECE on test, plus val accuracy and
+    what val selected), ``predictions.npz`` (every kind's predicted class of each test row,
+    for paired comparisons) and ``per_class/<kind>.csv`` (per-class test accuracy against
+    training count).
 
     Returns:
         The results folder.
     """
-    with StageOutputs(folders=[classify_results(method_name)]) as out:
+    results = classify_results(method_name, seed)
+    with StageOutputs(folders=[results]) as out:
         on_bank_splits(
-            params, method_name, "classify",
-            lambda data, meta: _classify(params, method_name, data, meta.class_counts,
-                                         out.staged(classify_results(method_name))),
+            params, method_name, seed, "classify",
+            lambda data, meta: _classify(params, method_name, seed, data, meta.class_counts,
+                                         out.staged(results)),
         )
-    return classify_results(method_name)
+    return results
 
 
 def on_bank_splits(
     params: Params,
     method_name: str,
+    seed: int,
     stage: str,
     work: Callable[[SplitData, BankMeta], Path],
 ) -> Path:
-    """Runs ``work(splits, bank_meta)`` on ``banks/<method>.h5``, kept open meanwhile (rows
-    over ``memory.budget_mb`` are read from it on demand)."""
+    """Runs ``work(splits, bank_meta)`` on ``banks/<method>/seed<seed>.h5``, kept open
+    meanwhile (rows over ``memory.budget_mb`` are read from it on demand). The splits carry
+    the bank's test index as ``data["test_index"]``."""
     params.method(method_name)
-    path = require_file(bank_path(method_name), f"tailbank dump --method {method_name}")
+    path = require_file(bank_path(method_name, seed),
+                        f"tailbank dump --method {method_name} --seed {seed}")
     with Bank.open(path) as bank:
         data = load_splits(bank, params.memory.budget_bytes, f"{stage} {method_name}")
+        data["test_index"] = bank.index("test")
         return work(data, bank.meta)
 
 
 def _classify(
-    params: Params, method_name: str, data: SplitData, counts: np.ndarray, out: Path
+    params: Params, method_name: str, seed: int, data: SplitData, counts: np.ndarray, out: Path
 ) -> Path:
-    config = probe_config(params.classify, params.seed, str(resolve_device(params.classify.device)))
+    config = probe_config(params.classify, seed, str(resolve_device(params.classify.device)))
     metrics: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
+    predicted: dict[str, np.ndarray] = {}
     for kind in params.classify.kinds:
         try:
-            test, val_acc, selected = fit_and_evaluate(kind, data, counts, config, params.eval)
+            test, val_acc, selected, predicted[kind] = fit_and_evaluate(
+                kind, data, counts, config, params.eval)
         except FeaturesError as error:
             raise StageError(f"classify {method_name}: {error}") from None
         metrics[kind] = {**clean(test.summary()), "val_overall": round(val_acc, 6),
                          **{f"selected_{key}": value for key, value in selected.items()}}
         per_class[kind] = test.per_class
-        log(f"classify {method_name} {kind}: test overall {test.overall:.4f} many "
+        log(f"classify {method_name} seed {seed} {kind}: test overall {test.overall:.4f} many "
             f"{fmt(test.many)} medium {fmt(test.medium)} few {fmt(test.few)} (val {val_acc:.4f})")
     write_json(out / "metrics.json", metrics)
+    write_predictions(out / PREDICTIONS_FILE, data, counts, predicted)
     for kind, accuracy in per_class.items():
         rows = [(c, int(counts[c]), float(accuracy[c])) for c in np.argsort(-counts, kind="stable")]
         write_csv(out / "per_class" / f"{kind}.csv", ("class", "train_count", "accuracy"), rows)
@@ -110,22 +122,23 @@ def fit_and_evaluate(
     counts: np.ndarray,
     config: ProbeConfig,
     eval_params: EvalParams,
-) -> tuple[Evaluation, float, dict[str, float]]:
+) -> tuple[Evaluation, float, dict[str, float], np.ndarray]:
     """Fit one classifier kind on train (selected on val), evaluate it on val and test.
 
     Returns:
-        The test evaluation, the val accuracy and what val selected (epoch, τ, ...).
+        The test evaluation, the val accuracy, what val selected (epoch, τ, ...) and the
+        predicted class of each test row (int64 [N]).
     """
     fitted = fit_on_bank(kind, data, counts, config)
     options = eval_params.model_dump()  # many_above, few_below, ece_bins: evaluate's options
-    scores = {}
+    scores, logits = {}, {}
     for split in ("val", "test"):
         features, labels, bank_logits = data[split]
-        scores[split] = evaluate(classifier_logits(fitted, features, bank_logits), labels,
-                                 counts, **options)
+        logits[split] = classifier_logits(fitted, features, bank_logits)
+        scores[split] = evaluate(logits[split], labels, counts, **options)
     # val accuracy is reported as val_overall; the rest is what val chose (epoch, tau)
     selected = {key: value for key, value in fitted.selected.items() if key != "val_accuracy"}
-    return scores["test"], scores["val"].overall, selected
+    return scores["test"], scores["val"].overall, selected, logits["test"].argmax(axis=1)
 
 
 def fit_on_bank(
@@ -158,6 +171,17 @@ def classifier_logits(
             raise StageError(f"classifier '{fitted.kind}' needs the bank's logits")
         return fitted.logits(bank_logits)
     return fitted.logits(features)
+
+
+def write_predictions(
+    target: Path, data: SplitData, counts: np.ndarray, predicted: dict[str, np.ndarray]
+) -> None:
+    """``predictions.npz``: the test rows' bank index, labels, the bank's class counts, and one
+    int64 [N] array of predicted classes per key; plain arrays, read with allow_pickle=False."""
+    write_npz(target, {"index": np.asarray(data["test_index"], np.int64),
+                       "labels": np.asarray(data["test"][1], np.int64),
+                       "class_counts": np.asarray(counts, np.int64),
+                       **{key: np.asarray(value, np.int64) for key, value in predicted.items()}})
 
 
 def clean(summary: dict[str, float | None]) -> dict[str, float | None]:

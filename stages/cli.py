@@ -127,13 +127,65 @@ def _method_params(path: Path, method: str):
     return loaded
 
 
-@app.command()
-def check(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
-    """Validate params.yaml (every key, type and range) and exit; prints the methods found."""
+SeedOption = typer.Option(
+    None, "--seed", "-s", help="The training seed to run (one of `seeds:` in params.yaml); "
+    "default: each of them in turn."
+)
+
+
+def _seeds(loaded: Any, seed: int | None) -> tuple[int, ...]:
+    """``--seed`` checked against ``seeds:``, or all of them."""
+    if seed is None:
+        return tuple(loaded.seeds)
+    if seed not in loaded.seeds:
+        raise StageError(f"--seed {seed}: not in seeds ({', '.join(map(str, loaded.seeds))}) of "
+                         "params.yaml; add it there first (DVC runs what params.yaml lists)")
+    return (seed,)
+
+
+def _per_seed(
+    stage_run: Callable[[Any, str, int], Any], params: Path, method: str, seed: int | None
+) -> Callable[[], None]:
+    """The work of a per-seed stage: ``stage_run(params, method, seed)`` for each seed."""
 
     def work() -> None:
+        loaded = _method_params(params, method)
+        for each in _seeds(loaded, seed):
+            stage_run(loaded, method, each)
+
+    return work
+
+
+@app.command()
+def check(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
+    """Validate params.yaml (every key, type and range) and that dvc.yaml matches its methods."""
+
+    def work() -> None:
+        from stages import dag
+
         loaded = _params(params)
-        print(f"{params}: ok ({len(loaded.methods)} methods: {', '.join(loaded.methods)})")
+        methods = loaded.model_dump(mode="json")["methods"]
+        if Path("dvc.yaml").is_file() and not dag.is_current(methods):
+            raise StageError("dvc.yaml: out of date with the methods of params.yaml; run "
+                             "`tailbank dag` to regenerate it")
+        print(f"{params}: ok ({len(loaded.methods)} methods: {', '.join(loaded.methods)}; "
+              f"seeds {', '.join(map(str, loaded.seeds))})")
+
+    _run(debug, work)
+
+
+@app.command()
+def dag(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
+    """Write dvc.yaml for the methods of params.yaml (one block per stage and method, each
+    over the seeds). Run it after adding, removing or renaming a method."""
+
+    def work() -> None:
+        from stages import dag as generator
+
+        loaded = _params(params)
+        changed = generator.write(loaded.model_dump(mode="json")["methods"])
+        print(f"dvc.yaml: {'written' if changed else 'already current'} "
+              f"({len(loaded.methods)} methods)")
 
     _run(debug, work)
 
@@ -142,7 +194,7 @@ def check(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
 def prepare(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
     """Draw the long-tailed train, balanced val and test splits of `data.dataset`.
 
-    Writes data/splits/<dataset>.json. Reads params: seed, data.
+    Writes data/splits/<dataset>.json. Reads params: data (its split_seed draws the splits).
     """
     from stages import prepare as stage
 
@@ -151,27 +203,36 @@ def prepare(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
 
 @app.command()
 def pretrain(
-    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+    method: str = MethodOption,
+    seed: int = SeedOption,
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
 ) -> None:
     """Train a backbone with one method; keep the epoch with the best val accuracy.
 
-    Writes models/<method>/model.pt and results/pretrain/<method>/ (metrics, DVCLive curves).
-    Resumes an interrupted run from checkpoints/pretrain/<method>.pt.
-    Reads params: seed, data, train, methods.<method>. With `train.processes` > 1 it runs
-    that many data-parallel ranks under torchrun (started here unless torchrun started it).
+    Writes models/<method>/seed<k>/model.pt and results/pretrain/<method>/seed<k>/ (metrics,
+    DVCLive curves). Resumes an interrupted run from checkpoints/pretrain/<method>/seed<k>.pt.
+    Reads params: data, train, methods.<method>. With `train.processes` > 1 it runs that many
+    data-parallel ranks under torchrun (started here unless torchrun started it).
     """
     from stages import launch
     from stages import pretrain as stage
 
     def work() -> int:
-        loaded = _params(params)
+        loaded = _method_params(params, method)
         recipe = loaded.train_for(method)
         processes = recipe.processes
         launch.check_global_batch(recipe.batch_size, processes, method)
-        if processes > 1 and not launch.inside_torchrun():
-            arguments = ["pretrain", "--method", method, "--params", str(params)]
-            return launch.run_under_torchrun(processes, arguments + (["--debug"] if debug else []))
-        stage.run(loaded, method)
+        for each in _seeds(loaded, seed):
+            if processes > 1 and not launch.inside_torchrun():
+                arguments = ["pretrain", "--method", method, "--seed", str(each), "--params",
+                             str(params)]
+                code = launch.run_under_torchrun(
+                    processes, arguments + (["--debug"] if debug else []))
+                if code:
+                    return code
+            else:
+                stage.run(loaded, method, each)
         return 0
 
     code = _run(debug, work, resumable=True, params=params, method=method)
@@ -183,77 +244,108 @@ def pretrain(
 
 @app.command()
 def dump(
-    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+    method: str = MethodOption,
+    seed: int = SeedOption,
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
 ) -> None:
     """Dump features, labels, index and logits of un-augmented train/val/test images.
 
-    Writes banks/<method>.h5 (atomically). Reads params: data, dump.
+    Writes banks/<method>/seed<k>.h5 (atomically). Reads params: data, dump.
     """
     from stages import dump as stage
 
-    _run(debug, lambda: stage.run(_method_params(params, method), method), params=params,
-         method=method)
+    _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
 
 
 @app.command()
 def classify(
-    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+    method: str = MethodOption,
+    seed: int = SeedOption,
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
 ) -> None:
     """Train the classifiers of `classify.kinds` on a bank; evaluate on test per shot group.
 
-    Writes results/classify/<method>/metrics.json and per_class/<kind>.csv.
-    Reads params: seed, classify, eval (and memory, which changes no result).
+    Writes results/classify/<method>/seed<k>/ (metrics.json, predictions.npz,
+    per_class/<kind>.csv). Reads params: classify, eval (and memory, which changes no result).
     """
     from stages import classify as stage
 
-    _run(debug, lambda: stage.run(_method_params(params, method), method), params=params,
-         method=method)
+    _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
 
 
 @app.command()
 def dlsa(
-    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
+    method: str = MethodOption,
+    seed: int = SeedOption,
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
 ) -> None:
     """Fit a DLSA cascade (flow filters + cluster-aided classifiers) on a method's bank.
 
-    Writes models/dlsa/<method>/ and results/dlsa/<method>/ (base vs base + DLSA for each kind
-    of dlsa.base_kinds, per-filter separation accuracy and clusters). Reads params: seed,
-    classify, dlsa, eval (and memory, which changes no result). Resumes an interrupted fit
-    from checkpoints/dlsa/<method>/.
+    Writes models/dlsa/<method>/seed<k>/ and results/dlsa/<method>/seed<k>/ (base vs base +
+    DLSA for each kind of dlsa.base_kinds, test predictions, per-filter separation accuracy
+    and clusters). Reads params: classify, dlsa, eval (and memory, which changes no result).
+    Resumes an interrupted fit from checkpoints/dlsa/<method>/seed<k>/.
     """
     from stages import dlsa as stage
 
-    _run(debug, lambda: stage.run(_method_params(params, method), method), resumable=True,
-         params=params, method=method)
-
-
-@app.command()
-def analyze(
-    method: str = MethodOption, params: Path = ParamsOption, debug: bool = DebugOption
-) -> None:
-    """Analyse the feature quality of a method's bank (faiss kNN purity, k-means, rho, probe).
-
-    Writes results/analyze/<method>/ (analysis.json, metrics.json, rho.csv, clusters.csv,
-    tsne.csv, confusion.json). Reads params: seed, analyze, eval (and memory, which changes no
-    result).
-    """
-    from stages import analyze as stage
-
-    _run(debug, lambda: stage.run(_method_params(params, method), method), params=params,
+    _run(debug, _per_seed(stage.run, params, method, seed), resumable=True, params=params,
          method=method)
 
 
 @app.command()
-def report(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
-    """Render every method side by side: reports/index.html (plots embedded) and summary.md.
+def analyze(
+    method: str = MethodOption,
+    seed: int = SeedOption,
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Analyse the feature quality of a method's bank (faiss kNN purity, k-means, rho, probe).
 
-    Reads whatever results/classify, results/dlsa, results/analyze and results/pretrain hold
-    for each method of `methods:`; a missing piece is named in the report. Reads params:
-    methods, classify, dlsa, analyze, eval.
+    Writes results/analyze/<method>/seed<k>/ (analysis.json, metrics.json, rho.csv,
+    clusters.csv, tsne.csv, confusion.json). Reads params: analyze, eval (and memory, which
+    changes no result).
+    """
+    from stages import analyze as stage
+
+    _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
+
+
+@app.command()
+def report(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
+    """Render every method side by side: reports/index.html (plots embedded), summary.md and
+    the summary metrics reports/metrics.json.
+
+    Reads what results/classify, results/dlsa, results/analyze and results/pretrain hold for
+    each method of `methods:` and each seed of `seeds:`; a missing piece is named in the
+    report. Shows means over the seeds with 95 % intervals, and marks a value best only when
+    a paired test says it beats the runner-up.
     """
     from stages import report as stage
 
     _run(debug, lambda: print(f"wrote {stage.run(_params(params))}"))
+
+
+@app.command()
+def compare(
+    first: str = typer.Argument(..., help="method[:classifier][+dlsa], e.g. ce, ce:cosine, "
+                                "ce+dlsa"),
+    second: str = typer.Argument(..., help="the other result, in the same form"),
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Compare two results on the same test rows, overall and per shot group.
+
+    A classifier left out is the one chosen on val; `+dlsa` is DLSA in front of it (its base
+    chosen on val when left out). Prints each accuracy, the difference with its 95 % interval
+    from a paired bootstrap over the test rows (seeds pooled per row), its p-value, McNemar's
+    test per seed and, with two or more seeds, the t interval of the per-seed differences.
+    """
+    from stages import compare as stage
+
+    _run(debug, lambda: print(stage.run(_params(params), first, second)))
 
 
 @app.command()
@@ -298,6 +390,11 @@ def preset(
             return
         changed = presets.apply(name, params)
         print(f"{params}: applied preset '{name}' ({len(changed)} keys: {', '.join(changed)})")
+        if "methods" in changed and Path("dvc.yaml").is_file():
+            from stages import dag as generator
+
+            generator.write(_params(params).model_dump(mode="json")["methods"])
+            print("dvc.yaml: regenerated for the preset's methods")
 
     _run(debug, work)
 

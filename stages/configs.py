@@ -33,13 +33,13 @@ QUERY_SPLIT = "test"
 
 # Library fields whose params key is not <section>.<field>, per config class.
 _SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "TrainConfig": ("train", {"seed": "seed"}),
+    "TrainConfig": ("train", {"seed": "seeds"}),
     "OptimConfig": ("train.optim", {}),
     "ScheduleConfig": ("train.schedule", {}),
-    "ProbeConfig": ("classify", {"seed": "seed"}),
-    "FlowTrainConfig": ("dlsa.flow", {"seed": "seed", "device": "dlsa.device"}),
+    "ProbeConfig": ("classify", {"seed": "seeds"}),
+    "FlowTrainConfig": ("dlsa.flow", {"seed": "seeds", "device": "dlsa.device"}),
     "CascadeConfig": ("dlsa", {
-        "seed": "seed",
+        "seed": "seeds",
         "classifier_epochs": "dlsa.classifier.epochs",
         "classifier_batch_size": "dlsa.classifier.batch_size",
         "classifier_lr": "dlsa.classifier.lr",
@@ -48,15 +48,15 @@ _SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
         "min_val_rows": "dlsa.classifier.min_val_rows",
     }),
     "ShotGroups": ("eval", {}),
-    "KnnConfig": ("analyze", {"seed": "seed"}),
+    "KnnConfig": ("analyze", {"seed": "seeds"}),
     "KmeansConfig": ("analyze", {
-        "seed": "seed",
+        "seed": "seeds",
         "n_clusters": "analyze.kmeans_clusters",
         "niter": "analyze.kmeans_niter",
         "max_train_rows": "analyze.kmeans_max_rows",
     }),
     "SeparabilityConfig": ("analyze", {
-        "seed": "seed", "max_rows_per_group": "analyze.probe_max_rows",
+        "seed": "seeds", "max_rows_per_group": "analyze.probe_max_rows",
     }),
     "AnalysisConfig": ("analyze", {"many_above": "eval.many_above",
                                    "few_below": "eval.few_below"}),
@@ -187,9 +187,9 @@ def shot_groups(section: EvalParams) -> ShotGroups:
     return ShotGroups(many_above=section.many_above, few_below=section.few_below)
 
 
-def analysis_config(params: Params) -> AnalysisConfig:
-    """The analysis library's settings from the ``analyze``, ``eval`` and ``seed`` params."""
-    section, seed = params.analyze, params.seed
+def analysis_config(params: Params, seed: int) -> AnalysisConfig:
+    """The analysis library's settings from the ``analyze`` and ``eval`` params and a seed."""
+    section = params.analyze
     return AnalysisConfig(
         knn=KnnConfig(
             k=section.k,
@@ -221,14 +221,15 @@ def check_library_configs(params: Params, origin: str) -> None:
     """
     from pipeline.methods import build_options
 
+    seed = max(params.seeds)  # the seed fields' range is the same for every seed
     with in_params_terms(origin):
         shot_groups(params.eval)
-        probe_config(params.classify, params.seed, "cpu")
-        cascade_config(params.dlsa, 2, params.seed, "cpu")
-        analysis_config(params)
+        probe_config(params.classify, seed, "cpu")
+        cascade_config(params.dlsa, 2, seed, "cpu")
+        analysis_config(params, seed)
     for name, entry in params.methods.items():
         with in_params_terms(origin, name, entry.train):
-            train_config(params.train_for(name), params.seed)
+            train_config(params.train_for(name), seed)
             build_options(entry.kind, entry.options)
 
 

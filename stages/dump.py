@@ -23,14 +23,15 @@ from stages.progress import StepProgress, log
 SPLITS = ("train", "val", "test")
 
 
-def run(params: Params, method_name: str) -> Path:
-    """Write ``banks/<method>.h5`` from the best-on-val model of ``pretrain@<method>``.
+def run(params: Params, method_name: str, seed: int) -> Path:
+    """Write ``banks/<method>/seed<seed>.h5`` from the best-on-val model of that seed.
 
     Returns:
         The path of the bank.
     """
-    checkpoint = require_file(model_path(method_name), f"tailbank pretrain --method {method_name}")
-    target = bank_path(method_name)
+    checkpoint = require_file(model_path(method_name, seed),
+                              f"tailbank pretrain --method {method_name} --seed {seed}")
+    target = bank_path(method_name, seed)
     check_writable(target, folder=False)
     payload = load_model_payload(checkpoint)
     device = resolve_device(params.dump.device)
@@ -39,7 +40,7 @@ def run(params: Params, method_name: str) -> Path:
     if source.name != payload["dataset"]:
         raise StageError(
             f"{checkpoint}: trained on '{payload['dataset']}' but data.dataset is "
-            f"'{source.name}'; re-run `tailbank pretrain --method {method_name}`"
+            f"'{source.name}'; re-run `tailbank pretrain --method {method_name} --seed {seed}`"
         )
     splits = load_splits(payload["dataset"], source)
     loaders = {

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,19 @@ def write_csv(target: str | Path, header: Sequence[str], rows: Sequence[Sequence
 def save_torch(target: str | Path, payload: Any) -> None:
     """Atomically ``torch.save`` a payload (torch's zip writer is byte-stable for equal inputs)."""
     save_torch_atomically(payload, target)
+
+
+def write_npz(target: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write an .npz of plain arrays, byte-stable: ``np.savez`` stamps each member
+    with the current time, so the zip is written here with a fixed one (and no pickles)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            archive.writestr(info, member.getvalue())
+    write_bytes(target, buffer.getvalue())
 
 
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:

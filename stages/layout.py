@@ -1,12 +1,26 @@
-"""Where each stage reads and writes: the paths of the DAG in one place (see dvc.yaml)."""
+"""Where each stage reads and writes: the paths of the DAG in one place (see dvc.yaml).
+
+Every output of a training seed lives under a ``seed<k>`` folder (or file) of its method, so
+seeds never overwrite each other: ``models/<m>/seed<k>/model.pt``, ``banks/<m>/seed<k>.h5``,
+``results/<stage>/<m>/seed<k>/``. A seed may also be ``"${item}"``: the placeholder that
+dvc.yaml's ``foreach: ${seeds}`` fills in.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from stages.errors import StageError
+
+Seed = int | str
+SEED_ITEM = "${item}"
+RESULTS = Path("results")
+RESULT_FOLDERS = (RESULTS / "classify", RESULTS / "dlsa", RESULTS / "analyze",
+                  RESULTS / "pretrain")
+
+
+def _seed(seed: Seed) -> str:
+    return f"seed{seed}"
 
 
 def splits_path(dataset: str) -> Path:
@@ -14,37 +28,71 @@ def splits_path(dataset: str) -> Path:
     return Path("data/splits") / f"{dataset}.json"
 
 
-def model_path(method: str) -> Path:
+def model_path(method: str, seed: Seed) -> Path:
     """The best-on-val checkpoint of a pretrained method (a DVC output)."""
-    return Path("models") / method / "model.pt"
+    return Path("models") / method / _seed(seed) / "model.pt"
 
 
-def resume_path(method: str, stage: str = "pretrain") -> Path:
-    """Per-epoch checkpoint of an unfinished run.
+def resume_path(method: str, seed: Seed) -> Path:
+    """Per-epoch checkpoint of an unfinished pretrain run.
 
     Deliberately not a DVC output: DVC deletes a stage's outputs before it runs, which would
     throw away an interrupted run. The stage removes it once it completes.
     """
-    return Path("checkpoints") / stage / f"{method}.pt"
+    return Path("checkpoints/pretrain") / method / f"{_seed(seed)}.pt"
 
 
-def pretrain_results(method: str) -> Path:
+def pretrain_results(method: str, seed: Seed) -> Path:
     """Training metrics and DVCLive curves of a method."""
-    return Path("results/pretrain") / method
+    return RESULTS / "pretrain" / method / _seed(seed)
 
 
-def bank_path(method: str) -> Path:
+def bank_path(method: str, seed: Seed) -> Path:
     """The HDF5 feature bank of a method."""
-    return Path("banks") / f"{method}.h5"
+    return Path("banks") / method / f"{_seed(seed)}.h5"
 
 
-def classify_results(method: str) -> Path:
-    """Metrics and per-class plots of the classifiers trained on a method's bank."""
-    return Path("results/classify") / method
+def classify_results(method: str, seed: Seed) -> Path:
+    """Metrics, test predictions and per-class plots of the classifiers on a method's bank."""
+    return RESULTS / "classify" / method / _seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
+def dlsa_model_dir(method: str, seed: Seed) -> Path:
+    """The fitted DLSA model (cascade and base classifiers) of a method's bank."""
+    return Path("models/dlsa") / method / _seed(seed)
+
+
+def dlsa_results(method: str, seed: Seed) -> Path:
+    """Metrics (base vs base + DLSA), test predictions and per-filter statistics of a method's
+    DLSA cascade."""
+    return RESULTS / "dlsa" / method / _seed(seed)
+
+
+def dlsa_resume_dir(method: str, seed: Seed) -> Path:
+    """Per-filter flow checkpoints of an unfinished DLSA fit (not a DVC output, like pretrain's)."""
+    return Path("checkpoints/dlsa") / method / _seed(seed)
+
+
+def analyze_results(method: str, seed: Seed) -> Path:
+    """Feature-quality analysis of a method's bank: JSON, headline numbers, plot tables."""
+    return RESULTS / "analyze" / method / _seed(seed)
+
+
+def report_dir() -> Path:
+    """The report of every method side by side (``index.html``, ``summary.md``)."""
+    return Path("reports")
+
+
+def summary_metrics() -> Path:
+    """The one metrics file of the DAG: per method, the accuracy of its classifier chosen on
+    val and the DLSA difference, mean over the seeds (``dvc metrics show``)."""
+    return report_dir() / "metrics.json"
+
+
+def resolve_device(name: str):
     """``auto`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -58,28 +106,3 @@ def require_file(path: Path, made_by: str) -> Path:
     if not path.is_file():
         raise StageError(f"{path}: not found; run `{made_by}` (or `dvc repro`) first")
     return path
-
-
-def dlsa_model_dir(method: str) -> Path:
-    """The fitted DLSA cascade of a method's bank and the base classifiers it was scored with."""
-    return Path("models/dlsa") / method
-
-
-def dlsa_results(method: str) -> Path:
-    """Metrics (base vs base + DLSA) and per-filter statistics of a method's DLSA cascade."""
-    return Path("results/dlsa") / method
-
-
-def dlsa_resume_dir(method: str) -> Path:
-    """Per-filter flow checkpoints of an unfinished DLSA fit (not a DVC output, like pretrain's)."""
-    return Path("checkpoints/dlsa") / method
-
-
-def analyze_results(method: str) -> Path:
-    """Feature-quality analysis of a method's bank: JSON, headline metrics, plot tables."""
-    return Path("results/analyze") / method
-
-
-def report_dir() -> Path:
-    """The report of every method side by side (``index.html``, ``summary.md``)."""
-    return Path("reports")

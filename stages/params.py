@@ -60,11 +60,16 @@ class SplitLists(_Strict):
 
 
 class DataParams(_Strict):
-    """Which images, and how the long-tailed train / balanced val / test splits are made."""
+    """Which images, and how the long-tailed train / balanced val / test splits are made.
+
+    ``split_seed`` draws the splits; it is not one of the training ``seeds``, so every seed
+    trains on the same images and is tested on the same rows (paired comparisons need that).
+    """
 
     dataset: Str = "digits_lt"
     root: Str = "data/raw"
     download: Bool = False
+    split_seed: Int = Field(0, ge=0, le=MAX_SEED)
     imbalance_factor: Float = Field(20.0, ge=1.0)
     max_per_class: Int | None = Field(None, ge=1)
     val_per_class: Int = Field(10, ge=1)
@@ -149,26 +154,17 @@ class MethodParams(_Strict):
 
     Attributes:
         kind: the method module (``pipeline.methods.METHODS``).
-        needs: the file this method's training needs besides the shared code and data, which
-            dvc.yaml lists as a dependency: the teacher's checkpoint ``models/<teacher>/model.pt``
-            for a method that distils from a teacher, the method's own module otherwise.
+        teacher: for a method that distils from a teacher (``gml_student``), the key of the
+            teacher's method; each seed's student learns from the same seed's teacher, and
+            dvc.yaml makes the teacher's model a dependency of the student's training.
         options: the method's hyper-parameters.
         train: overrides of any key of the ``train`` section for this method.
     """
 
     kind: Str
-    needs: Str
+    teacher: Str | None = None
     options: dict[Str, Any] = {}
     train: dict[Str, Any] = {}
-
-    @field_validator("needs")
-    @classmethod
-    def _inside_the_project(cls, path: str) -> str:
-        parts = Path(path).parts
-        if not path or Path(path).is_absolute() or ".." in parts or "\\" in path:
-            raise ValueError("must be a path inside the project, relative to its root, "
-                             "without '..'")
-        return path
 
     @field_validator("kind")
     @classmethod
@@ -318,10 +314,20 @@ class EvalParams(_Strict):
 class Params(_Strict):
     """The whole of params.yaml."""
 
-    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    seeds: tuple[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)], ...] = (0,)
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     methods: dict[Str, MethodParams]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if not seeds:
+            raise ValueError("list at least one seed")
+        repeated = next((seed for seed in seeds if seeds.count(seed) > 1), None)
+        if repeated is not None:
+            raise ValueError(f"lists seed {repeated} twice; list each seed once")
+        return seeds
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -401,28 +407,27 @@ def parse_params(raw: Any, origin: str) -> Params:
     return params
 
 
-def teacher_of(entry: MethodParams) -> str | None:
-    """The method key of an entry's teacher (from ``needs``), or None for a method without one."""
-    from pipeline.methods import METHODS
-
-    if not METHODS[entry.kind].needs_teacher:
-        return None
-    parts = Path(entry.needs).parts
-    return parts[1] if len(parts) == 3 and parts[0] == "models" and parts[2] == "model.pt" else ""
-
-
 def _check_teacher(
     name: str, entry: MethodParams, methods: dict[str, MethodParams], origin: str
 ) -> None:
-    teacher = teacher_of(entry)
-    if teacher is None:
+    """A distilling method names another method as its teacher; no other method names one."""
+    from pipeline.methods import METHODS
+
+    needs_teacher = METHODS[entry.kind].needs_teacher
+    if entry.teacher is None and not needs_teacher:
         return
-    if teacher not in methods or teacher == name:
-        others = [key for key in methods if key != name]
-        raise StageError(
-            f"{origin}: methods.{name}.needs: '{entry.kind}' distils from a teacher, so this must "
-            f"be models/<teacher>/model.pt with <teacher> one of: {', '.join(others)}"
-        )
+    key = f"methods.{name}.teacher"
+    if not needs_teacher:
+        raise StageError(f"{origin}: {key}: '{entry.kind}' learns without a teacher; remove "
+                         "the key")
+    others = [other for other in methods if other != name]
+    if entry.teacher is None or entry.teacher not in others:
+        given = "is missing" if entry.teacher is None else f"'{entry.teacher}' is not a method"
+        raise StageError(f"{origin}: {key} {given}: '{entry.kind}' distils from a teacher; name "
+                         f"one of: {', '.join(others)}")
+    if methods[entry.teacher].teacher is not None:
+        raise StageError(f"{origin}: {key}: '{entry.teacher}' learns from a teacher itself; "
+                         "name a method trained on its own")
 
 
 def section_digest(*sections: Any) -> str:

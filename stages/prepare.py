@@ -28,7 +28,7 @@ def run(params: Params) -> Path:
         val_per_class=data.val_per_class,
         test_per_class=data.test_per_class,
         max_per_class=data.max_per_class,
-        seed=params.seed,
+        seed=data.split_seed,
     )
     write_json(target, splits.to_dict())
     counts = splits.class_counts

@@ -37,19 +37,20 @@ from stages.layout import (
     splits_path,
 )
 from stages.outputs import StageOutputs, check_writable
-from stages.params import Params, TrainParams, section_digest, teacher_of
+from stages.params import Params, TrainParams, section_digest
 from stages.prepare import open_source
 from stages.progress import StepProgress, log
 
 MODEL_FORMAT = "tailbank-model/1"
 
 
-def run(params: Params, method_name: str) -> Path:
-    """Train ``methods.<method_name>`` and write ``models/<method>/model.pt`` and its metrics.
+def run(params: Params, method_name: str, seed: int) -> Path:
+    """Train ``methods.<method_name>`` with training seed ``seed``; write
+    ``models/<method>/seed<seed>/model.pt`` and its metrics.
 
-    An interrupted run resumes from ``checkpoints/pretrain/<method>.pt``, which is removed
-    once the stage completes. Started by torchrun (``WORLD_SIZE`` set), this process trains as
-    its rank: the training batches are split across ranks, and rank 0 alone writes.
+    An interrupted run resumes from ``checkpoints/pretrain/<method>/seed<seed>.pt``, which is
+    removed once the stage completes. Started by torchrun (``WORLD_SIZE`` set), this process
+    trains as its rank: the training batches are split across ranks, and rank 0 alone writes.
 
     Returns:
         The path of the best-on-val model checkpoint.
@@ -59,13 +60,13 @@ def run(params: Params, method_name: str) -> Path:
     start_process_group(rank, device)
     try:
         if not rank.is_main:
-            return _train_and_save(params, method_name, rank, device, None)
-        check_writable(resume_path(method_name), folder=False)
-        folders = [model_path(method_name).parent, pretrain_results(method_name)]
+            return _train_and_save(params, method_name, seed, rank, device, None)
+        check_writable(resume_path(method_name, seed), folder=False)
+        folders = [model_path(method_name, seed).parent, pretrain_results(method_name, seed)]
         with StageOutputs(folders=folders) as out:
-            _train_and_save(params, method_name, rank, device, out)
-        resume_path(method_name).unlink(missing_ok=True)
-        return model_path(method_name)
+            _train_and_save(params, method_name, seed, rank, device, out)
+        resume_path(method_name, seed).unlink(missing_ok=True)
+        return model_path(method_name, seed)
     finally:
         stop_process_group()
 
@@ -78,7 +79,12 @@ def rank_device(device: torch.device, rank: Rank) -> torch.device:
 
 
 def _train_and_save(
-    params: Params, method_name: str, rank: Rank, device: torch.device, out: StageOutputs | None
+    params: Params,
+    method_name: str,
+    seed: int,
+    rank: Rank,
+    device: torch.device,
+    out: StageOutputs | None,
 ) -> Path:
     """Train on every rank; rank 0 (``out`` given) writes the model and results into ``out``."""
     entry = params.method(method_name)
@@ -86,19 +92,19 @@ def _train_and_save(
     source = open_source(params.data)
     splits = load_splits(params.data.dataset, source)
 
-    teacher_payload = load_teacher_payload(params, method_name, splits)
-    set_seed(params.seed)
+    teacher_payload = load_teacher_payload(params, method_name, seed, splits)
+    set_seed(seed)
     method = build_method(
         entry.kind,
         backbone=recipe.backbone,
         in_channels=source.channels,
         class_counts=splits.class_counts.tolist(),
         options=entry.options,
-        seed=params.seed,
+        seed=seed,
         teacher=restore_method(teacher_payload) if teacher_payload else None,
         normalisation=(source.mean, source.std),
     ).to(device)
-    common = {"batch_size": recipe.batch_size, "seed": params.seed, "device": device,
+    common = {"batch_size": recipe.batch_size, "seed": seed, "device": device,
               "num_workers": recipe.num_workers}
     loaders = {
         "train": make_loader(source, splits.train, train=True, sampling=method.sampling,
@@ -106,12 +112,12 @@ def _train_and_save(
                              world_size=rank.world_size, **common),
         "val": make_loader(source, splits.val, train=False, **common),
     }
-    config = train_config(recipe, params.seed)
-    checkpoint = resume_path(method_name)
+    config = train_config(recipe, seed)
+    checkpoint = resume_path(method_name, seed)
     if out is None:
         train(method, loaders["train"], loaders["val"], config, device=device,
               checkpoint_path=checkpoint)
-        return model_path(method_name)
+        return model_path(method_name, seed)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
         read_payload(checkpoint)  # a damaged or crafted file is refused before we say "resuming"
@@ -120,7 +126,7 @@ def _train_and_save(
     if rank.distributed:
         log(f"pretrain {method_name}: {rank.world_size} data-parallel ranks, global batch "
             f"{recipe.batch_size}")
-    results = out.staged(pretrain_results(method_name))
+    results = out.staged(pretrain_results(method_name, seed))
     live_dir = results / "live"
 
     title = f"pretrain {method_name}"
@@ -153,8 +159,8 @@ def _train_and_save(
         except NonFiniteError as error:
             raise StageError(f"pretrain {method_name}: {error}") from None
 
-    target = out.staged(model_path(method_name))
-    save_torch(target, model_payload(params, method_name, recipe, result, splits,
+    target = out.staged(model_path(method_name, seed))
+    save_torch(target, model_payload(params, method_name, seed, recipe, result, splits,
                                      source.channels, teacher_payload))
     last = result.history[-1]
     write_json(
@@ -173,6 +179,7 @@ def _train_and_save(
 def model_payload(
     params: Params,
     method_name: str,
+    seed: int,
     recipe: TrainParams,
     result: TrainResult,
     splits: Splits,
@@ -194,9 +201,9 @@ def model_payload(
         "dataset": splits.dataset,
         "class_counts": splits.class_counts.tolist(),
         "options": dict(entry.options),
-        "seed": params.seed,
+        "seed": seed,
         "best_epoch": result.best_epoch,
-        "params_digest": section_digest(params.seed, params.data, recipe, entry),
+        "params_digest": section_digest(seed, params.data, recipe, entry),
         "state_dict": {key: value.detach().cpu() for key, value in result.best_state.items()},
     }
     if teacher_payload:
@@ -205,17 +212,21 @@ def model_payload(
     return payload
 
 
-def load_teacher_payload(params: Params, method_name: str, splits: Splits) -> dict | None:
-    """The trained teacher of a distilled student (``methods.<m>.needs``), checked to fit."""
-    teacher = teacher_of(params.method(method_name))
+def load_teacher_payload(
+    params: Params, method_name: str, seed: int, splits: Splits
+) -> dict | None:
+    """The trained teacher of a distilled student (``methods.<m>.teacher``, the same seed),
+    checked to fit."""
+    teacher = params.method(method_name).teacher
     if teacher is None:
         return None
-    path = require_file(model_path(teacher), f"tailbank pretrain --method {teacher}")
+    path = require_file(model_path(teacher, seed),
+                        f"tailbank pretrain --method {teacher} --seed {seed}")
     payload = load_model_payload(path)
     if payload["class_counts"] != splits.class_counts.tolist():
         raise StageError(
             f"{path}: the teacher was trained on other class counts than data/splits of "
-            f"'{splits.dataset}'; re-run `tailbank pretrain --method {teacher}`"
+            f"'{splits.dataset}'; re-run `tailbank pretrain --method {teacher} --seed {seed}`"
         )
     return payload
 
@@ -246,7 +257,8 @@ def restore_method(payload: dict[str, Any]) -> Method:
             method.load_state_dict(payload["state_dict"])
         except RuntimeError as error:
             raise StageError(
-                f"{model_path(payload['method'])}: its weights do not fit the architecture it "
+                f"{model_path(payload['method'], payload['seed'])}: its weights do not fit the "
+                "architecture it "
                 f"names ({payload['kind']}, {payload['backbone']}: {_first_mismatch(error)}); "
                 "re-run its pretrain stage"
             ) from None

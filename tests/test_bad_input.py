@@ -82,8 +82,8 @@ def rename(section: str, old: str, new: str) -> Setup:
 
 def with_bank(prepare: Callable[[Path], None], command: list[str]) -> Setup:
     def setup(project: Path, params: dict) -> list[str]:
-        (project / "banks").mkdir(exist_ok=True)
-        prepare(project / "banks" / "ce.h5")
+        (project / "banks" / "ce").mkdir(parents=True, exist_ok=True)
+        prepare(project / "banks" / "ce" / "seed0.h5")
         return command
 
     return setup
@@ -120,7 +120,7 @@ def with_cascade(bank: Callable[[Path], None], command: list[str]) -> Setup:
     """A fitted cascade (copied from the module's one) and a bank made by ``bank``."""
 
     def setup(project: Path, params: dict) -> list[str]:
-        shutil.copytree(CASCADE_DIR[0], project / "models/dlsa/ce")
+        shutil.copytree(CASCADE_DIR[0], project / "models/dlsa/ce/seed0")
         (project / "banks").mkdir(exist_ok=True)
         bank(project / "banks" / "other.h5")
         return command
@@ -142,8 +142,8 @@ def teacher_of_other_backbone(project: Path, params: dict) -> list[str]:
                "backbone": "resnet20", "in_channels": 1, "dataset": "digits_lt",
                "class_counts": counts, "options": {}, "seed": 0, "best_epoch": 0,
                "params_digest": "", "state_dict": wrong.state_dict()}
-    (project / "models/gml_teacher").mkdir(parents=True)
-    torch.save(payload, project / "models/gml_teacher/model.pt")
+    (project / "models/gml_teacher/seed0").mkdir(parents=True)
+    torch.save(payload, project / "models/gml_teacher/seed0/model.pt")
     return ["pretrain", "--method", "gml_student"]
 
 
@@ -207,7 +207,7 @@ def crafted(relative: str, command: list[str], prepare: bool = False,
             _prepare(params)
         if bank:
             (project / "banks").mkdir(exist_ok=True)
-            write_bank(project / "banks" / "ce.h5")
+            write_bank(project / "banks" / "ce" / "seed0.h5")
         target = project / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": "x", "state_dict": RunsCode(project / EVIDENCE)}, target)
@@ -265,7 +265,7 @@ def blocking_file(relative: str, command: list[str], bank: bool = False) -> Setu
     def setup(project: Path, params: dict) -> list[str]:
         if bank:
             (project / "banks").mkdir(exist_ok=True)
-            write_bank(project / "banks" / "ce.h5")
+            write_bank(project / "banks" / "ce" / "seed0.h5")
         target = project / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("in the way")
@@ -275,7 +275,7 @@ def blocking_file(relative: str, command: list[str], bank: bool = False) -> Setu
 
 
 def wrong_shape_results(project: Path, params: dict) -> list[str]:
-    folder = project / "results/classify/ce"
+    folder = project / "results/classify/ce/seed0"
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text("[1, 2, 3]")
     return ["report"]
@@ -317,30 +317,30 @@ TABLE = [
              ("ImageNet_LT_train.txt",), category="data"),
     BadInput("empty class after long-tail subsampling", empty_class, ("imbalance_factor",), category="data"),
     BadInput("bank with NaN features", with_bank(nan_bank, ["classify", "--method", "ce"]),
-             ("banks/ce.h5", "NaN"), category="bank"),
+             ("banks/ce/seed0.h5", "NaN"), category="bank"),
     BadInput("truncated bank", with_bank(truncated_bank, ["classify", "--method", "ce"]),
-             ("banks/ce.h5", "re-dump"), category="bank"),
+             ("banks/ce/seed0.h5", "re-dump"), category="bank"),
     BadInput("foreign HDF5 file as bank", with_bank(foreign_hdf5, ["dlsa", "--method", "ce"]),
-             ("banks/ce.h5",), category="bank"),
+             ("banks/ce/seed0.h5",), category="bank"),
     BadInput("missing bank", lambda p, params: ["analyze", "--method", "ce"],
-             ("banks/ce.h5", "tailbank dump --method ce"), category="upstream"),
+             ("banks/ce/seed0.h5", "tailbank dump --method ce"), category="upstream"),
     BadInput("bank with another feature width than the cascade",
              with_cascade(lambda path: write_bank(path, dim=12),
-                          ["route", "--model", "models/dlsa/ce", "--bank", "banks/other.h5"]),
+                          ["route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/other.h5"]),
              ("banks/other.h5", "12 features", "refit the cascade"), category="bank"),
     BadInput("bank with another class count than the cascade",
              with_cascade(lambda path: write_bank(path, num_classes=4),
-                          ["route", "--model", "models/dlsa/ce", "--bank", "banks/other.h5"]),
+                          ["route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/other.h5"]),
              ("banks/other.h5", "4 classes", "refit the cascade"), category="bank"),
     BadInput("foreign cascade file", lambda p, params: (
-        (p / "models/dlsa/ce").mkdir(parents=True), (p / "models/dlsa/ce/model.pt").write_text("x"),
-        ["route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5"])[-1],
-        ("models/dlsa/ce/model.pt", "dlsa"), category="bank"),
+        (p / "models/dlsa/ce/seed0").mkdir(parents=True), (p / "models/dlsa/ce/seed0/model.pt").write_text("x"),
+        ["route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/ce/seed0.h5"])[-1],
+        ("models/dlsa/ce/seed0/model.pt", "dlsa"), category="bank"),
     BadInput("teacher checkpoint of the wrong architecture", teacher_of_other_backbone,
-             ("models/gml_teacher/model.pt", "do not fit", "re-run its pretrain stage"), category="bank"),
+             ("models/gml_teacher/seed0/model.pt", "do not fit", "re-run its pretrain stage"), category="bank"),
     BadInput("missing teacher checkpoint", lambda p, params: (
         _prepare(params), ["pretrain", "--method", "gml_student"])[-1],
-        ("models/gml_teacher/model.pt", "tailbank pretrain --method gml_teacher"), category="upstream"),
+        ("models/gml_teacher/seed0/model.pt", "tailbank pretrain --method gml_teacher"), category="upstream"),
     BadInput("missing splits", lambda p, params: ["pretrain", "--method", "ce"],
              ("data/splits/digits_lt.json", "tailbank prepare"), category="upstream"),
     BadInput("global batch not divisible by the processes",
@@ -365,9 +365,10 @@ TABLE += [
     BadInput("method key with a space", method_key("my method"), ("'my method'",), "names"),
     BadInput("method key with a dash", method_key("ce-2"), ("'ce-2'",), "names"),
     BadInput("method key with an at sign", method_key("ce@2"), ("'ce@2'",), "names"),
-    BadInput("method needs a file outside the project",
-             edit("methods.ce.needs", "../../outside/keep.txt"),
-             ("methods.ce.needs", "inside the project"), "names", outside_untouched),
+    BadInput("teacher named by a path climbing out of the project",
+             edit("methods.gml_student.teacher", "../../outside/keep"),
+             ("methods.gml_student.teacher", "'../../outside/keep' is not a method"), "names",
+             outside_untouched),
     BadInput("preset name climbing out of the presets", lambda p, params: [
         "preset", "../../params"], ("preset name '../../params'",), "names"),
     BadInput("preset name with a slash", lambda p, params: ["preset", "presets/x"],
@@ -378,7 +379,8 @@ TABLE += [
 TABLE += [
     BadInput(name, setup, fragments, "check")
     for name, setup, fragments in (
-        ("seed beyond numpy's range", edit("seed", 2**40), ("seed", "less than or equal")),
+        ("seed beyond numpy's range", edit("seeds", [0, 2**40]), ("seeds", "less than or equal")),
+        ("a seed listed twice", edit("seeds", [1, 2, 1]), ("seeds", "seed 1 twice")),
         ("infinite classifier learning rate", edit("classify.lr", float("inf")),
          ("classify.lr", "finite")),
         ("NaN flow learning rate", edit("dlsa.flow.lr", float("nan")), ("dlsa.flow.lr",)),
@@ -426,24 +428,24 @@ TABLE += [
              ("data/splits/digits_lt.json", "points past the"), "mismatch"),
     BadInput("bank labels that disagree with its class counts",
              with_bank(counts_disagree, ["classify", "--method", "ce"]),
-             ("banks/ce.h5", "class_counts says class 0 has 151"), "mismatch"),
+             ("banks/ce/seed0.h5", "class_counts says class 0 has 151"), "mismatch"),
     BadInput("route on a bank of another backbone",
              with_cascade(lambda path: write_bank(path, checkpoint="e" * 64),
-                          ["route", "--model", "models/dlsa/ce", "--bank", "banks/other.h5"]),
+                          ["route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/other.h5"]),
              ("banks/other.h5", "another backbone", "checkpoint eeeeeeeeeeee"), "mismatch"),
     BadInput("route --out naming a file",
-             with_cascade(write_bank, ["route", "--model", "models/dlsa/ce", "--bank",
+             with_cascade(write_bank, ["route", "--model", "models/dlsa/ce/seed0", "--bank",
                                        "banks/other.h5", "--out", "params.yaml"]),
              ("--out params.yaml", "is a file"), "mismatch"),
     BadInput("route --out naming a folder of other files",
-             with_cascade(write_bank, ["route", "--model", "models/dlsa/ce", "--bank",
+             with_cascade(write_bank, ["route", "--model", "models/dlsa/ce/seed0", "--bank",
                                        "banks/other.h5", "--out", "banks"]),
              ("--out banks", "not prediction tables"), "mismatch"),
     BadInput("params file not UTF-8", lambda p, params: (
         params.clear(), (p / "params.yaml").write_bytes(b"seed: 0\n# caf\xe9\n"), ["check"])[-1],
         ("params.yaml", "not UTF-8"), "mismatch"),
     BadInput("metrics file of the wrong shape for the report", wrong_shape_results,
-             ("results/classify/ce/metrics.json", "JSON object of objects",
+             ("results/classify/ce/seed0/metrics.json", "JSON object of objects",
               "tailbank classify --method ce"), "mismatch"),
     BadInput("a GPU index asked for on a machine without one",
              both(with_bank(write_bank, []), edit("analyze.use_gpu", True,
@@ -452,7 +454,7 @@ TABLE += [
     BadInput("more DLSA clusters than rows",
              both(with_bank(write_bank, []), edit("dlsa.flow.num_clusters", 400,
                                                   ("dlsa", "--method", "ce"))),
-             ("dlsa.flow.num_clusters", "400 clusters", "banks/ce.h5"), "mismatch"),
+             ("dlsa.flow.num_clusters", "400 clusters", "banks/ce/seed0.h5"), "mismatch"),
 ]
 
 # Outputs that cannot be written are found before any training.
@@ -461,11 +463,11 @@ TABLE += [
              blocking_file("results", ["classify", "--method", "ce"], bank=True),
              ("results: is a file where tailbank needs a folder",), "writable"),
     BadInput("DLSA model folder is a file",
-             blocking_file("models/dlsa/ce", ["dlsa", "--method", "ce"], bank=True),
-             ("models/dlsa/ce: is a file where tailbank writes a folder",), "writable"),
+             blocking_file("models/dlsa/ce/seed0", ["dlsa", "--method", "ce"], bank=True),
+             ("models/dlsa/ce/seed0: is a file where tailbank writes a folder",), "writable"),
     BadInput("analysis folder is a file",
-             blocking_file("results/analyze/ce", ["analyze", "--method", "ce"], bank=True),
-             ("results/analyze/ce: is a file",), "writable"),
+             blocking_file("results/analyze/ce/seed0", ["analyze", "--method", "ce"], bank=True),
+             ("results/analyze/ce/seed0: is a file",), "writable"),
     BadInput("reports folder is a file", blocking_file("reports", ["report"]),
              ("reports: is a file",), "writable"),
     BadInput("model folder is a file (pretrain)",
@@ -475,32 +477,32 @@ TABLE += [
              blocking_file("checkpoints", ["pretrain", "--method", "ce"]),
              ("checkpoints: is a file",), "writable"),
     BadInput("bank path is a folder (dump)", lambda p, params: (
-        (p / "models/ce").mkdir(parents=True), (p / "models/ce/model.pt").write_text("x"),
-        (p / "banks/ce.h5").mkdir(parents=True), ["dump", "--method", "ce"])[-1],
-        ("banks/ce.h5: is a folder where tailbank writes a file",), "writable"),
+        (p / "models/ce/seed0").mkdir(parents=True), (p / "models/ce/seed0/model.pt").write_text("x"),
+        (p / "banks/ce/seed0.h5").mkdir(parents=True), ["dump", "--method", "ce"])[-1],
+        ("banks/ce/seed0.h5: is a folder where tailbank writes a file",), "writable"),
 ]
 
 # Torch files crafted to run code: refused, and nothing runs.
 TABLE += [
     BadInput("crafted model checkpoint (dump)",
-             crafted("models/ce/model.pt", ["dump", "--method", "ce"]),
-             ("models/ce/model.pt", "unreadable model checkpoint"), "pickle", nothing_ran),
+             crafted("models/ce/seed0/model.pt", ["dump", "--method", "ce"]),
+             ("models/ce/seed0/model.pt", "unreadable model checkpoint"), "pickle", nothing_ran),
     BadInput("crafted teacher checkpoint (student pretrain)",
-             crafted("models/gml_teacher/model.pt", ["pretrain", "--method", "gml_student"],
+             crafted("models/gml_teacher/seed0/model.pt", ["pretrain", "--method", "gml_student"],
                      prepare=True),
-             ("models/gml_teacher/model.pt", "unreadable model checkpoint"), "pickle",
+             ("models/gml_teacher/seed0/model.pt", "unreadable model checkpoint"), "pickle",
              nothing_ran),
     BadInput("crafted training checkpoint (pretrain resume)",
-             crafted("checkpoints/pretrain/ce.pt", ["pretrain", "--method", "ce"], prepare=True),
-             ("checkpoints/pretrain/ce.pt", "unreadable training checkpoint"), "pickle",
+             crafted("checkpoints/pretrain/ce/seed0.pt", ["pretrain", "--method", "ce"], prepare=True),
+             ("checkpoints/pretrain/ce/seed0.pt", "unreadable training checkpoint"), "pickle",
              nothing_ran),
     BadInput("crafted DLSA model (route)",
-             crafted("models/dlsa/ce/model.pt", ["route", "--model", "models/dlsa/ce",
-                                                  "--bank", "banks/ce.h5"], bank=True),
-             ("models/dlsa/ce/model.pt", "not a readable DLSA model"), "pickle", nothing_ran),
+             crafted("models/dlsa/ce/seed0/model.pt", ["route", "--model", "models/dlsa/ce/seed0",
+                                                  "--bank", "banks/ce/seed0.h5"], bank=True),
+             ("models/dlsa/ce/seed0/model.pt", "not a readable DLSA model"), "pickle", nothing_ran),
     BadInput("crafted DLSA flow checkpoint (dlsa resume)",
-             crafted("checkpoints/dlsa/ce/filter0.pt", ["dlsa", "--method", "ce"], bank=True),
-             ("checkpoints/dlsa/ce/filter0.pt", "cannot be read"), "pickle", nothing_ran),
+             crafted("checkpoints/dlsa/ce/seed0/filter0.pt", ["dlsa", "--method", "ce"], bank=True),
+             ("checkpoints/dlsa/ce/seed0/filter0.pt", "cannot be read"), "pickle", nothing_ran),
 ]
 
 CASCADE_DIR: list[Path] = []
@@ -515,7 +517,7 @@ def fitted_cascade(tmp_path_factory: pytest.TempPathFactory) -> None:
     params = _small_params()
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "banks").mkdir()
-    write_bank(root / "banks" / "ce.h5")
+    write_bank(root / "banks" / "ce" / "seed0.h5")
     here = Path.cwd()
     os.chdir(root)
     try:
@@ -523,7 +525,7 @@ def fitted_cascade(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert result.exit_code == 0, result.output
     finally:
         os.chdir(here)
-    CASCADE_DIR.append(root / "models/dlsa/ce")
+    CASCADE_DIR.append(root / "models/dlsa/ce/seed0")
 
 
 def _small_params() -> dict:
@@ -579,7 +581,7 @@ def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch) -> None:
 
 
 def untrained_model(project: Path, params: dict) -> None:
-    """models/ce/model.pt of an untrained ResNet-20 (dump needs no trained weights)."""
+    """models/ce/seed0/model.pt of an untrained ResNet-20 (dump needs no trained weights)."""
     from pipeline.methods import build_method
 
     _prepare(params)
@@ -589,8 +591,8 @@ def untrained_model(project: Path, params: dict) -> None:
                "backbone": "resnet20", "in_channels": 1, "dataset": "digits_lt",
                "class_counts": counts, "options": {}, "seed": 0, "best_epoch": 0,
                "params_digest": "", "state_dict": method.state_dict()}
-    (project / "models/ce").mkdir(parents=True, exist_ok=True)
-    torch.save(payload, project / "models/ce/model.pt")
+    (project / "models/ce/seed0").mkdir(parents=True, exist_ok=True)
+    torch.save(payload, project / "models/ce/seed0/model.pt")
 
 
 def previous_outputs(project: Path, files: tuple[str, ...]) -> dict[str, bytes]:
@@ -638,18 +640,18 @@ def run_with_file_size_limit(command: list[str], limit: int, skip_space_check: b
 
 DISK_FULL = {
     "dump, found before the forward passes": (
-        ["dump", "--method", "ce"], 100_000, False, ("banks/ce.h5",),
-        "no space left for banks/ce.h5: it needs about"),
+        ["dump", "--method", "ce"], 100_000, False, ("banks/ce/seed0.h5",),
+        "no space left for banks/ce/seed0.h5: it needs about"),
     "dump, while HDF5 writes": (
-        ["dump", "--method", "ce"], 100_000, True, ("banks/ce.h5",),
-        "no space left writing banks/ce.h5 (File too large)"),
+        ["dump", "--method", "ce"], 100_000, True, ("banks/ce/seed0.h5",),
+        "no space left writing banks/ce/seed0.h5 (File too large)"),
     "pretrain, its checkpoint": (
         ["pretrain", "--method", "ce"], 200_000, False,
-        ("models/ce/model.pt", "results/pretrain/ce/metrics.json"),
-        "no space left writing checkpoints/pretrain/ce.pt"),
+        ("models/ce/seed0/model.pt", "results/pretrain/ce/seed0/metrics.json"),
+        "no space left writing checkpoints/pretrain/ce/seed0.pt"),
     "classify, its metrics": (
         ["classify", "--method", "ce"], 300, False,
-        ("results/classify/ce/metrics.json", "results/classify/ce/per_class/linear.csv"),
+        ("results/classify/ce/seed0/metrics.json", "results/classify/ce/seed0/per_class/linear.csv"),
         "no space left writing .tailbank/staging/"),
 }
 
@@ -670,7 +672,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs(
         _prepare(params)
     else:
         (tmp_path / "banks").mkdir()
-        write_bank(tmp_path / "banks/ce.h5")
+        write_bank(tmp_path / "banks/ce/seed0.h5")
     before = previous_outputs(tmp_path, kept)
     code, stderr = run_with_file_size_limit(command, limit, skip_check)
     lines = [line for line in stderr.splitlines() if line.startswith("tailbank")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import re
 from typing import Any
@@ -220,10 +222,10 @@ def test_ranking_follows_the_numbers() -> None:
     for item, rho in ((good, 0.7), (bad, 0.3)):
         item.analysis["views"]["features"]["representation"]["overall"]["rho"] = rho
     text = " ".join(ranking([good, bad]))
-    assert "Best overall test accuracy: good with the cosine + DLSA classifier (0.999)." in text
-    assert "Best few-shot test accuracy: bad with the head classifier (0.950)." in text
+    assert "Highest overall test accuracy: good with the cosine + DLSA classifier (0.999)" in text
+    assert "Highest few-shot test accuracy: bad with the head classifier (0.950)" in text
     assert "The lowest \u03c1 (features, overall): bad (0.300)." in text
-    assert re.search(r"largest \+0\.\d{3} for good on cosine\)\. DLSA raised few-shot", text)
+    assert re.search(r"largest \+0\.\d{3} for good on cosine\); the 95 % interval of the gain", text)
     # swap the numbers: the conclusions swap too
     good.analysis["views"]["features"]["representation"]["overall"]["rho"] = 0.1
     assert "The lowest \u03c1 (features, overall): good (0.100)." in " ".join(ranking([good, bad]))
@@ -245,11 +247,21 @@ def test_summary_rows_and_chosen_classifier() -> None:
 
 @pytest.mark.parametrize("column", ["few", "ece"])
 def test_best_value_of_a_column_is_bold(column: str) -> None:
+    """Bold only where the paired test marked the value best (`ReportSettings.marks`); ECE is
+    never tested, so never bold; a tied leader gets ≈ instead."""
     item = ReportInput("ce", classify=full_input("ce", 0).classify)
     item.classify["head"][column] = 0.97 if column == "few" else 0.001
-    _, markdown = render_report([item], SETTINGS)
+    # the report only ever marks accuracy columns: ECE has no paired test
+    marks = {"few": {"ce:head": "best"}, "overall": {"ce:head": "tied", "ce:cosine": "tied"}}
+    settings = dataclasses.replace(SETTINGS, marks=marks)
+    _, markdown = render_report([item], settings)
     head = next(line for line in markdown.splitlines() if line.startswith("| ce | head |"))
-    assert f"**{0.97 if column == 'few' else 0.001:.3f}**" in head
+    text = f"{0.97 if column == 'few' else 0.001:.3f}"
+    assert (f"**{text}**" in head) == (column == "few")
+    assert "≈" in head and "**" not in next(
+        line for line in markdown.splitlines() if line.startswith("| ce | cosine |"))
+    _, unmarked = render_report([item], SETTINGS)
+    assert "**" not in unmarked.split("## Classifiers")[1].split("##")[0]
 
 
 def test_spearman_matches_scipy_on_random_inputs_with_ties() -> None:

@@ -45,16 +45,16 @@ def small_params(**analyze_keys: object) -> Params:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "banks").mkdir()
-    write_bank(tmp_path / "banks" / "ce.h5")
+    write_bank(tmp_path / "banks" / "ce" / "seed0.h5")
     return tmp_path
 
 
 def test_analyze_writes_its_files_with_the_same_bytes_twice(project: Path) -> None:
     params = small_params()
-    out = analyze.run(params, "ce")
-    assert out == Path("results/analyze/ce")
+    out = analyze.run(params, "ce", 0)
+    assert out == Path("results/analyze/ce/seed0")
     first = {name: (out / name).read_bytes() for name in FILES}
-    analyze.run(params, "ce")
+    analyze.run(params, "ce", 0)
     assert {name: (out / name).read_bytes() for name in FILES} == first
 
     report = json.loads(first["analysis.json"])
@@ -92,8 +92,8 @@ def test_analyze_writes_its_files_with_the_same_bytes_twice(project: Path) -> No
 
 
 def test_analyze_without_logits_writes_null_confusion(project: Path) -> None:
-    write_bank(project / "banks" / "ce.h5", logits=False)
-    out = analyze.run(small_params(tsne_samples=0), "ce")
+    write_bank(project / "banks" / "ce" / "seed0.h5", logits=False)
+    out = analyze.run(small_params(tsne_samples=0), "ce", 0)
     assert json.loads((out / "confusion.json").read_text()) is None
     assert (out / "tsne.csv").read_text() == "x,y,label,group\n"
     assert json.loads((out / "metrics.json").read_text())["mean_positive_posterior"] is None
@@ -101,8 +101,8 @@ def test_analyze_without_logits_writes_null_confusion(project: Path) -> None:
 
 def test_analyze_needs_the_bank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StageError, match=r"banks/ce.h5: not found; run `tailbank dump"):
-        analyze.run(small_params(), "ce")
+    with pytest.raises(StageError, match=r"banks/ce/seed0.h5: not found; run `tailbank dump"):
+        analyze.run(small_params(), "ce", 0)
 
 
 def test_analyze_over_the_memory_budget_writes_the_same_bytes(
@@ -115,7 +115,7 @@ def test_analyze_over_the_memory_budget_writes_the_same_bytes(
 
     # score the probe in blocks smaller than the split, in both runs
     monkeypatch.setattr(features.separability, "_TEST_ROWS", 7)
-    out = analyze.run(small_params(), "ce")
+    out = analyze.run(small_params(), "ce", 0)
     in_memory = {name: (out / name).read_bytes() for name in FILES}
     whole: list[str] = []
     read, read_rows = Bank._read, Bank.read_rows
@@ -134,6 +134,6 @@ def test_analyze_over_the_memory_budget_writes_the_same_bytes(
     monkeypatch.setattr(Bank, "read_rows", spy_read_rows)
     raw = small_params().model_dump()
     raw["memory"] = {"budget_mb": 256 / 2**20}
-    analyze.run(parse_params(raw, origin="params.yaml"), "ce")
+    analyze.run(parse_params(raw, origin="params.yaml"), "ce", 0)
     assert {name: (out / name).read_bytes() for name in FILES} == in_memory
     assert whole == []

@@ -64,21 +64,21 @@ def test_misspelled_key(in_project, write_params):
 def test_missing_bank(in_project, write_params):
     write_params(tiny_params(), in_project / "params.yaml")
     code, message = invoke("classify", "--method", "ce")
-    assert_one_line(code, message, "banks/ce.h5", "tailbank dump --method ce")
+    assert_one_line(code, message, "banks/ce/seed0.h5", "tailbank dump --method ce")
 
 
 @pytest.mark.parametrize("content", ["text", "hdf5"])
 def test_foreign_bank(in_project, write_params, content):
     write_params(tiny_params(), in_project / "params.yaml")
-    bank = in_project / "banks" / "ce.h5"
-    bank.parent.mkdir()
+    bank = in_project / "banks" / "ce" / "seed0.h5"
+    bank.parent.mkdir(parents=True)
     if content == "text":
         bank.write_text("not a bank")
     else:
         with h5py.File(bank, "w") as handle:
             handle["x"] = np.zeros(3)
     code, message = invoke("classify", "--method", "ce")
-    assert_one_line(code, message, "banks/ce.h5")
+    assert_one_line(code, message, "banks/ce/seed0.h5")
 
 
 def test_debug_shows_the_traceback(in_project, write_params):

@@ -62,7 +62,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "banks").mkdir()
-    write_bank(tmp_path / "banks/ce.h5")
+    write_bank(tmp_path / "banks/ce/seed0.h5")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -74,27 +74,27 @@ def invoke(*args: str):
 def test_dlsa_writes_cascade_and_base_vs_dlsa_metrics(project: Path) -> None:
     done = invoke("dlsa", "--method", "ce")
     assert done.exit_code == 0, done.output
-    metrics = json.loads((project / "results/dlsa/ce/metrics.json").read_text())
+    metrics = json.loads((project / "results/dlsa/ce/seed0/metrics.json").read_text())
     assert set(metrics) == {"balanced_softmax", "head"}
     for entry in metrics.values():
         for side in ("base", "dlsa"):
             assert {"overall", "many", "medium", "few", "mcc", "nmi"} <= set(entry[side])
-    filters = json.loads((project / "results/dlsa/ce/filters.json").read_text())
+    filters = json.loads((project / "results/dlsa/ce/seed0/filters.json").read_text())
     assert [report["index"] for report in filters] == [0, 1]
     # each filter routes 30 % of the training rows that reach it
     seen = 1.0
     for report in filters:
         assert report["routed_share"]["train"] == pytest.approx(0.3 * seen, abs=2 / COUNTS.sum())
         seen -= report["routed_share"]["train"]
-    csv_lines = (project / "results/dlsa/ce/filters.csv").read_text().splitlines()
+    csv_lines = (project / "results/dlsa/ce/seed0/filters.csv").read_text().splitlines()
     assert csv_lines[0] == "filter,separation_accuracy,chance,routed_share" and len(csv_lines) == 3
-    assert {p.name for p in (project / "models/dlsa/ce").iterdir()} == {"model.pt"}
-    assert not (project / "checkpoints/dlsa/ce").exists()
+    assert {p.name for p in (project / "models/dlsa/ce/seed0").iterdir()} == {"model.pt"}
+    assert not (project / "checkpoints/dlsa/ce/seed0").exists()
 
 
 def test_dlsa_outputs_are_byte_identical_across_runs(project: Path) -> None:
-    outputs = ("models/dlsa/ce/model.pt", "results/dlsa/ce/metrics.json",
-               "results/dlsa/ce/filters.json")
+    outputs = ("models/dlsa/ce/seed0/model.pt", "results/dlsa/ce/seed0/metrics.json",
+               "results/dlsa/ce/seed0/filters.json")
     assert invoke("dlsa", "--method", "ce").exit_code == 0
     first = {name: (project / name).read_bytes() for name in outputs}
     for name in outputs:
@@ -106,14 +106,14 @@ def test_dlsa_outputs_are_byte_identical_across_runs(project: Path) -> None:
 
 def test_route_applies_the_cascade_without_retraining(project: Path) -> None:
     assert invoke("dlsa", "--method", "ce").exit_code == 0
-    done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5",
+    done = invoke("route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/ce/seed0.h5",
                   "--base", "balanced_softmax", "--out", "predictions")
     assert done.exit_code == 0, done.output
     rows = (project / "predictions/test.csv").read_text().splitlines()
     assert rows[0] == "index,label,filter,prediction" and len(rows) == 1 + 20 * NUM_CLASSES
     filters = {int(row.split(",")[2]) for row in rows[1:]}
     assert filters <= {-1, 0, 1} and -1 in filters
-    metrics = json.loads((project / "results/dlsa/ce/metrics.json").read_text())
+    metrics = json.loads((project / "results/dlsa/ce/seed0/metrics.json").read_text())
     accuracy = float(done.output.split("test: accuracy ")[1].split()[0])
     assert accuracy == pytest.approx(metrics["balanced_softmax"]["dlsa"]["overall"], abs=1e-4)
 
@@ -121,7 +121,7 @@ def test_route_applies_the_cascade_without_retraining(project: Path) -> None:
 def test_route_refuses_a_bank_of_another_width(project: Path) -> None:
     assert invoke("dlsa", "--method", "ce").exit_code == 0
     write_bank(project / "banks/wide.h5", dim=DIM + 2)
-    done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/wide.h5")
+    done = invoke("route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/wide.h5")
     assert done.exit_code == 2
     assert done.output.strip() == (
         "tailbank: error: banks/wide.h5: bank has 10 features and 6 classes but the DLSA cascade "
@@ -131,7 +131,7 @@ def test_route_refuses_a_bank_of_another_width(project: Path) -> None:
 
 def test_route_names_an_unknown_base(project: Path) -> None:
     assert invoke("dlsa", "--method", "ce").exit_code == 0
-    done = invoke("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5", "--base", "lws")
+    done = invoke("route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/ce/seed0.h5", "--base", "lws")
     assert done.exit_code == 2
     assert "no base classifier 'lws'; saved: balanced_softmax, head" in done.output
 
@@ -161,7 +161,7 @@ def test_a_bank_over_the_memory_budget_is_streamed_with_the_same_outputs(
 
     def run_all(memory_mb: str) -> dict[str, bytes]:
         for command in (("classify", "--method", "ce"), ("dlsa", "--method", "ce"),
-                        ("route", "--model", "models/dlsa/ce", "--bank", "banks/ce.h5",
+                        ("route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/ce/seed0.h5",
                          "--memory-mb", memory_mb)):
             done = invoke(*command)
             assert done.exit_code == 0, done.output

@@ -18,21 +18,23 @@ from tests.stages.interrupts import SIGNALS, interrupt_every_write, tree
 from tests.stages.test_dlsa_stage import write_bank
 
 STAGES = {
-    "classify": [Path("results/classify/ce")],
-    "dlsa": [Path("models/dlsa/ce"), Path("results/dlsa/ce")],
-    "analyze": [Path("results/analyze/ce")],
+    "classify": [Path("results/classify/ce/seed0")],
+    "dlsa": [Path("models/dlsa/ce/seed0"), Path("results/dlsa/ce/seed0")],
+    "analyze": [Path("results/analyze/ce/seed0")],
 }
 
 
-def small_params(seed: int) -> dict:
+def small_params(variant: int) -> dict:
+    """Tiny params; variants 0 and 1 give every stage other outputs (old set, new set)."""
     params = tiny_params()
-    params["seed"] = seed
     params["methods"] = {"ce": params["methods"]["ce"]}
-    params["classify"].update(kinds=["head", "linear", "balanced_softmax"], epochs=2)
+    params["classify"].update(kinds=["head", "linear", "balanced_softmax"], epochs=2,
+                              lr=(0.1, 0.05)[variant])
     params["dlsa"].update(base_kinds=["balanced_softmax"], num_filters=2, device="cpu")
-    params["dlsa"]["flow"].update(epochs=2, num_clusters=3, selection="likelihood")
+    params["dlsa"]["flow"].update(epochs=2, num_clusters=3, selection="likelihood",
+                                  lr=(0.2, 0.1)[variant])
     params["dlsa"]["classifier"].update(epochs=2)
-    params["analyze"].update(k=5, tsne_samples=30, kmeans_niter=2)
+    params["analyze"].update(k=(5, 4)[variant], tsne_samples=30, kmeans_niter=2)
     return params
 
 
@@ -45,13 +47,13 @@ def test_a_killed_stage_leaves_the_old_set_or_the_new_set(
     project.mkdir()
     monkeypatch.chdir(project)
     (project / "banks").mkdir()
-    write_bank(project / "banks/ce.h5")
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params(seed=0)))
+    write_bank(project / "banks/ce/seed0.h5")
+    (project / "params.yaml").write_text(yaml.safe_dump(small_params(variant=0)))
     done = CliRunner().invoke(app, [stage, "--method", "ce"])
     assert done.exit_code == 0, done.output
     folders = STAGES[stage]
     old = {str(folder): tree(project / folder) for folder in folders}
-    (project / "params.yaml").write_text(yaml.safe_dump(small_params(seed=1)))
+    (project / "params.yaml").write_text(yaml.safe_dump(small_params(variant=1)))
 
     records = interrupt_every_write(project, [stage, "--method", "ce"], folders,
                                     SIGNALS[signal_name], tmp_path / "records.json")
@@ -79,8 +81,8 @@ def test_sigterm_and_ctrl_c_get_the_same_line(
 ) -> None:
     """The signal arrives while the stage trains; the line says whether a re-run resumes."""
     (tmp_path / "banks").mkdir()
-    write_bank(tmp_path / "banks/ce.h5")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small_params(seed=0)))
+    write_bank(tmp_path / "banks/ce/seed0.h5")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small_params(variant=0)))
     read, write = os.pipe()
     child = os.fork()
     if child == 0:

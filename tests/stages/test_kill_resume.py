@@ -68,11 +68,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("method", ["paco", "gml_student"])
 def test_killed_pretrain_resumes_to_the_uninterrupted_result(project: Path, method: str) -> None:
-    model = project / "models" / method / "model.pt"
-    checkpoint = project / "checkpoints" / "pretrain" / f"{method}.pt"
+    model = project / "models" / method / "seed0" / "model.pt"
+    checkpoint = project / "checkpoints" / "pretrain" / method / "seed0.pt"
     tailbank(project, "pretrain", "--method", method)
     uninterrupted = model.read_bytes()
-    metrics = (project / "results/pretrain" / method / "metrics.json").read_bytes()
+    metrics = (project / "results/pretrain" / method / "seed0/metrics.json").read_bytes()
     model.unlink()
 
     kill_when(project, checkpoint.exists, "pretrain", "--method", method, delay=0.2)
@@ -81,16 +81,16 @@ def test_killed_pretrain_resumes_to_the_uninterrupted_result(project: Path, meth
     tailbank(project, "pretrain", "--method", method)
 
     assert model.read_bytes() == uninterrupted
-    assert (project / "results/pretrain" / method / "metrics.json").read_bytes() == metrics
+    assert (project / "results/pretrain" / method / "seed0/metrics.json").read_bytes() == metrics
     assert not checkpoint.exists(), "a finished stage keeps no resume checkpoint"
 
 
 def test_killed_dump_leaves_the_old_bank_or_none(project: Path) -> None:
     tailbank(project, "pretrain", "--method", "ce")
-    bank = project / "banks" / "ce.h5"
+    bank = project / "banks" / "ce" / "seed0.h5"
 
     def writing() -> bool:
-        return any(bank.parent.glob(".ce.h5.*.tmp"))
+        return any(bank.parent.glob(".seed0.h5.*.tmp"))
 
     kill_when(project, writing, "dump", "--method", "ce")
     assert not bank.exists(), "a killed first dump left a bank behind"
@@ -103,23 +103,23 @@ def test_killed_dump_leaves_the_old_bank_or_none(project: Path) -> None:
         assert opened.size("test") > 0
     tailbank(project, "dump", "--method", "ce")
     assert bank.read_bytes() == complete
-    assert not list(bank.parent.glob(".ce.h5.*.tmp")), "stale temporaries were not cleaned up"
+    assert not list(bank.parent.glob(".seed0.h5.*.tmp")), "stale temporaries were not cleaned up"
 
 
 def test_killed_dlsa_resumes_to_the_uninterrupted_cascade(project: Path) -> None:
     (project / "banks").mkdir(exist_ok=True)
-    write_bank(project / "banks" / "bsce.h5")
-    cascade = project / "models/dlsa/bsce/model.pt"
+    write_bank(project / "banks" / "bsce" / "seed0.h5")
+    cascade = project / "models/dlsa/bsce/seed0/model.pt"
     tailbank(project, "dlsa", "--method", "bsce")
     uninterrupted = cascade.read_bytes()
-    metrics = (project / "results/dlsa/bsce/metrics.json").read_bytes()
-    shutil.rmtree(project / "models/dlsa/bsce")
+    metrics = (project / "results/dlsa/bsce/seed0/metrics.json").read_bytes()
+    shutil.rmtree(project / "models/dlsa/bsce/seed0")
 
-    second_filter = project / "checkpoints/dlsa/bsce/filter1.pt"
+    second_filter = project / "checkpoints/dlsa/bsce/seed0/filter1.pt"
     kill_when(project, second_filter.exists, "dlsa", "--method", "bsce", delay=0.1)
     assert not cascade.exists()
     tailbank(project, "dlsa", "--method", "bsce")
 
     assert cascade.read_bytes() == uninterrupted
-    assert (project / "results/dlsa/bsce/metrics.json").read_bytes() == metrics
-    assert not (project / "checkpoints/dlsa/bsce").exists()
+    assert (project / "results/dlsa/bsce/seed0/metrics.json").read_bytes() == metrics
+    assert not (project / "checkpoints/dlsa/bsce/seed0").exists()

@@ -40,7 +40,7 @@ def test_classifier_divergence_names_the_stage_kind_epoch_and_step(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "banks").mkdir()
-    write_bank(tmp_path / "banks/ce.h5")
+    write_bank(tmp_path / "banks/ce/seed0.h5")
     params = tiny_params()
     params["classify"].update(kinds=["linear"], lr=1e30, momentum=0.0, device="cpu")
     done = _run(tmp_path, params, "classify", "--method", "ce")

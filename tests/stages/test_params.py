@@ -43,7 +43,7 @@ def edit(params, dotted, value):
         ("methods.cbs.train", {"epochz": 3}, "unknown key 'methods.cbs.train.epochz' (did you mean 'methods.cbs.train.epochs'?)"),
         ("classify.kinds", ["linear", "lsw"], "did you mean 'lws'"),
         ("eval.few_below", 0, "eval.few_below: Input should be greater than or equal to 1"),
-        ("sede", 1, "unknown key 'sede' (did you mean 'seed'?)"),
+        ("sede", 1, "unknown key 'sede' (did you mean 'seeds'?)"),
     ],
 )
 def test_bad_params_name_the_key(write_params, dotted, value, expected):

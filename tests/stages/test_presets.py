@@ -31,7 +31,7 @@ def test_every_preset_applies_and_validates(params_copy, name):
     if "methods" in preset:
         assert set(loaded.methods) == set(preset["methods"])
     # the keys the preset leaves alone keep their values and comments
-    assert loaded.seed == load_params(REPO / "params.yaml").seed
+    assert loaded.seeds == load_params(REPO / "params.yaml").seeds
     assert "# shot groups for every evaluation" in params_copy.read_text()
 
 

@@ -34,10 +34,10 @@ def test_two_ranks_train_and_rank_zero_writes(tmp_path: Path) -> None:
     done = tailbank(tmp_path, "pretrain", "--method", "ce")
     assert done.returncode == 0, done.stderr
     assert "2 data-parallel ranks, global batch 64" in done.stdout + done.stderr
-    payload = torch.load(tmp_path / "models/ce/model.pt", weights_only=False)
+    payload = torch.load(tmp_path / "models/ce/seed0/model.pt", weights_only=False)
     assert payload["method"] == "ce" and payload["state_dict"]
-    assert (tmp_path / "results/pretrain/ce/metrics.json").is_file()
-    assert not (tmp_path / "checkpoints/pretrain/ce.pt").exists()
+    assert (tmp_path / "results/pretrain/ce/seed0/metrics.json").is_file()
+    assert not (tmp_path / "checkpoints/pretrain/ce/seed0.pt").exists()
 
 
 def test_a_global_batch_the_ranks_cannot_share_is_one_line(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def params_with(methods: tuple[str, ...]) -> Params:
 
 
 def write_classify(method: str, kinds: tuple[str, ...] = ("cosine", "linear")) -> None:
-    folder = Path("results/classify") / method
+    folder = Path("results/classify") / method / "seed0"
     write_json(folder / "metrics.json", {kind: {**SCALARS, "val_overall": 0.8} for kind in kinds})
     for kind in kinds:
         write_csv(
@@ -43,7 +43,7 @@ def write_classify(method: str, kinds: tuple[str, ...] = ("cosine", "linear")) -
 
 
 def write_dlsa(method: str) -> None:
-    folder = Path("results/dlsa") / method
+    folder = Path("results/dlsa") / method / "seed0"
     write_json(
         folder / "metrics.json",
         {"cosine": {"base": SCALARS, "dlsa": {**SCALARS, "few": 0.7}, "val_overall_dlsa": 0.8}},
@@ -74,7 +74,7 @@ def test_report_collects_every_method_and_says_what_is_missing() -> None:
     for method in ("ce", "cbs", "bsce"):
         write_classify(method)
     write_dlsa("ce")
-    write_json(Path("results/pretrain/ce/metrics.json"), {"best_epoch": 2, "best_val_acc": 0.9})
+    write_json(Path("results/pretrain/ce/seed0/metrics.json"), {"best_epoch": 2, "best_val_acc": 0.9})
     path = report.run(params_with(("ce", "cbs", "bsce")))
     assert path == Path("reports/index.html")
     page = path.read_text()
@@ -99,22 +99,22 @@ def test_report_with_nothing_at_all_still_renders() -> None:
 
 
 def test_report_of_a_broken_json_is_one_line() -> None:
-    Path("results/classify/ce").mkdir(parents=True)
-    Path("results/classify/ce/metrics.json").write_text("{not json")
-    with pytest.raises(StageError, match=r"results/classify/ce/metrics.json: not valid JSON"):
+    Path("results/classify/ce/seed0").mkdir(parents=True)
+    Path("results/classify/ce/seed0/metrics.json").write_text("{not json")
+    with pytest.raises(StageError, match=r"results/classify/ce/seed0/metrics.json: not valid JSON"):
         report.run(params_with(("ce",)))
 
 
 def test_collect_reads_the_analyze_outputs() -> None:
     write_classify("ce")
-    folder = Path("results/analyze/ce")
+    folder = Path("results/analyze/ce/seed0")
     write_json(folder / "analysis.json", {"views": {}, "posterior": None})
     write_json(folder / "confusion.json", None)
     write_csv(folder / "tsne.csv", ("x", "y", "label", "group"), [(0.5, 1.5, 0, "head")])
-    item = report.collect("ce", params_with(("ce",)))
+    item = report.collect("ce", params_with(("ce",))).item
     assert item.analysis == {"views": {}, "posterior": None}
     assert item.confusion is None
     assert item.tsne == [{"x": "0.5", "y": "1.5", "label": "0", "group": "head"}]
-    assert json.loads(Path("results/classify/ce/metrics.json").read_text())["cosine"]["few"] == 0.6
+    assert json.loads(Path("results/classify/ce/seed0/metrics.json").read_text())["cosine"]["few"] == 0.6
     assert item.per_class is not None and list(item.per_class) == ["linear", "cosine"]
     assert item.dlsa is None and item.dlsa_filters is None and item.pretrain is None

@@ -1,0 +1,101 @@
+"""dvc.yaml is generated from the stages' declarations (`stages.dag`) and kept current; the
+seed axis runs each seed once and adds seeds without re-running the others."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from stages import dag
+from stages.cli import app
+from stages.params import load_params
+from tests.stages.conftest import REPO, tiny_params
+from tests.stages.test_dvc_pipeline import branch, dvc, ran_stages
+
+
+def test_the_committed_dvc_yaml_is_current() -> None:
+    methods = load_params(REPO / "params.yaml").model_dump(mode="json")["methods"]
+    assert (REPO / "dvc.yaml").read_text() == dag.render(methods), (
+        "dvc.yaml is out of date: run `tailbank dag`")
+
+
+def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:
+    methods = load_params(REPO / "params.yaml").model_dump(mode="json")["methods"]
+    stages = yaml.safe_load(dag.render(methods))["stages"]
+    paco = stages["pretrain-paco"]["do"]["deps"]
+    ce = stages["pretrain-ce"]["do"]["deps"]
+    assert "pipeline/methods/paco.py" in paco and "pipeline/methods/paco_loss.py" in paco
+    assert "pipeline/methods/paco.py" not in ce and "pipeline/methods/ce.py" in ce
+    assert "pipeline/methods" not in ce  # not the whole package
+    student = stages["pretrain-gml_student"]
+    assert student["foreach"] == "${seeds}"
+    assert "models/gml_teacher/seed${item}/model.pt" in student["do"]["deps"]
+    assert student["do"]["cmd"] == "tailbank pretrain --method gml_student --seed ${item}"
+    assert "stages/report.py" not in ce and "features/report.py" in stages["report"]["deps"]
+    # a report plot module changed re-runs the report
+    assert "features/report_plots.py" in stages["report"]["deps"]
+    assert list(stages["report"]["metrics"][0]) == ["reports/metrics.json"]
+
+
+def test_check_says_when_dvc_yaml_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert CliRunner().invoke(app, ["dag"]).exit_code == 0
+    assert CliRunner().invoke(app, ["check"]).exit_code == 0
+    params["methods"]["ce2"] = {"kind": "ce"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = CliRunner().invoke(app, ["check"])
+    assert done.exit_code == 2 and "dvc.yaml: out of date" in done.output
+    assert CliRunner().invoke(app, ["dag"]).exit_code == 0
+    assert "pretrain-ce2" in (tmp_path / "dvc.yaml").read_text()
+    assert CliRunner().invoke(app, ["check"]).exit_code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_second_seed_runs_only_its_own_stages(tmp_path: Path) -> None:
+    """Two seeds of ce, and of a GML student that learns from the same seed's teacher."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for package in ("core", "pipeline", "features", "stages"):
+        shutil.copytree(REPO / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    params = tiny_params()
+    params["methods"] = {name: params["methods"][name]
+                         for name in ("ce", "gml_teacher", "gml_student")}
+    params["train"]["epochs"] = 1
+    params["classify"].update(kinds=["linear", "balanced_softmax"], epochs=1)
+    params["dlsa"].update(base_kinds=["balanced_softmax"], num_filters=1)
+    params["dlsa"]["flow"]["epochs"] = 1
+    params["dlsa"]["classifier"]["epochs"] = 1
+    params["analyze"].update(tsne_samples=0, kmeans_niter=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "dvc.yaml").write_text(dag.render(params["methods"]))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    methods = tuple(params["methods"])
+    assert ran_stages(dvc(root, "repro")) == {"prepare", "report"} | branch(*methods)
+
+    params["seeds"] = [0, 1]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    second = ran_stages(dvc(root, "repro"))
+    assert second == branch(*methods, seeds=(1,)) | {"report"}
+    summary = json.loads((root / "reports/metrics.json").read_text())
+    assert set(summary) == set(methods)
+    for method in methods:
+        assert (root / f"models/{method}/seed1/model.pt").is_file()
+    teacher = json.loads((root / "results/pretrain/gml_student/seed1/metrics.json").read_text())
+    assert teacher["epochs"] == 1
+    done = subprocess.run(
+        ["tailbank", "compare", "ce", "gml_student"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "2 seed(s) (0, 1)" in done.stdout and "95% CI (seeds)" in done.stdout
+    page = (root / "reports/summary.md").read_text()
+    assert "2 training seeds (0, 1)" in page and "1 degree of freedom" in page
