@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import matthews_corrcoef, normalized_mutual_info_score
 
 from features.errors import FeaturesError
 
@@ -185,8 +184,8 @@ def evaluate(
     }
     return Evaluation(
         overall=float(correct.mean()),
-        mcc=float(matthews_corrcoef(labels, pred)),
-        nmi=float(normalized_mutual_info_score(labels, pred)),
+        mcc=float(_sklearn_metrics().matthews_corrcoef(labels, pred)),
+        nmi=float(_sklearn_metrics().normalized_mutual_info_score(labels, pred)),
         ece=expected_calibration_error(softmax(logits), labels, ece_bins),
         per_class=per_class_accuracy(pred, labels, num_classes),
         **group_accuracy,
@@ -251,3 +250,11 @@ def frequency_confusion(
         for index, members in enumerate(groups)
     ]
     return {"matrix": matrix.tolist(), "bins": described}
+
+
+def _sklearn_metrics() -> Any:
+    """scikit-learn's metrics, imported on first use (importing sklearn costs over a second,
+    which every command that only validates or reads would pay)."""
+    from sklearn import metrics
+
+    return metrics

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from features.errors import FeaturesError
 
@@ -162,6 +161,8 @@ def t_interval(per_seed: np.ndarray, level: float = LEVEL) -> Interval | None:
     mean = float(values.mean())
     if len(values) == 1:
         return Interval(mean, mean, mean, "none", 1)
+    from scipy import stats  # on use: importing scipy.stats costs a second per command
+
     half = float(stats.t.ppf(1 - (1 - level) / 2, len(values) - 1)
                  * values.std(ddof=1) / math.sqrt(len(values)))
     return Interval(mean, mean - half, mean + half, "t", len(values))
@@ -258,6 +259,8 @@ def mcnemar(first_correct: np.ndarray, second_correct: np.ndarray) -> McNemar:
     discordant = only_first + only_second
     if discordant == 0:
         return McNemar(0, 0, None, 1.0)
+    from scipy import stats  # on use: importing scipy.stats costs a second per command
+
     if discordant < EXACT_BELOW:
         p_value = float(stats.binomtest(only_first, discordant, 0.5).pvalue)
         return McNemar(only_first, only_second, None, min(1.0, p_value))

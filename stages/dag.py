@@ -17,6 +17,7 @@ editing paco.py re-runs only PaCo's branch.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -238,7 +239,8 @@ def import_closure(modules: list[str], skip: Any = lambda name: False) -> set[st
     return seen
 
 
-def _imports(module: str) -> set[str]:
+@functools.cache
+def _imports(module: str) -> frozenset[str]:
     path = REPO / _module_file(module)
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -264,7 +266,7 @@ def _imports(module: str) -> set[str]:
             while parent:  # importing a.b.c runs a/__init__.py and a/b/__init__.py
                 resolved.add(parent)
                 parent = parent.rpartition(".")[0]
-    return resolved
+    return frozenset(resolved)
 
 
 def _is_ours(name: str) -> bool:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:  # torchvision is imported where a policy is built: it costs seconds
+    from torchvision.transforms import v2
 
 POLICY_AUGMENTATIONS: tuple[str, ...] = ("autoaugment", "randaugment", "simclr")
 
@@ -116,6 +118,8 @@ def small_image_policy(
     Returns:
         A transform of one uint8 [C, H, W] tensor.
     """
+    from torchvision.transforms import v2
+
     if augment == "autoaugment":
         return v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10, fill=list(fill))
     if augment == "randaugment":
@@ -142,6 +146,8 @@ def large_image_policy(augment: str, image_size: int, fill: tuple[int, ...]) -> 
     Returns:
         A transform of one RGB PIL image.
     """
+    from torchvision.transforms import v2
+
     if augment == "autoaugment":
         return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET, fill=list(fill))
     if augment == "randaugment":
@@ -152,6 +158,8 @@ def large_image_policy(augment: str, image_size: int, fill: tuple[int, ...]) -> 
 
 
 def _randaugment(fill: tuple[int, ...]) -> v2.Transform:
+    from torchvision.transforms import v2
+
     return v2.RandAugment(
         num_ops=RANDAUGMENT_NUM_OPS,
         magnitude=RANDAUGMENT_MAGNITUDE,
@@ -161,6 +169,8 @@ def _randaugment(fill: tuple[int, ...]) -> v2.Transform:
 
 
 def _simclr_colour_ops(channels: int) -> list[v2.Transform]:
+    from torchvision.transforms import v2
+
     brightness, contrast, saturation, hue = SIMCLR_JITTER
     if channels == 1:
         jitter = v2.ColorJitter(brightness=brightness, contrast=contrast)

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from pipeline.data.dataset_source import DatasetSource, ImagePool
 from pipeline.data.list_sources import LIST_DATASETS, load_list_source
@@ -71,6 +70,8 @@ def load_digits_source() -> DatasetSource:
     Returns:
         A source with images uint8 [1797, 8, 8, 1] and no separate test pool.
     """
+    from sklearn.datasets import load_digits  # imported when used: it costs a second
+
     digits = load_digits()
     images = np.rint(digits.images * (255 / DIGITS_MAX_VALUE)).astype(np.uint8)[..., np.newaxis]
     labels = digits.target.astype(np.int64)

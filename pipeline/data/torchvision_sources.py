@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torchvision
 
 from pipeline.data.dataset_source import DatasetSource, ImagePool
 from pipeline.errors import PipelineError
@@ -34,14 +33,16 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100_lt": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
-MNIST_CLASSES: dict[str, type[torchvision.datasets.MNIST]] = {
-    "mnist_lt": torchvision.datasets.MNIST,
-    "fashion_mnist_lt": torchvision.datasets.FashionMNIST,
+# torchvision.datasets classes by name; torchvision is imported only when one is loaded (it
+# costs seconds, which every command would otherwise pay)
+MNIST_CLASSES: dict[str, str] = {
+    "mnist_lt": "MNIST",
+    "fashion_mnist_lt": "FashionMNIST",
 }
 
-CIFAR_CLASSES: dict[str, type[torchvision.datasets.CIFAR10]] = {
-    "cifar10_lt": torchvision.datasets.CIFAR10,
-    "cifar100_lt": torchvision.datasets.CIFAR100,
+CIFAR_CLASSES: dict[str, str] = {
+    "cifar10_lt": "CIFAR10",
+    "cifar100_lt": "CIFAR100",
 }
 
 TORCHVISION_DATASETS: tuple[str, ...] = tuple(MNIST_CLASSES) + tuple(CIFAR_CLASSES)
@@ -61,10 +62,14 @@ def load_torchvision_source(name: str, root: Path, *, download: bool) -> Dataset
     Raises:
         PipelineError: files missing (and ``download`` off), a failed download, unreadable files.
     """
+    import torchvision
+
     if name in MNIST_CLASSES:
-        pools, class_names = _load_mnist_pools(MNIST_CLASSES[name], root, download=download)
+        dataset_class = getattr(torchvision.datasets, MNIST_CLASSES[name])
+        pools, class_names = _load_mnist_pools(dataset_class, root, download=download)
     else:
-        pools, class_names = _load_cifar_pools(CIFAR_CLASSES[name], root, download=download)
+        dataset_class = getattr(torchvision.datasets, CIFAR_CLASSES[name])
+        pools, class_names = _load_cifar_pools(dataset_class, root, download=download)
     mean, std = NORMALISATION[name]
     train_images = pools["train"].images
     assert train_images is not None
@@ -104,7 +109,7 @@ def _download(dataset_class: type, root: Path) -> None:
 
 
 def _load_mnist_pools(
-    dataset_class: type[torchvision.datasets.MNIST], root: Path, *, download: bool
+    dataset_class: Any, root: Path, *, download: bool
 ) -> tuple[dict[str, ImagePool], tuple[str, ...]]:
     if download:
         _download(dataset_class, root)
@@ -125,7 +130,7 @@ def _load_mnist_pools(
 
 
 def _load_cifar_pools(
-    dataset_class: type[torchvision.datasets.CIFAR10], root: Path, *, download: bool
+    dataset_class: Any, root: Path, *, download: bool
 ) -> tuple[dict[str, ImagePool], tuple[str, ...]]:
     if download:
         _download(dataset_class, root)

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as functional
 from PIL import Image
-from torchvision.transforms import functional as image_functional
 
 from pipeline.data.augmentations import (
     POLICY_AUGMENTATIONS,
@@ -268,6 +267,9 @@ def file_image_tensor(
     Returns:
         float32 [3, S, S].
     """
+    # imported on use: torchvision costs seconds that every other command would pay
+    from torchvision.transforms import functional as image_functional
+
     check_augmentation(augment)
     if augment == "none":
         image = image_functional.resize(image, int(image_size * EVAL_RESIZE_RATIO))

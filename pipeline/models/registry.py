@@ -9,7 +9,6 @@ from pipeline.errors import PipelineError
 from pipeline.models.base import Backbone
 from pipeline.models.cifar_resnet import CifarResNet
 from pipeline.models.init import seeded_initialisation
-from pipeline.models.torchvision_resnet import TORCHVISION_BUILDERS, TorchvisionResNet
 
 CIFAR_DEPTHS: dict[str, int] = {
     "resnet20": 20,
@@ -19,7 +18,19 @@ CIFAR_DEPTHS: dict[str, int] = {
     "resnet110": 110,
 }
 
-BACKBONES: tuple[str, ...] = tuple(CIFAR_DEPTHS) + tuple(TORCHVISION_BUILDERS)
+# torchvision's ResNets and ResNeXts, built by `pipeline.models.torchvision_resnet`; named here
+# so that a name is checked without importing torchvision (seconds per command)
+TORCHVISION_BACKBONES: tuple[str, ...] = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+)
+
+BACKBONES: tuple[str, ...] = tuple(CIFAR_DEPTHS) + TORCHVISION_BACKBONES
 
 
 def closest_hint(name: str, valid: Sequence[str]) -> str:
@@ -56,4 +67,6 @@ def build_backbone(
     with seeded_initialisation(seed):
         if name in CIFAR_DEPTHS:
             return CifarResNet(CIFAR_DEPTHS[name], num_classes=num_classes, in_channels=in_channels)
+        from pipeline.models.torchvision_resnet import TorchvisionResNet
+
         return TorchvisionResNet(name, num_classes=num_classes, in_channels=in_channels)

@@ -107,3 +107,12 @@ def test_seed_fixes_weights_and_leaves_global_stream_alone() -> None:
     for key, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[key]), key
     assert not torch.equal(first.fc.weight, other.fc.weight)
+
+
+def test_torchvision_names_are_the_builders_names() -> None:
+    """The registry names torchvision's backbones without importing torchvision; the names
+    must be the ones `torchvision_resnet` can build."""
+    from pipeline.models.registry import TORCHVISION_BACKBONES
+    from pipeline.models.torchvision_resnet import TORCHVISION_BUILDERS
+
+    assert TORCHVISION_BACKBONES == tuple(TORCHVISION_BUILDERS)
