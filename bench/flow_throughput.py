@@ -30,11 +30,10 @@ from nflows.transforms import (
 )
 
 from features.bank import Bank
-from features.classifiers import fit_classifier
-from features.configs import CascadeConfig, FlowTrainConfig, ProbeConfig
+from features.configs import CascadeConfig, FlowTrainConfig
 from features.devices import torch_device
-from features.dlsa import fit_cascade
-from features.flow_training import train_filter
+from features.dlsa.cascade import fit_cascade
+from features.dlsa.training import train_filter
 
 
 def synthetic_bank(rows: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -122,23 +121,8 @@ def _synchronise(device: torch.device) -> None:
 def routing_rate(data: tuple[np.ndarray, ...], config: FlowTrainConfig) -> float:
     """Rows per second of ``Cascade.route`` (3 filters) on the training rows."""
     train_x, train_y, val_x, val_y, counts = data
-    base = fit_classifier(
-        "balanced_softmax",
-        train_x=train_x,
-        train_y=train_y,
-        val_x=val_x,
-        val_y=val_y,
-        class_counts=counts,
-        config=ProbeConfig(epochs=1),
-    )
-    cascade = fit_cascade(
-        train_x,
-        train_y,
-        val_x,
-        val_y,
-        counts,
-        base,
-        CascadeConfig(flow=config, classifier_epochs=1),
+    cascade, _, _ = fit_cascade(
+        train_x, train_y, val_x, val_y, counts, CascadeConfig(flow=config, classifier_epochs=1)
     )
     cascade.route(train_x[:256])  # warm-up
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 HDF5 banks (`features.bank`) and their rows in memory or read on demand under a memory budget
 (`features.rows`), classifiers on banks (`features.classifiers`), evaluation
-(`features.metrics`), DLSA flow filters (`features.flows`, `features.flow_losses`,
-`features.flow_training`) and their cascade (`features.dlsa`), and the feature-quality
+(`features.metrics`), DLSA flow filters (`features.dlsa.flow`, `features.dlsa.losses`,
+`features.dlsa.training`) and their cascade (`features.dlsa.cascade`), and the feature-quality
 analysis (`features.knn`, `features.analysis`). Knows nothing of images, DVC or params.yaml.
 """

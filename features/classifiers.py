@@ -249,6 +249,20 @@ def _probe_from_state(head_name: str, state: Mapping[str, torch.Tensor], scale: 
     return probe
 
 
+def linear_map_of(fitted: FittedClassifier) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A linear classifier as (W [C, D], b [C]) on the raw features: the probe's
+    head((x - mean) / std) = W x + b with W = W' / std and b = b' - W' (mean / std). None for
+    a kind that is not a linear map of the features (cosine, LWS, head).
+    """
+    model = fitted.model
+    if model is None or type(model.head) is not LinearHead:
+        return None
+    weight = model.head.weight.detach().float() / model.std
+    bias = model.head.bias.detach().float() - (model.head.weight.detach().float()
+                                                @ (model.mean / model.std))
+    return weight, bias
+
+
 def balanced_softmax_loss(
     logits: torch.Tensor, labels: torch.Tensor, class_counts: torch.Tensor
 ) -> torch.Tensor:

@@ -29,7 +29,9 @@ from features.uncertainty import (
 
 PREDICTIONS_FILE = "predictions.npz"
 # the predictions of base kind k with the DLSA cascade in front are stored under "k+dlsa"
+# (the filters the val gate chose) and "k+dlsa_paper" (every filter, the paper's cascade)
 DLSA_SUFFIX = "+dlsa"
+PAPER_SUFFIX = "_paper"
 
 
 @dataclass(frozen=True)

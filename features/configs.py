@@ -44,6 +44,11 @@ CLASSIFIER_KINDS = (
 )
 SELECTIONS = ("purity", "likelihood")
 LATENTS = ("flow", "feature")
+MLE_FORMS = ("eq7", "mean")
+MLE_SAMPLERS = ("instance", "class_uniform")
+LR_SCALES = ("weight", "none")
+REMAINDERS = ("refit", "base")
+INITS = ("head", "base", "none")
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,16 @@ class FlowTrainConfig:
         num_clusters: K, mixture components (500 for 1000 classes in the paper), at least 2.
         epochs: Training epochs.
         batch_size: Rows per SGD step.
-        lr: Constant SGD learning rate.
-        momentum: SGD momentum. The paper names plain SGD at lr 0.2; with momentum 0.9 that
-            learning rate makes the flow diverge, so the default is 0.
+        lr: Learning rate per unit of likelihood weight (``lr_scale: weight``): SGD runs at
+            lr / m, m the expected sum of the MLE weights over a batch
+            (`features.dlsa.losses.expected_batch_weight`). Eq. 7's sum grows with the batch
+            and with the weight the class counts give each row: m is about 0.04 for
+            ImageNet-LT at batch 1024 but 1.5 to 5.5 for a 10-class bank at 256, so the
+            paper's SGD rate of 0.2 takes steps 40 to 130 times the paper's there, and the
+            flow blows up. The default 0.01 is the paper's ImageNet-LT step (0.2 x 0.044).
+        lr_scale: "weight" (lr / m, above) or "none" (SGD at lr as given: the paper's 0.2 on
+            its own data; an ablation elsewhere).
+        momentum: SGD momentum (the paper names plain SGD).
         weight_decay: L2 penalty (the paper names none).
         q: Exponent of the MLE class weights n_c^(-q) (Eq. 6).
         lambda_bal: Weight of the balancedness loss (Eq. 11).
@@ -114,6 +126,12 @@ class FlowTrainConfig:
         weighted_mle: False trains with the plain MLE (q = 0), an ablation.
         use_balance: False drops L_bal, an ablation.
         use_purity: False drops L_pure, an ablation.
+        mle: "eq7": L_MLE = -sum over the batch of omega(y) log L(x), omega(i) = n_i^-q /
+            sum_j n_j^-q (Eq. 6-7 as printed); "mean": the batch mean of w(y) log L(x) with
+            weights averaging 1 over the training rows (a mean negative log-likelihood).
+        mle_sampler: "instance": each epoch visits every row once (the paper's batches);
+            "class_uniform": each row of a batch draws a class uniformly, then a row of it
+            (the official code).
         selection: "purity" or "likelihood", how the kept epoch is chosen on val.
         purity_threshold: A cluster is pure when its largest class holds more than this share.
         min_cluster_size: A pure cluster must hold more than this many val rows.
@@ -125,7 +143,8 @@ class FlowTrainConfig:
     num_clusters: int = 500
     epochs: int = 50
     batch_size: int = 1024
-    lr: float = 0.2
+    lr: float = 0.01
+    lr_scale: str = "weight"
     momentum: float = 0.0
     weight_decay: float = 0.0
     q: float = 2.0
@@ -135,6 +154,8 @@ class FlowTrainConfig:
     weighted_mle: bool = True
     use_balance: bool = True
     use_purity: bool = True
+    mle: str = "eq7"
+    mle_sampler: str = "instance"
     selection: str = "purity"
     purity_threshold: float = 0.7
     min_cluster_size: int = 10
@@ -148,6 +169,7 @@ class FlowTrainConfig:
         "epochs": POSITIVE_INT,
         "batch_size": POSITIVE_INT,
         "lr": POSITIVE,
+        "lr_scale": OneOf(LR_SCALES),
         "momentum": UNIT_OPEN_HIGH,
         "weight_decay": NON_NEGATIVE,
         "q": NON_NEGATIVE,
@@ -157,6 +179,8 @@ class FlowTrainConfig:
         "weighted_mle": Flag(),
         "use_balance": Flag(),
         "use_purity": Flag(),
+        "mle": OneOf(MLE_FORMS),
+        "mle_sampler": OneOf(MLE_SAMPLERS),
         "selection": OneOf(SELECTIONS),
         "purity_threshold": UNIT_OPEN_HIGH,
         "min_cluster_size": NON_NEGATIVE_INT,
@@ -189,6 +213,14 @@ class CascadeConfig:
             last epoch is kept.
         tail_max_count: A class with at most this many training rows is "tail" in the
             separation accuracy (50, Fig. 7).
+        remainder: What classifies the rows the last filter leaves: "refit", a classifier of
+            the base kind fitted on those rows (the paper, the official code), or "base", the
+            base classifier of the whole bank.
+        init: What the x part of each cluster-aided classifier starts from: "head", the
+            backbone's own classifier when it is linear in the features (the official
+            code), else a linear base; "base", the first linear base classifier; "none".
+        gate_share: Share of each class's val rows set aside to choose how many filters to
+            use (the gate); the rest choose every epoch.
         seed: Seed of every filter and classifier.
     """
 
@@ -203,6 +235,9 @@ class CascadeConfig:
     classifier_weight_decay: float = 0.0
     min_val_rows: int = 10
     tail_max_count: int = 50
+    remainder: str = "refit"
+    init: str = "head"
+    gate_share: float = 0.5
     seed: int = 0
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
@@ -216,6 +251,9 @@ class CascadeConfig:
         "classifier_weight_decay": NON_NEGATIVE,
         "min_val_rows": NON_NEGATIVE_INT,
         "tail_max_count": NON_NEGATIVE_INT,
+        "remainder": OneOf(REMAINDERS),
+        "init": OneOf(INITS),
+        "gate_share": Interval(0, 1, low_open=True, high_open=True),
         "seed": SEED,
     }
 

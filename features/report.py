@@ -250,8 +250,18 @@ def _dlsa_blocks(inputs: list[ReportInput], missing: dict[str, list[str]]) -> li
             "Each DLSA filter routes the images its flow finds most likely to a cluster-aided "
             "classifier. Separation accuracy: the share of routed test images that belong to "
             "tail classes (DLSA Fig. 7); chance is the tail share of the images reaching the "
-            "filter. Routed share: the share of all test images the filter routes."
-        )
+            "filter. Routed share: the share of all test images the filter routes. Routed "
+            "rows: on the test images a filter routes, the accuracy of its cluster-aided "
+            "classifier and of the base classifier; a filter helps only where the first is "
+            "higher."
+        ),
+        paragraph(
+            "\u201cGated\u201d uses the number of filters chosen on val rows no epoch was "
+            "chosen on (filters kept, per seed; 0 is the base alone), so it does not lower val "
+            "accuracy; \u201call filters\u201d is the paper's cascade, on which the paper's "
+            "claim is judged. Rows the kept filters leave go to a classifier of the base's kind "
+            "fitted on those rows (dlsa.remainder: refit)."
+        ),
     ]
     if missing["dlsa"]:
         if len(missing["dlsa"]) == len(inputs):

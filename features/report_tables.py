@@ -35,10 +35,13 @@ DLSA_HEADER = [
     "method",
     "base classifier",
     "overall",
-    "overall + DLSA",
-    "gain overall (95 % CI)",
+    "+ DLSA (gated)",
+    "gain (95 % CI)",
+    "filters kept",
+    "+ DLSA (all filters)",
+    "gain, paper cascade (95 % CI)",
     "few",
-    "few + DLSA",
+    "few + DLSA (gated)",
     "gain few (95 % CI)",
 ]
 
@@ -50,6 +53,8 @@ FILTER_HEADER = [
     "routed share",
     "pure clusters",
     "clusters",
+    "routed rows: cluster-aided acc.",
+    "routed rows: base acc.",
 ]
 
 
@@ -96,9 +101,10 @@ def with_interval(metrics: Mapping[str, Any], column: str) -> str:
     return f"{text} \u00b1 {fmt((float(interval[1]) - float(interval[0])) / 2)}"
 
 
-def gain_text(entry: Mapping[str, Any], column: str) -> str:
-    """"+0.005 [-0.010, +0.020]": a DLSA gain with its 95 % interval."""
-    gain = dig(entry, ("gain", column))
+def gain_text(entry: Mapping[str, Any], column: str, key: str = "gain") -> str:
+    """"+0.005 [-0.010, +0.020]": a DLSA gain (``key``: "gain" gated, "gain_paper" every
+    filter) with its 95 % interval."""
+    gain = dig(entry, (key, column))
     if not isinstance(gain, Mapping) or number(gain.get("value")) is None:
         return "\u2013"
     value, low, high = (number(gain.get(key)) for key in ("value", "low", "high"))
@@ -158,19 +164,30 @@ def dlsa_cells(inputs: list[ReportInput]) -> list[list[str]]:
     cells = []
     for item in inputs:
         for kind, entry in (item.dlsa or {}).items():
-            line = [item.method, kind]
-            for column in ("overall", "few"):
-                line += [with_interval(entry.get(side) or {}, column) for side in ("base", "dlsa")]
-                line.append(gain_text(entry, column))
-            cells.append(line)
+            kept = entry.get("filters_per_seed") or ()
+            cells.append([
+                item.method, kind,
+                with_interval(entry.get("base") or {}, "overall"),
+                with_interval(entry.get("dlsa") or {}, "overall"),
+                gain_text(entry, "overall"),
+                ", ".join("\u2013" if n is None else str(n) for n in kept) or "\u2013",
+                with_interval(entry.get("dlsa_paper") or {}, "overall"),
+                gain_text(entry, "overall", "gain_paper"),
+                with_interval(entry.get("base") or {}, "few"),
+                with_interval(entry.get("dlsa") or {}, "few"),
+                gain_text(entry, "few"),
+            ])
     return cells
 
 
 def filter_cells(inputs: list[ReportInput]) -> list[list[str]]:
-    """Rows of `FILTER_HEADER`: one per method and DLSA filter (1-based)."""
+    """Rows of `FILTER_HEADER`: one per method and DLSA filter (1-based); the routed-row
+    accuracies are on test, the base being the first of ``dlsa.base_kinds`` (seed shown)."""
     cells = []
     for item in inputs:
         for entry in item.dlsa_filters or ():
+            routed = dig(entry, ("routed_accuracy", "test")) or {}
+            base = next((kind for kind in routed if kind != "cluster_aided"), None)
             cells.append(
                 [
                     item.method,
@@ -180,6 +197,8 @@ def filter_cells(inputs: list[ReportInput]) -> list[list[str]]:
                     fmt(dig(entry, ("routed_share", "test"))),
                     fmt(entry.get("pure_clusters"), digits=0),
                     str(len(entry.get("cluster_sizes") or ())),
+                    fmt(routed.get("cluster_aided")),
+                    "\u2013" if base is None else f"{fmt(routed.get(base))} ({base})",
                 ]
             )
     return cells

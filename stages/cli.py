@@ -355,15 +355,18 @@ def route(
     base: str = BaseKindOption,
     out: Path = PredictionsOption,
     memory_mb: float = MemoryOption,
+    filters: int = typer.Option(None, "--filters", help="How many filters route (0 .. F); "
+                                "default: the number the val gate chose."),
     debug: bool = DebugOption,
 ) -> None:
-    """Apply a fitted DLSA cascade to a bank without retraining; write predictions per split."""
+    """Apply a fitted DLSA model to a bank without retraining; write predictions per split."""
     from stages import route as stage
 
     def work() -> None:
         if not (memory_mb > 0 and math.isfinite(memory_mb)):
             raise StageError(f"--memory-mb {memory_mb}: give a positive, finite size in MiB")
-        accuracy = stage.run(model, bank, base, out, budget_bytes=int(memory_mb * 2**20))
+        accuracy = stage.run(model, bank, base, out, budget_bytes=int(memory_mb * 2**20),
+                             filters=filters)
         for split, value in accuracy.items():
             print(f"{split}: accuracy {value:.4f} -> {out / (split + '.csv')}")
 

@@ -178,6 +178,9 @@ def cascade_config(section: DLSAParams, num_classes: int, seed: int, device: str
         classifier_weight_decay=classifier.weight_decay,
         min_val_rows=classifier.min_val_rows,
         tail_max_count=section.tail_max_count,
+        remainder=section.remainder,
+        init=section.init,
+        gate_share=section.gate_share,
         seed=seed,
     )
 

@@ -208,7 +208,8 @@ class FlowParams(_Strict):
     num_clusters: Int | None = Field(None, ge=1)
     epochs: Int = Field(30, ge=1)
     batch_size: Int = Field(256, ge=1)
-    lr: Float = Field(0.2, gt=0)
+    lr: Float = Field(0.01, gt=0)
+    lr_scale: Str = "weight"
     momentum: Float = Field(0.0, ge=0, lt=1)
     weight_decay: Float = Field(0.0, ge=0)
     q: Float = Field(2.0, ge=0)
@@ -218,6 +219,8 @@ class FlowParams(_Strict):
     weighted_mle: Bool = True
     use_balance: Bool = True
     use_purity: Bool = True
+    mle: Str = "eq7"
+    mle_sampler: Str = "instance"
     selection: Str = "purity"
     purity_threshold: Float = Field(0.7, ge=0, lt=1)
     min_cluster_size: Int = Field(10, ge=0)
@@ -247,6 +250,9 @@ class DLSAParams(_Strict):
     num_filters: Int = Field(3, ge=1)
     routed_share: Float = Field(0.3, gt=0, lt=1)
     latent: Str = "flow"
+    remainder: Str = "refit"
+    init: Str = "head"
+    gate_share: Float = 0.5
     tail_max_count: Int = Field(50, ge=0)
     device: Str = "auto"
     flow: FlowParams = FlowParams()

@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from features.comparison import DLSA_SUFFIX, PREDICTIONS_FILE, SeededPredictions, load_predictions
+from features.comparison import (
+    DLSA_SUFFIX,
+    PAPER_SUFFIX,
+    PREDICTIONS_FILE,
+    SeededPredictions,
+    load_predictions,
+)
 from features.errors import FeaturesError
 from features.report import ReportInput, ReportSettings, render_report
 from features.report_text import chosen_classifier
@@ -148,7 +154,8 @@ def _fold_classify(collected: Collected, per_seed: dict[int, Any], params: Param
 
 
 def _fold_dlsa(collected: Collected, per_seed: dict[int, Any], params: Params) -> None:
-    """Mean base and base + DLSA metrics per base kind, with the interval of the gain."""
+    """Mean base, gated and paper base + DLSA metrics per base kind, with the intervals of
+    both gains and the number of filters the gate chose on each seed."""
     if not per_seed:
         return
     folded = {}
@@ -157,21 +164,24 @@ def _fold_dlsa(collected: Collected, per_seed: dict[int, Any], params: Params) -
             continue
         entries = [per_seed[seed][kind] for seed in per_seed]
         plain = _predictions(collected, dlsa_results, per_seed, kind, keep=False)
-        dlsa = _predictions(collected, dlsa_results, per_seed, f"{kind}{DLSA_SUFFIX}")
         folded[kind] = mean_tree(entries)
-        if isinstance(folded[kind].get("dlsa"), dict):
-            folded[kind]["dlsa"]["ci"] = _ci(accuracy_intervals(
-                [e.get("dlsa") or {} for e in entries], dlsa, collected.class_counts,
-                params.eval.many_above, params.eval.few_below, seed=min(per_seed)))
-        gains = gain_intervals([e.get("base") or {} for e in entries],
-                               [e.get("dlsa") or {} for e in entries],
-                               (plain, dlsa) if plain and dlsa else None,
-                               collected.class_counts, params.eval.many_above,
-                               params.eval.few_below, seed=min(per_seed))
-        folded[kind]["gain"] = {column: (None if interval is None else
-                                         {"value": interval.value, "low": interval.low,
-                                          "high": interval.high})
-                                for column, interval in gains.items()}
+        folded[kind]["filters_per_seed"] = [entry.get("filters") for entry in entries]
+        for side, suffix, gain_key in (("dlsa", DLSA_SUFFIX, "gain"),
+                                       ("dlsa_paper", DLSA_SUFFIX + PAPER_SUFFIX, "gain_paper")):
+            dlsa = _predictions(collected, dlsa_results, per_seed, f"{kind}{suffix}")
+            sides = [e.get(side) or {} for e in entries]
+            if isinstance(folded[kind].get(side), dict):
+                folded[kind][side]["ci"] = _ci(accuracy_intervals(
+                    sides, dlsa, collected.class_counts, params.eval.many_above,
+                    params.eval.few_below, seed=min(per_seed)))
+            gains = gain_intervals([e.get("base") or {} for e in entries], sides,
+                                   (plain, dlsa) if plain and dlsa else None,
+                                   collected.class_counts, params.eval.many_above,
+                                   params.eval.few_below, seed=min(per_seed))
+            folded[kind][gain_key] = {
+                column: (None if interval is None else
+                         {"value": interval.value, "low": interval.low, "high": interval.high})
+                for column, interval in gains.items()}
     collected.item.dlsa = folded or None
 
 
@@ -268,23 +278,25 @@ def significance(collected: Sequence[Collected], params: Params) -> dict[str, di
 
 def headline(inputs: Sequence[ReportInput]) -> dict[str, dict[str, float | None]]:
     """``reports/metrics.json``: per method, the mean test accuracy of the classifier chosen
-    on val, and the mean overall gain of DLSA over its base chosen on val."""
+    on val, and the mean overall gains of the val-gated DLSA and of the paper's cascade (every
+    filter) over the base whose gated DLSA is best on val."""
     summary = {}
     for item in inputs:
         kind = chosen_classifier(item)
         accuracy = ((item.classify or {}).get(kind) or {}).get("overall") if kind else None
-        summary[item.method] = {"accuracy": accuracy, "dlsa_gain": _main_gain(item)}
+        summary[item.method] = {"accuracy": accuracy, "dlsa_gain": _main_gain(item, "gain"),
+                                "dlsa_paper_gain": _main_gain(item, "gain_paper")}
     return summary
 
 
-def _main_gain(item: ReportInput) -> float | None:
-    """The overall gain of DLSA on the base kind whose base + DLSA is best on val."""
+def _main_gain(item: ReportInput, gain_key: str) -> float | None:
+    """An overall DLSA gain on the base kind whose gated base + DLSA is best on val."""
     entries = item.dlsa or {}
     if not entries:
         return None
     kind = max(entries, key=lambda k: (entries[k].get("val_overall_dlsa") or -1.0,
                                        -list(entries).index(k)))
-    gain = (entries[kind].get("gain") or {}).get("overall")
+    gain = (entries[kind].get(gain_key) or {}).get("overall")
     return None if gain is None else gain.get("value")
 
 

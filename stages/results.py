@@ -1,12 +1,14 @@
 """Reading what the per-seed stages left: metrics, predictions, and which result a name means.
 
-A result is named ``method[:classifier][+dlsa]``:
+A result is named ``method[:classifier][+dlsa|+dlsa_paper]``:
 
 - ``ce``: the classifier of method ce with the best val accuracy (mean over the seeds);
 - ``ce:cosine``: its cosine classifier;
 - ``ce+dlsa``: DLSA on top of the base kind whose base + DLSA has the best val accuracy (the
   result the dlsa stage reports as its main one);
-- ``ce:cosine+dlsa``: DLSA on top of the cosine base (a kind of ``dlsa.base_kinds``).
+- ``ce:cosine+dlsa``: DLSA on top of the cosine base (a kind of ``dlsa.base_kinds``);
+- ``ce:cosine+dlsa_paper``: the same with every filter (the paper's cascade), not the number
+  the val gate chose.
 
 Used by ``tailbank compare`` and the report; both read the files of every seed of ``seeds:``.
 """
@@ -23,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from features.comparison import (
-    DLSA_SUFFIX,
     PREDICTIONS_FILE,
     SeededPredictions,
     load_predictions,
@@ -33,19 +34,26 @@ from stages.errors import StageError
 from stages.layout import classify_results, dlsa_results
 from stages.params import Params
 
-SPEC = re.compile(r"(?P<method>[A-Za-z][A-Za-z0-9_]*)(?::(?P<kind>[A-Za-z_]+))?(?P<dlsa>\+dlsa)?")
+SPEC = re.compile(
+    r"(?P<method>[A-Za-z][A-Za-z0-9_]*)(?::(?P<kind>[A-Za-z_]+))?(?P<dlsa>\+dlsa(?:_paper)?)?"
+)
 
 
 @dataclass(frozen=True)
 class ResultName:
-    """A parsed ``method[:classifier][+dlsa]``; ``kind`` None means "chosen on val"."""
+    """A parsed ``method[:classifier][+dlsa|+dlsa_paper]``; ``kind`` None means "chosen on
+    val"; ``suffix`` is "", "+dlsa" or "+dlsa_paper"."""
 
     method: str
     kind: str | None
-    dlsa: bool
+    suffix: str = ""
+
+    @property
+    def dlsa(self) -> bool:
+        return bool(self.suffix)
 
     def label(self, kind: str) -> str:
-        return f"{self.method}:{kind}{DLSA_SUFFIX if self.dlsa else ''}"
+        return f"{self.method}:{kind}{self.suffix}"
 
 
 def parse_name(text: str, params: Params) -> ResultName:
@@ -56,9 +64,9 @@ def parse_name(text: str, params: Params) -> ResultName:
     """
     found = SPEC.fullmatch(text)
     if found is None:
-        raise StageError(f"'{text}': name a result as method[:classifier][+dlsa], e.g. ce, "
-                         "ce:cosine, ce+dlsa or ce:cosine+dlsa")
-    name = ResultName(found["method"], found["kind"], found["dlsa"] is not None)
+        raise StageError(f"'{text}': name a result as method[:classifier][+dlsa|+dlsa_paper], "
+                         "e.g. ce, ce:cosine, ce+dlsa or ce:cosine+dlsa_paper")
+    name = ResultName(found["method"], found["kind"], found["dlsa"] or "")
     params.method(name.method)
     kinds = params.dlsa.base_kinds if name.dlsa else params.classify.kinds
     if name.kind is not None and name.kind not in kinds:
@@ -113,7 +121,7 @@ def predictions_of(name: ResultName, params: Params) -> tuple[SeededPredictions,
     per_seed, counts = [], None
     for seed in params.seeds:
         folder = (dlsa_results if name.dlsa else classify_results)(name.method, seed)
-        key = f"{kind}{DLSA_SUFFIX}" if name.dlsa else kind
+        key = f"{kind}{name.suffix}"
         try:
             per_seed.append(load_predictions(folder / PREDICTIONS_FILE, key))
             counts = _class_counts(folder / PREDICTIONS_FILE)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from features.bank import SPLITS, Bank
-from features.dlsa_model import load_dlsa_model
+from features.dlsa.io import load_dlsa_model
 from features.rows import load_rows
-from stages.classify import classifier_logits
 from stages.dlsa import MODEL_FILE
 from stages.errors import StageError
 from stages.io import write_csv
@@ -26,6 +25,7 @@ def run(
     base_kind: str | None,
     out_dir: Path,
     budget_bytes: int | None = None,
+    filters: int | None = None,
 ) -> dict[str, float]:
     """Route every split of ``bank_file`` through the DLSA model in ``model_dir``.
 
@@ -40,6 +40,7 @@ def run(
         out_dir: the folder of the prediction tables; created, or replaced when it holds an
             earlier run's tables.
         budget_bytes: bank rows held in memory at once; a larger bank is read in windows.
+        filters: how many filters route (0 .. F); None: the number the val gate chose.
 
     Returns:
         Accuracy per split of base + DLSA.
@@ -53,6 +54,10 @@ def run(
         raise StageError(f"{model_file}: no base classifier '{kind}'; saved: "
                          f"{', '.join(model.bases) or 'none'} (pass one of them to --base)")
     _check_out_dir(out_dir)
+    used = model.gates.get(kind, model.num_filters) if filters is None else filters
+    if not 0 <= used <= model.num_filters:
+        raise StageError(f"--filters {filters}: the model has {model.num_filters} filters; give "
+                         f"0 to {model.num_filters}")
     accuracy = {}
     with Bank.open(bank_file) as bank, StageOutputs(folders=[out_dir]) as out:
         model.check_bank(bank.meta, str(bank_file))
@@ -60,11 +65,11 @@ def run(
             keys = [(split, field) for field in ("features", "logits") if bank.has(split, field)]
             rows = load_rows(bank, keys, budget_bytes)
             features, labels = rows[split, "features"], bank.labels(split)
-            plain = classifier_logits(model.bases[kind], features, rows.get((split, "logits")))
-            routed = model.cascade.route(features)
-            predicted = routed.combine(plain).argmax(axis=1)
+            walk = model.cascade.walk(features)
+            logits = model.logits(kind, features, rows.get((split, "logits")), used, walk)
+            predicted = logits.argmax(axis=1)
             table = zip(bank.index(split).tolist(), labels.tolist(),
-                        routed.assignment.tolist(), predicted.tolist(), strict=True)
+                        walk.truncated(used).assignment.tolist(), predicted.tolist(), strict=True)
             write_csv(out.staged(out_dir) / f"{split}.csv",
                       ("index", "label", "filter", "prediction"), list(table))
             accuracy[split] = float((predicted == labels).mean()) if len(labels) else float("nan")

@@ -18,8 +18,9 @@ from features.classifiers import (
     fit_classifier,
 )
 from features.configs import CLASSIFIER_KINDS, CascadeConfig, FlowTrainConfig, ProbeConfig
-from features.dlsa import Cascade, fit_cascade
-from features.dlsa_model import BankProvenance, DLSAModel, load_dlsa_model, save_dlsa_model
+from features.dlsa.cascade import Cascade, fit_cascade
+from features.dlsa.io import load_dlsa_model, save_dlsa_model
+from features.dlsa.model import BankProvenance, DLSAModel
 from features.errors import FeaturesError
 
 CONFIG = CascadeConfig(
@@ -62,9 +63,9 @@ def bases(rows: dict[str, np.ndarray]) -> dict[str, FittedClassifier]:
 
 
 @pytest.fixture(scope="module")
-def cascade(rows: dict[str, np.ndarray], bases: dict[str, FittedClassifier]) -> Cascade:
+def cascade(rows: dict[str, np.ndarray]) -> Cascade:
     return fit_cascade(rows["train_x"], rows["train_y"], rows["val_x"], rows["val_y"],
-                       rows["counts"], bases["balanced_softmax"], CONFIG)
+                       rows["counts"], CONFIG)[0]
 
 
 @pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
@@ -86,9 +87,14 @@ def test_model_round_trip_routes_and_scores_like_the_fitted_one(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "model.pt"
-    save_dlsa_model(DLSAModel(cascade, bases, PROVENANCE), path)
+    remainders = {"cosine": [bases["linear"], bases["cosine"]]}
+    gates = {kind: index % 3 for index, kind in enumerate(bases)}
+    save_dlsa_model(DLSAModel(cascade, bases, remainders, gates, PROVENANCE), path)
     loaded = load_dlsa_model(path)
     assert loaded.bank == PROVENANCE and list(loaded.bases) == list(bases)
+    assert loaded.gates == gates and list(loaded.remainders) == ["cosine"]
+    again = loaded.remainder("cosine", 1)
+    np.testing.assert_array_equal(again.logits(rows["val_x"]), bases["linear"].logits(rows["val_x"]))
     assert loaded.cascade.config == cascade.config
     before, after = cascade.route(rows["val_x"]), loaded.cascade.route(rows["val_x"])
     np.testing.assert_array_equal(before.assignment, after.assignment)
@@ -113,7 +119,7 @@ class _RunsCode:
 def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
     evidence = tmp_path / "code-ran"
     path = tmp_path / "model.pt"
-    torch.save({"format": "tailbank-dlsa-model/1", "bases": {"x": _RunsCode(evidence)}}, path)
+    torch.save({"format": "tailbank-dlsa-model/2", "bases": {"x": _RunsCode(evidence)}}, path)
     with pytest.raises(FeaturesError, match="not a readable DLSA model"):
         load_dlsa_model(path)
     assert not evidence.exists()
@@ -122,9 +128,9 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ({"format": "something-else/1"}, "expected 'tailbank-dlsa-model/1'"),
+        ({"format": "something-else/1"}, "expected 'tailbank-dlsa-model/2'"),
         ([1, 2], "has format 'list'"),
-        ({"format": "tailbank-dlsa-model/1", "bank": {}}, "damaged DLSA model"),
+        ({"format": "tailbank-dlsa-model/2", "bank": {}}, "damaged DLSA model"),
     ],
 )
 def test_foreign_or_damaged_files_are_one_line(payload: object, message: str,
@@ -143,7 +149,7 @@ def test_foreign_or_damaged_files_are_one_line(payload: object, message: str,
 def test_a_bank_of_another_backbone_checkpoint_is_refused(
     cascade: Cascade, rows: dict[str, np.ndarray]
 ) -> None:
-    model = DLSAModel(cascade, {}, PROVENANCE)
+    model = DLSAModel(cascade, {}, {}, {}, PROVENANCE)
     meta = BankMeta(method="ce", backbone="resnet20", dataset="other", num_classes=4,
                     feature_dim=6, seed=0, params_digest="0" * 64,
                     checkpoint_sha256=PROVENANCE.checkpoint_sha256,

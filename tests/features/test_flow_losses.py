@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from features.errors import FeaturesError
-from features.flow_losses import (
+from features.configs import FlowTrainConfig
+from features.dlsa.flow import FlowOutput
+from features.dlsa.losses import (
     ClusterBalance,
+    eq6_weights,
+    flow_objective,
     kl_to_uniform,
     mle_class_weights,
     purity_loss,
     purity_pairs,
     weighted_mle_loss,
 )
+from features.dlsa.training import step_objective
+from features.errors import FeaturesError
 
 COUNTS = torch.tensor([500, 120, 30, 8, 2])
 
@@ -29,20 +34,66 @@ def test_mle_weights_follow_eq6_and_average_to_one_over_training_rows() -> None:
     torch.testing.assert_close(mle_class_weights(COUNTS, q=0.0), torch.ones(5, dtype=torch.float64))
 
 
-def test_weighted_mle_loss_is_eq7_up_to_the_stated_constant() -> None:
+def test_eq6_weights_sum_to_one_over_the_classes_present() -> None:
+    counts = COUNTS.double()
+    paper = counts**-2.0 / (counts**-2.0).sum()
+    torch.testing.assert_close(eq6_weights(COUNTS, 2.0), paper)
+    with_empty = eq6_weights(torch.tensor([4, 0, 1]), 1.0)
+    torch.testing.assert_close(with_empty, torch.tensor([0.2, 0.0, 0.8], dtype=torch.float64))
+
+
+def test_weighted_mle_loss_eq7_is_the_printed_sum_and_mean_differs_by_the_stated_constant() -> None:
     generator = torch.Generator().manual_seed(0)
     log_likelihood = torch.randn(16, generator=generator) * 5
     labels = torch.randint(5, (16,), generator=generator)
     q = 1.5
-    loss = weighted_mle_loss(log_likelihood, labels, COUNTS, q)
     counts = COUNTS.double()
-    omega = counts**-q / (counts**-q).sum()
-    eq7 = -(omega[labels] * log_likelihood.double()).sum()
-    factor = counts.sum() * (counts**-q).sum() / (len(labels) * (counts ** (1 - q)).sum())
-    assert loss.item() == pytest.approx((factor * eq7).item(), rel=1e-5)
-    assert weighted_mle_loss(log_likelihood, labels, COUNTS, 0.0).item() == pytest.approx(
-        -log_likelihood.mean().item(), rel=1e-6
+    omega = counts**-q / (counts**-q).sum()  # Eq. 6
+    eq7 = -sum(omega[int(y)] * float(ll) for y, ll in zip(labels, log_likelihood, strict=True))
+    assert weighted_mle_loss(log_likelihood, labels, COUNTS, q).item() == pytest.approx(
+        eq7, rel=1e-5
     )
+    mean = weighted_mle_loss(log_likelihood, labels, COUNTS, q, form="mean")
+    factor = counts.sum() * (counts**-q).sum() / (len(labels) * (counts ** (1 - q)).sum())
+    assert mean.item() == pytest.approx(float(factor) * eq7, rel=1e-5)
+    assert weighted_mle_loss(log_likelihood, labels, COUNTS, 0.0, form="mean").item() == (
+        pytest.approx(-log_likelihood.mean().item(), rel=1e-6)
+    )
+    with pytest.raises(FeaturesError, match="unknown MLE form"):
+        weighted_mle_loss(log_likelihood, labels, COUNTS, q, form="sum")
+
+
+def test_flow_objective_is_eq11() -> None:
+    mle, bal, pure = torch.tensor(3.0), torch.tensor(0.25), torch.tensor(-2.0)
+    assert flow_objective(mle, bal, pure, 0.5, 0.1).item() == pytest.approx(3.0 + 0.125 - 0.2)
+    assert flow_objective(mle, None, pure, 0.5, 0.1).item() == pytest.approx(2.8)
+    assert flow_objective(mle, bal, None, 0.5, 0.1).item() == pytest.approx(3.125)
+
+
+def test_one_batch_total_is_eq11_of_the_transcribed_losses() -> None:
+    """The training step's L_total on a known batch against Eq. 7, 9 and 10 written out."""
+    generator = torch.Generator().manual_seed(3)
+    rows, clusters = 12, 4
+    log_likelihood = torch.randn(rows, generator=generator) * 3
+    posterior = torch.softmax(torch.randn(rows, clusters, generator=generator), dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 4])
+    out = FlowOutput(latent=torch.zeros(rows, 2), log_det=torch.zeros(rows),
+                     log_likelihood=log_likelihood, log_posterior=posterior.log())
+    config = FlowTrainConfig(num_clusters=clusters, lambda_bal=0.7, lambda_pure=0.3, q=1.2)
+    total, parts = step_objective(out, labels, COUNTS, config, ClusterBalance(clusters, 0.9),
+                                  torch.Generator().manual_seed(11))
+    counts = COUNTS.double()
+    omega = counts**-1.2 / (counts**-1.2).sum()
+    mle = -sum(float(omega[y] * ll) for y, ll in zip(labels, log_likelihood, strict=True))
+    p = posterior.double().mean(dim=0)  # first step: the corrected estimate is the batch's
+    balance = float((p * p.log()).sum()) + math.log(clusters)  # Eq. 9 + log K
+    i, j = purity_pairs(labels, torch.Generator().manual_seed(11))
+    purity = float(np.mean([float((posterior[a] * posterior[b].log()).sum())
+                            for a, b in zip(i, j, strict=True)]))  # Eq. 10
+    assert parts["mle"].item() == pytest.approx(mle, rel=1e-5)
+    assert parts["balance"].item() == pytest.approx(balance, rel=1e-5, abs=1e-7)
+    assert parts["purity"].item() == pytest.approx(purity, rel=1e-5)
+    assert total.item() == pytest.approx(mle + 0.7 * balance + 0.3 * purity, rel=1e-5)
 
 
 def test_mle_weights_reject_bad_input() -> None:

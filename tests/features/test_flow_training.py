@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from features.configs import FlowTrainConfig
-from features.errors import FeaturesError
-from features.flow_training import (
+from features.dlsa.losses import expected_batch_weight
+from features.dlsa.training import (
     TrainedFilter,
     cluster_class_table,
+    epoch_order,
     pure_cluster_count,
+    sgd_learning_rate,
     train_filter,
 )
+from features.errors import FeaturesError
 
 TINY = FlowTrainConfig(num_clusters=6, epochs=4, batch_size=64, seed=0)
 
@@ -125,11 +128,18 @@ def test_resume_from_a_checkpoint_gives_identical_results(rows: Rows, tmp_path: 
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_a_checkpoint_of_another_config_is_an_error(rows: Rows, tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_config_is_trained_over(rows: Rows, tmp_path: Path) -> None:
+    """A run with changed params must not stop on what an interrupted older run left."""
     checkpoint = tmp_path / "filter.pt"
     rows.train(dataclasses.replace(TINY, epochs=1), checkpoint=checkpoint)
-    with pytest.raises(FeaturesError, match="another config"):
-        rows.train(dataclasses.replace(TINY, epochs=1, lr=0.1), checkpoint=checkpoint)
+    other = dataclasses.replace(TINY, epochs=1, lr=0.1)
+    over = rows.train(other, checkpoint=checkpoint)
+    assert _states_equal(over, rows.train(other))
+
+
+
+def test_an_unreadable_checkpoint_is_an_error(rows: Rows, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "filter.pt"
     checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(FeaturesError, match="cannot be read"):
         rows.train(TINY, checkpoint=checkpoint)
@@ -200,3 +210,61 @@ def test_bad_rows_are_errors(rows: Rows) -> None:
         train_filter(
             rows.train_x, rows.train_y, rows.counts, rows.val_x[:, :2], rows.val_y, TINY, name="x"
         )
+
+
+def small_bank(dim: int = 64, seed: int = 1) -> Rows:
+    """A digits-sized bank: 10 Gaussian classes, 94 down to 4 training rows, 64 features."""
+    rng = np.random.default_rng(seed)
+    counts = np.array([94, 67, 48, 34, 24, 17, 12, 9, 6, 4])
+    means = 1.5 * rng.normal(size=(10, dim))
+
+    def draw(per_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(10), per_class)
+        return (means[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32), labels
+
+    return Rows(*draw(counts), *draw(np.full(10, 10)), counts)
+
+
+def test_expected_batch_weight_is_the_mean_weight_of_a_drawn_batch() -> None:
+    counts = torch.tensor([94, 48, 12, 4])
+    n = counts.double()
+    omega = n**-2 / (n**-2).sum()
+    assert expected_batch_weight(counts, 2.0, "eq7", "instance", 256) == pytest.approx(
+        256 * float((n * omega).sum() / n.sum()))
+    assert expected_batch_weight(counts, 2.0, "eq7", "class_uniform", 256) == pytest.approx(
+        256 * float(omega.mean()))
+    assert expected_batch_weight(counts, 2.0, "mean", "instance", 256) == pytest.approx(1.0)
+    labels = torch.repeat_interleave(torch.arange(4), counts)
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.cat([epoch_order(labels, "class_uniform", generator) for _ in range(100)])
+    empirical = float(omega[labels[drawn]].mean()) * 256
+    assert empirical == pytest.approx(
+        expected_batch_weight(counts, 2.0, "eq7", "class_uniform", 256), rel=0.05)
+
+
+def test_sgd_rate_is_lr_per_unit_of_batch_weight() -> None:
+    counts = torch.tensor([94, 48, 12, 4])
+    config = FlowTrainConfig(num_clusters=4, batch_size=256, lr=0.01)
+    mass = expected_batch_weight(counts, 2.0, "eq7", "instance", 256)
+    assert sgd_learning_rate(config, counts) == pytest.approx(0.01 / mass)
+    literal = dataclasses.replace(config, lr=0.2, lr_scale="none")
+    assert sgd_learning_rate(literal, counts) == 0.2
+
+
+def test_the_papers_fixed_rate_blows_up_a_small_bank_and_the_weight_scaled_rate_does_not() -> None:
+    """Eq. 7 sums omega-weighted log-likelihoods over the batch: on a 10-class bank at batch
+    256 that sum is ~5 times a row's, against ~0.04 on ImageNet-LT at 1024, so SGD at the
+    paper's 0.2 takes steps ~100 times the paper's and a latent explodes (the old failure:
+    non-finite loss). At lr / m every epoch's losses stay finite."""
+    bank = small_bank()
+    paper = FlowTrainConfig(num_clusters=5, epochs=30, batch_size=256, lr=0.2, lr_scale="none")
+    with pytest.raises(FeaturesError, match="non-finite loss at epoch"):
+        bank.train(paper)
+    scaled = dataclasses.replace(paper, lr=0.01, lr_scale="weight")
+    trained = bank.train(scaled)
+    assert len(trained.history) == 30
+    for record in trained.history:
+        assert all(math.isfinite(record[key]) for key in ("loss", "mle", "balance", "purity"))
+    # and it learns: the val likelihood of the kept epoch is far above the first epoch's
+    kept = trained.history[trained.selected_epoch - 1]
+    assert kept["val_log_likelihood"] > trained.history[0]["val_log_likelihood"] + 20

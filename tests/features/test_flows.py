@@ -8,8 +8,8 @@ import pytest
 import torch
 from nflows.transforms import BatchNorm, MaskedAffineAutoregressiveTransform
 
+from features.dlsa.flow import FlowFilter, default_sigma
 from features.errors import FeaturesError
-from features.flows import FlowFilter, default_sigma
 
 
 def _nontrivial_filter(dim: int = 3, num_clusters: int = 4) -> FlowFilter:

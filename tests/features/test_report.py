@@ -75,7 +75,8 @@ def full_input(method: str, seed: int, dlsa: bool = True, analysed: bool = True)
         for kind in KINDS
     }
     dlsa_metrics = {
-        kind: {"base": classify[kind], "dlsa": metrics(rng), "val_overall_dlsa": 0.8}
+        kind: {"base": classify[kind], "dlsa": metrics(rng), "dlsa_paper": metrics(rng),
+               "val_overall_dlsa": 0.8, "filters_per_seed": [2]}
         for kind in KINDS[1:]
     }
     filters = [
@@ -88,6 +89,7 @@ def full_input(method: str, seed: int, dlsa: bool = True, analysed: bool = True)
             "cluster_sizes": [10, 5, 2],
             "cluster_purity": [0.9, 0.5, None],
             "pure_clusters": 1,
+            "routed_accuracy": {"test": {"cluster_aided": 0.75, "balanced_softmax": 0.5}},
         }
         for index in range(3)
     ]
@@ -149,7 +151,8 @@ def test_report_with_one_method() -> None:
     assert "<details><summary>All 5 rows" in page
     glance = page.split("<details>")[0].split('id="summary"')[1]
     assert glance.count("<td>ce</td>") == 1 and "<td>cosine</td>" in glance
-    assert "<th>few + DLSA</th>" in page
+    assert "<th>few + DLSA (gated)</th>" in page and "<th>+ DLSA (all filters)</th>" in page
+    assert "<td>0.750</td><td>0.500 (balanced_softmax)</td>" in page  # routed rows, filter 1
 
 
 def test_report_with_all_methods_has_a_row_per_method_and_classifier() -> None:

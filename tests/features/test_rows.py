@@ -13,8 +13,10 @@ import torch
 from features.bank import Bank
 from features.classifiers import fit_classifier
 from features.configs import CascadeConfig, FlowTrainConfig, ProbeConfig
-from features.dlsa import filter_report, fit_cascade
-from features.dlsa_model import BankProvenance, DLSAModel, save_dlsa_model
+from features.dlsa.fit import fit_dlsa
+from features.dlsa.io import save_dlsa_model
+from features.dlsa.model import BankProvenance
+from features.dlsa.report import filter_report
 from features.errors import FeaturesError
 from features.rows import ArrayRows, BankRows, column_moments, load_rows, window_rows
 from tests.features.synthetic import write_bank
@@ -136,34 +138,31 @@ def _state_bytes(model: torch.nn.Module | None) -> bytes:
 
 
 @pytest.mark.parametrize("latent", ["flow", "feature"])
-def test_dlsa_cascade_on_streamed_rows_is_bit_identical(
+def test_dlsa_model_on_streamed_rows_is_bit_identical(
     bank: Bank, tmp_path: Path, latent: str
 ) -> None:
+    """Bases, cascade, remainder classifiers and gate, from memory or read in windows."""
     flow = FlowTrainConfig(num_clusters=4, epochs=2, batch_size=32, selection="likelihood")
     config = CascadeConfig(flow=flow, num_filters=2, classifier_epochs=2, classifier_batch_size=8,
                            classifier_lr=0.05, min_val_rows=2, latent=latent)
     labels = {split: bank.labels(split) for split in ("train", "val", "test")}
     counts = bank.meta.class_counts
-    base = fit_classifier("linear", train_x=bank.features("train"), train_y=labels["train"],
-                          val_x=bank.features("val"), val_y=labels["val"], class_counts=counts,
-                          config=ProbeConfig(epochs=1))
-    cascades, routes = {}, {}
+    provenance = BankProvenance("ce", "resnet20", "synthetic", "c" * 64)
+    models, routes = {}, {}
     for source in ("memory", "stream"):
         if source == "memory":
             x = {split: bank.features(split) for split in labels}
         else:
             x = {split: BankRows(bank, split, window_rows=24) for split in labels}
-        cascade = fit_cascade(x["train"], labels["train"], x["val"], labels["val"], counts, base,
-                              config)
-        provenance = BankProvenance("ce", "resnet20", "synthetic", "c" * 64)
-        save_dlsa_model(DLSAModel(cascade, {}, provenance), tmp_path / f"{source}.pt")
-        cascades[source] = (tmp_path / f"{source}.pt").read_bytes()
-        routes[source] = cascade.route(x["test"])
-        report = filter_report(cascade, {s: (x[s], labels[s]) for s in labels}, counts)
+        model, _ = fit_dlsa((x["train"], labels["train"], None), (x["val"], labels["val"], None),
+                            counts, ("linear",), ProbeConfig(epochs=1), config, provenance)
+        save_dlsa_model(model, tmp_path / f"{source}.pt")
+        models[source] = (tmp_path / f"{source}.pt").read_bytes()
+        routes[source] = model.logits("linear", x["test"], None, model.num_filters)
+        report = filter_report(model, {s: (x[s], labels[s], None) for s in labels}, counts)
         routes[source + " report"] = [r.to_dict() for r in report]
-    assert cascades["memory"] == cascades["stream"]
-    np.testing.assert_array_equal(routes["memory"].logits, routes["stream"].logits)
-    np.testing.assert_array_equal(routes["memory"].assignment, routes["stream"].assignment)
+    assert models["memory"] == models["stream"]
+    np.testing.assert_array_equal(routes["memory"], routes["stream"])
     assert routes["memory report"] == routes["stream report"]
 
 

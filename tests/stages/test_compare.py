@@ -89,7 +89,7 @@ def test_compare_finds_the_known_difference(project: Path) -> None:
 
 def test_compare_names_a_bad_name_in_one_line(project: Path) -> None:
     for args, fragment in ((["compare", "ce:nope", "bsce"], "'nope' is not in classify.kinds"),
-                           (["compare", "ce-x", "bsce"], "method[:classifier][+dlsa]"),
+                           (["compare", "ce-x", "bsce"], "method[:classifier][+dlsa|+dlsa_paper]"),
                            (["compare", "paco", "bsce"], "no method 'paco'")):
         done = CliRunner().invoke(app, args)
         assert done.exit_code == 2 and fragment in done.output, done.output
@@ -112,4 +112,4 @@ def test_report_bolds_a_resolved_win_and_marks_a_tie(project: Path) -> None:
     assert "Highest overall test accuracy: bsce with the linear classifier (0.805), resolved" in text
     assert "not resolved" in text
     metrics = yaml.safe_load(Path("reports/metrics.json").read_text())
-    assert metrics["bsce"] == {"accuracy": 0.805, "dlsa_gain": None}
+    assert metrics["bsce"] == {"accuracy": 0.805, "dlsa_gain": None, "dlsa_paper_gain": None}

@@ -77,10 +77,18 @@ def test_dlsa_writes_cascade_and_base_vs_dlsa_metrics(project: Path) -> None:
     metrics = json.loads((project / "results/dlsa/ce/seed0/metrics.json").read_text())
     assert set(metrics) == {"balanced_softmax", "head"}
     for entry in metrics.values():
-        for side in ("base", "dlsa"):
+        for side in ("base", "dlsa", "dlsa_paper"):
             assert {"overall", "many", "medium", "few", "mcc", "nmi"} <= set(entry[side])
+        assert entry["filters"] in (0, 1, 2) and len(entry["gate_accuracy"]) == 3
+        assert entry["val_overall_dlsa"] == max(entry["gate_accuracy"])
     filters = json.loads((project / "results/dlsa/ce/seed0/filters.json").read_text())
     assert [report["index"] for report in filters] == [0, 1]
+    for report in filters:
+        assert set(report["routed_accuracy"]) == {"val", "test"}
+        for split in ("val", "test"):
+            assert set(report["routed_accuracy"][split]) == {
+                "cluster_aided", "balanced_softmax", "head"}
+        assert report["init"] in ("head", "base balanced_softmax")
     # each filter routes 30 % of the training rows that reach it
     seen = 1.0
     for report in filters:
@@ -129,6 +137,21 @@ def test_route_refuses_a_bank_of_another_width(project: Path) -> None:
     )
 
 
+def test_route_takes_the_gated_filters_unless_told(project: Path) -> None:
+    assert invoke("dlsa", "--method", "ce").exit_code == 0
+    metrics = json.loads((project / "results/dlsa/ce/seed0/metrics.json").read_text())
+    common = ("route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/ce/seed0.h5",
+              "--base", "balanced_softmax")
+    done = invoke(*common, "--filters", "2")
+    assert done.exit_code == 0, done.output
+    accuracy = float(done.output.split("test: accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(metrics["balanced_softmax"]["dlsa_paper"]["overall"],
+                                     abs=1e-4)
+    done = invoke(*common, "--filters", "3")
+    assert done.exit_code == 2
+    assert "--filters 3: the model has 2 filters; give 0 to 2" in done.output
+
+
 def test_route_names_an_unknown_base(project: Path) -> None:
     assert invoke("dlsa", "--method", "ce").exit_code == 0
     done = invoke("route", "--model", "models/dlsa/ce/seed0", "--bank", "banks/ce/seed0.h5", "--base", "lws")
@@ -149,14 +172,14 @@ def test_a_bank_over_the_memory_budget_is_streamed_with_the_same_outputs(
     """classify, dlsa and route under a 16 KiB budget (the bank's rows take ~33 KiB) write the
     same bytes as with the whole bank in memory, and never read a whole split's rows at once."""
     import features.classifiers
-    import features.dlsa
-    import features.flow_training
+    import features.dlsa.classifier
+    import features.dlsa.training
     import features.rows
 
     # blocks of scoring and statistics are fixed sizes (4096 and 1024 rows); shrink them
     # below the splits for both runs so that no block is a whole split
-    for module, name in ((features.classifiers, "_EVAL_BATCH"), (features.dlsa, "EVAL_ROWS"),
-                         (features.flow_training, "EVAL_ROWS"), (features.rows, "MOMENT_ROWS")):
+    for module, name in ((features.classifiers, "_EVAL_BATCH"), (features.dlsa.classifier, "EVAL_ROWS"),
+                         (features.dlsa.training, "EVAL_ROWS"), (features.rows, "MOMENT_ROWS")):
         monkeypatch.setattr(module, name, 50)
 
     def run_all(memory_mb: str) -> dict[str, bytes]:

@@ -74,6 +74,7 @@ def test_metrics_cover_every_method_and_classifier(project):
     for method in METHODS:
         assert 0.0 <= summary[method]["accuracy"] <= 1.0
         assert -1.0 <= summary[method]["dlsa_gain"] <= 1.0
+        assert -1.0 <= summary[method]["dlsa_paper_gain"] <= 1.0
         table = json.loads((project / f"results/classify/{method}/seed0/metrics.json").read_text())
         kinds = tiny_params()["classify"]["kinds"]
         assert set(table) == set(kinds)

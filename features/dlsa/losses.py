@@ -17,12 +17,29 @@ import torch
 from features.errors import FeaturesError
 
 
-def mle_class_weights(class_counts: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-class weights of the weighted MLE, w_c proportional to n_c^(-q) (Eq. 6).
+def eq6_weights(class_counts: torch.Tensor, q: float) -> torch.Tensor:
+    """omega(i) = n_i^(-q) / sum_j n_j^(-q) (Eq. 6): weights that sum to 1 over the classes.
 
-    Normalised so that the weights average to 1 over the training rows the counts describe:
-    sum_c n_c w_c = sum_c n_c, i.e. w_c = n_c^(-q) * N / sum_j n_j^(1-q). A class without
-    rows gets the weight it would have with one row; it never occurs in a batch anyway.
+    Classes without rows are left out of the sum (and get weight 0): they never occur.
+
+    Args:
+        class_counts: [C], n_i, training rows per class.
+        q: Exponent q >= 0; q = 0 weighs every class 1 / C.
+
+    Returns:
+        float64 [C].
+    """
+    counts = _checked_counts(class_counts, q)
+    present = counts > 0
+    raw = torch.where(present, counts.clamp(min=1.0) ** (-q), torch.zeros_like(counts))
+    return raw / raw.sum()
+
+
+def mle_class_weights(class_counts: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-class weights proportional to n_c^(-q) (Eq. 6) that average to 1 over the rows.
+
+    w_c = n_c^(-q) * N / sum_j n_j^(1-q), so sum_c n_c w_c = N; a class without rows gets the
+    weight it would have with one row (it never occurs in a batch anyway).
 
     Args:
         class_counts: [C], n_c, training rows per class.
@@ -31,6 +48,12 @@ def mle_class_weights(class_counts: torch.Tensor, q: float) -> torch.Tensor:
     Returns:
         float64 [C].
     """
+    counts = _checked_counts(class_counts, q)
+    raw = counts.clamp(min=1.0) ** (-q)
+    return raw * counts.sum() / (counts * raw).sum()
+
+
+def _checked_counts(class_counts: torch.Tensor, q: float) -> torch.Tensor:
     counts = class_counts.detach().to("cpu", torch.float64)
     if counts.ndim != 1 or counts.sum() <= 0 or bool((counts < 0).any()):
         raise FeaturesError(
@@ -39,32 +62,91 @@ def mle_class_weights(class_counts: torch.Tensor, q: float) -> torch.Tensor:
         )
     if q < 0:
         raise FeaturesError(f"weighted MLE exponent q must be >= 0, got {q}")
-    raw = counts.clamp(min=1.0) ** (-q)
-    return raw * counts.sum() / (counts * raw).sum()
+    return counts
 
 
 def weighted_mle_loss(
-    log_likelihood: torch.Tensor, labels: torch.Tensor, class_counts: torch.Tensor, q: float
+    log_likelihood: torch.Tensor,
+    labels: torch.Tensor,
+    class_counts: torch.Tensor,
+    q: float,
+    form: str = "eq7",
 ) -> torch.Tensor:
     """Weighted maximum-likelihood loss (Eq. 7 with the class weights of Eq. 6).
 
-    L = -(1/B) sum_b w_{y_b} log L(theta; x_b), with w from `mle_class_weights`. The paper's
-    omega(i) = n_i^(-q) / sum_j n_j^(-q) sums to 1 over classes and Eq. 7 sums over the batch;
-    here the weights average to 1 over the training rows and the batch is averaged, which
-    differs from Eq. 7 by the constant factor N sum_j n_j^(-q) / (B sum_j n_j^(1-q)) only, and
-    keeps the loss on the scale of a mean negative log-likelihood for every q.
+    "eq7", as printed: L = -sum_b omega(y_b) log L(theta; x_b), omega from `eq6_weights`
+    (summing to 1 over classes), summed over the batch. Its scale grows with the batch's
+    share of the rows and falls with the number of classes; the lambdas of Eq. 11 are set
+    on this scale.
+    "mean": L = -(1/B) sum_b w_{y_b} log L(theta; x_b), w from `mle_class_weights` (averaging
+    1 over the rows): a weighted mean negative log-likelihood, the same for any batch size.
+    Both give the classes the same relative weights; they differ by the constant factor
+    B sum_j n_j^(1-q) / (N sum_j n_j^(-q)).
 
     Args:
         log_likelihood: float [B], log P(x_b) from the flow.
         labels: int64 [B], classes y_b.
-        class_counts: [C], n_c of the rows the flow is trained on.
+        class_counts: [C], n_c of the bank's training rows.
         q: Exponent of Eq. 6; 0 gives the plain MLE (ablation "weighted_mle off").
+        form: "eq7" or "mean".
 
     Returns:
         Scalar loss.
     """
+    if form == "eq7":
+        weights = eq6_weights(class_counts, q).to(log_likelihood.device, log_likelihood.dtype)
+        return -(weights[labels] * log_likelihood).sum()
+    if form != "mean":
+        raise FeaturesError(f"unknown MLE form {form!r}; use 'eq7' or 'mean'")
     weights = mle_class_weights(class_counts, q).to(log_likelihood.device, log_likelihood.dtype)
     return -(weights[labels] * log_likelihood).mean()
+
+
+def expected_batch_weight(
+    class_counts: torch.Tensor, q: float, form: str, sampler: str, batch_size: int
+) -> float:
+    """m: the expected sum over a batch of the weights L_MLE puts on its rows' log-likelihoods.
+
+    "eq7": B E[omega(y)], omega of Eq. 6 (summing to 1 over the classes); "mean": E[w(y)]
+    (the loss is a mean: one unit per batch when rows are drawn as they come). E is over the
+    rows the sampler draws: every row alike ("instance": E[omega] = sum_c n_c omega_c / N) or
+    a uniform class first ("class_uniform": the mean of omega_c over the classes with rows).
+    SGD on Eq. 11 at lr / m takes the same step per unit of likelihood weight on any bank.
+
+    Args:
+        class_counts: [C], n_c.
+        q: Exponent of Eq. 6 (0 for the plain MLE).
+        form: "eq7" or "mean".
+        sampler: "instance" or "class_uniform".
+        batch_size: B.
+
+    Returns:
+        m > 0.
+    """
+    counts = _checked_counts(class_counts, q)
+    weights = eq6_weights(counts, q) if form == "eq7" else mle_class_weights(counts, q)
+    if sampler == "class_uniform":
+        mean_weight = float(weights[counts > 0].mean())
+    else:
+        mean_weight = float((counts * weights).sum() / counts.sum())
+    return mean_weight * (batch_size if form == "eq7" else 1.0)
+
+
+def flow_objective(
+    mle: torch.Tensor,
+    balance: torch.Tensor | None,
+    purity: torch.Tensor | None,
+    lambda_bal: float,
+    lambda_pure: float,
+) -> torch.Tensor:
+    """L_total = L_MLE + lambda_bal L_bal + lambda_pure L_pure (Eq. 11); a loss switched off
+    (None) is left out."""
+    total = mle
+    if balance is not None:
+        total = total + lambda_bal * balance
+    if purity is not None:
+        total = total + lambda_pure * purity
+    return total
 
 
 def kl_to_uniform(probs: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,13 @@
 """Training one DLSA flow filter (Xu et al., ECCV 2022, Sec. 3.3 and supplement Sec. 5).
 
 The filter minimises L_MLE + lambda_bal L_bal + lambda_pure L_pure (Eq. 11) by minibatch SGD
-at a constant learning rate. Rows are standardised with the training mean and std, which the
-filter stores as buffers (the flow's first, fixed affine layer), so any bank's feature scale
-suits the paper's learning rate and its centre spread sigma. After every epoch the filter is
-scored on the val rows and the best epoch's state is kept:
+at a constant learning rate, lr / m by default: m, the expected sum of Eq. 7's weights over a
+batch, makes lr a step per unit of likelihood weight that carries over between banks (see
+`FlowTrainConfig.lr`; at the paper's fixed 0.2 a 10-class bank takes ~100 times the paper's
+steps and the flow's latents reach 1e6 within a few epochs). Rows are standardised with the
+training mean and std, which the filter stores as buffers (the flow's first, fixed affine
+layer), so any bank's feature scale suits the learning rate and the centre spread sigma.
+After every epoch the filter is scored on the val rows and the best epoch's state is kept:
 
     "purity"      most clusters with purity > purity_threshold holding > min_cluster_size val
                   rows by argmax cluster (the official selection rule, moved from the test
@@ -32,9 +35,16 @@ from core.atomic import save_torch_atomically
 from features.arrays import label_vector
 from features.configs import FlowTrainConfig
 from features.devices import state_snapshot, torch_device
+from features.dlsa.flow import FlowFilter, FlowOutput
+from features.dlsa.losses import (
+    ClusterBalance,
+    expected_batch_weight,
+    flow_objective,
+    purity_loss,
+    purity_pairs,
+    weighted_mle_loss,
+)
 from features.errors import FeaturesError
-from features.flow_losses import ClusterBalance, purity_loss, purity_pairs, weighted_mle_loss
-from features.flows import FlowFilter
 from features.rows import ArrayRows, FeatureRows, as_rows, column_moments
 
 CHECKPOINT_FORMAT = "tailbank-dlsa-flow-checkpoint/1"
@@ -100,7 +110,8 @@ def train_filter(
         name: Names the filter in errors ("filter 2 of bank ce").
         on_epoch: Called after each epoch with its 1-based number and history record.
         checkpoint: File for a per-epoch checkpoint; an existing one of the same config and
-            data shape is resumed. It is left in place: the caller deletes it.
+            data shape is resumed, one of another is trained over. It is left in place: the
+            caller deletes it.
 
     Returns:
         The filter of the selected epoch and the per-epoch history.
@@ -112,7 +123,7 @@ def train_filter(
     flow.set_standardization(mean.to(torch.float32).cpu(),
                              std.clamp(min=_MIN_STD).to(torch.float32).cpu())
     flow.to(device)
-    state = _TrainState.fresh(flow, config)
+    state = _TrainState.fresh(flow, config, data.class_counts)
     if checkpoint is not None and checkpoint.exists():
         state.load(checkpoint, _fingerprint(name, config, data))
     for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -227,10 +238,11 @@ class _TrainState:
         self.best_state = state_snapshot(flow)
 
     @classmethod
-    def fresh(cls, flow: FlowFilter, config: FlowTrainConfig) -> _TrainState:
+    def fresh(cls, flow: FlowFilter, config: FlowTrainConfig, class_counts: torch.Tensor
+              ) -> _TrainState:
         optimizer = torch.optim.SGD(
             flow.parameters(),
-            lr=config.lr,
+            lr=sgd_learning_rate(config, class_counts),
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
@@ -281,10 +293,7 @@ class _TrainState:
                 "from scratch"
             )
         if payload["fingerprint"] != fingerprint:
-            raise FeaturesError(
-                f"flow checkpoint {path} was written for another config or other rows; delete "
-                "it to train from scratch"
-            )
+            return  # left by a run of another config or other rows: train afresh over it
         device = next(self.flow.parameters()).device
         self.flow.load_state_dict(payload["flow"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -307,25 +316,15 @@ def _run_epoch(
     """One pass over the training rows in a seeded order; returns the epoch's record."""
     flow, generator = state.flow, state.generator
     flow.train()
-    q = config.q if config.weighted_mle else 0.0
-    order = torch.randperm(len(data.train_y), generator=generator)
+    order = epoch_order(data.train_y, config.mle_sampler, generator)
     sums = {"loss": 0.0, "mle": 0.0, "balance": 0.0, "purity": 0.0}
     steps = 0
     for step, (rows, x) in enumerate(data.train.batches(order, config.batch_size), start=1):
         # BatchNorm needs two rows for a batch variance; a lone last row waits for next epoch.
         if len(rows) < 2:
             continue
-        out = flow(x)
-        labels = data.train_y[rows]
-        parts = {"mle": weighted_mle_loss(out.log_likelihood, labels, data.class_counts, q)}
-        loss = parts["mle"]
-        if config.use_balance:
-            parts["balance"] = state.balance(out.log_posterior)
-            loss = loss + config.lambda_bal * parts["balance"]
-        if config.use_purity:
-            i, j = purity_pairs(labels, generator)
-            parts["purity"] = purity_loss(out.log_posterior, i, j)
-            loss = loss + config.lambda_pure * parts["purity"]
+        loss, parts = step_objective(flow(x), data.train_y[rows], data.class_counts, config,
+                                     state.balance, generator)
         if not torch.isfinite(loss):
             raise FeaturesError(
                 f"flow filter {name!r}: non-finite loss at epoch {epoch} step {step}; lower "
@@ -342,6 +341,74 @@ def _run_epoch(
     record.update({part: total / max(steps, 1) for part, total in sums.items()})
     record.update(_validate(flow, data, config))
     return record
+
+
+def sgd_learning_rate(config: FlowTrainConfig, class_counts: torch.Tensor) -> float:
+    """The SGD rate: lr / m with ``lr_scale: weight`` (m from `expected_batch_weight`), else
+    lr as given."""
+    if config.lr_scale == "none":
+        return config.lr
+    q = config.q if config.weighted_mle else 0.0
+    return config.lr / expected_batch_weight(class_counts, q, config.mle, config.mle_sampler,
+                                             config.batch_size)
+
+
+def step_objective(
+    out: FlowOutput,
+    labels: torch.Tensor,
+    class_counts: torch.Tensor,
+    config: FlowTrainConfig,
+    balance: ClusterBalance,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_total of one batch (Eq. 11) and its parts; advances the balance estimate one step.
+
+    Args:
+        out: The flow's output on the batch's B rows.
+        labels: int64 [B], their classes.
+        class_counts: int64 [C], n_c of the MLE weights (Eq. 6).
+        config: Which losses are on, q, the MLE form and the lambdas.
+        balance: The running cluster estimate of Eq. 9.
+        generator: Draws the purity pairs.
+
+    Returns:
+        (L_total, {"mle", "balance" when on, "purity" when on}).
+    """
+    q = config.q if config.weighted_mle else 0.0
+    parts = {"mle": weighted_mle_loss(out.log_likelihood, labels, class_counts, q, config.mle)}
+    if config.use_balance:
+        parts["balance"] = balance(out.log_posterior)
+    if config.use_purity:
+        i, j = purity_pairs(labels, generator)
+        parts["purity"] = purity_loss(out.log_posterior, i, j)
+    total = flow_objective(parts["mle"], parts.get("balance"), parts.get("purity"),
+                           config.lambda_bal, config.lambda_pure)
+    return total, parts
+
+
+def epoch_order(labels: torch.Tensor, sampler: str, generator: torch.Generator) -> torch.Tensor:
+    """The rows of one epoch: a permutation ("instance"), or as many draws as rows, each a
+    class drawn uniformly among the classes present and then one of its rows ("class_uniform",
+    the official sampler).
+
+    Args:
+        labels: int64 [N], classes of the rows.
+        sampler: "instance" or "class_uniform".
+        generator: CPU generator of the draws.
+
+    Returns:
+        int64 [N], row positions.
+    """
+    labels = labels.to("cpu")
+    if sampler == "instance":
+        return torch.randperm(len(labels), generator=generator)
+    rows_by_class = torch.argsort(labels, stable=True)
+    classes, counts = torch.unique_consecutive(labels[rows_by_class], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    drawn = torch.randint(len(classes), (len(labels),), generator=generator)
+    offsets = (torch.rand(len(labels), generator=generator, dtype=torch.float64)
+               * counts[drawn]).long().clamp(max=counts[drawn] - 1)
+    return rows_by_class[starts[drawn] + offsets]
 
 
 def _validate(flow: FlowFilter, data: _Data, config: FlowTrainConfig) -> dict[str, float]:
