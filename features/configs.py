@@ -47,6 +47,7 @@ LATENTS = ("flow", "feature")
 MLE_FORMS = ("eq7", "mean")
 MLE_SAMPLERS = ("instance", "class_uniform")
 LR_SCALES = ("weight", "none")
+AFFINE_FORMS = ("maf", "nflows")  # features.dlsa.flow.AFFINE_FORMS, here without torch
 REMAINDERS = ("refit", "base")
 INITS = ("head", "base", "none")
 
@@ -136,6 +137,8 @@ class FlowTrainConfig:
         purity_threshold: A cluster is pure when its largest class holds more than this share.
         min_cluster_size: A pure cluster must hold more than this many val rows.
         sigma: Spread of the mixture centres; sqrt(3 / (2D)) when None.
+        affine: The MADE blocks' map: "maf", u = (x - mu) exp(-alpha) (the MAF paper and the
+            official DLSA code) or "nflows", u = softplus(alpha) x + mu (nflows' default).
         seed: Seed of initialisation, centres, batch order and purity pairs.
         device: "cpu", "cuda", "cuda:1", ... or "auto" for CUDA when available.
     """
@@ -160,6 +163,7 @@ class FlowTrainConfig:
     purity_threshold: float = 0.7
     min_cluster_size: int = 10
     sigma: float | None = None
+    affine: str = "maf"
     seed: int = 0
     device: str = "cpu"
 
@@ -185,6 +189,7 @@ class FlowTrainConfig:
         "purity_threshold": UNIT_OPEN_HIGH,
         "min_cluster_size": NON_NEGATIVE_INT,
         "sigma": Interval(0, low_open=True, optional=True),
+        "affine": OneOf(AFFINE_FORMS),
         "seed": SEED,
         "device": DeviceName(),
     }

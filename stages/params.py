@@ -225,6 +225,7 @@ class FlowParams(_Strict):
     purity_threshold: Float = Field(0.7, ge=0, lt=1)
     min_cluster_size: Int = Field(10, ge=0)
     sigma: Float | None = Field(None, gt=0)
+    affine: Str = "maf"
 
     @field_validator("selection")
     @classmethod

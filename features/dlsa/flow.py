@@ -26,6 +26,29 @@ from features.errors import FeaturesError
 
 # MADE blocks of the MAF (REFERENCE: 2 blocks, one hidden layer each).
 NUM_MADE_BLOCKS = 2
+# How a MADE block's outputs (alpha, mu) move a coordinate: "maf", u = (x - mu) exp(-alpha)
+# (MAF, Papamakarios et al. 2017, Eq. 4-5, and the official DLSA code); "nflows", nflows' own
+# u = softplus(alpha) x + mu with a 1e-3 floor on the scale.
+AFFINE_FORMS = ("maf", "nflows")
+
+
+class MAFAffineTransform(MaskedAffineAutoregressiveTransform):
+    """A MADE block with the MAF paper's affine map: u_i = (x_i - mu_i) exp(-alpha_i).
+
+    (alpha_i, mu_i) come from x_{<i} through the masked network, so log |det du/dx| =
+    -sum_i alpha_i (MAF Eq. 5). The inverse is never needed by DLSA.
+    """
+
+    def _elementwise_forward(
+        self, inputs: torch.Tensor, autoregressive_params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_scale, shift = self._unconstrained_scale_and_shift(autoregressive_params)
+        return (inputs - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
+
+    def _elementwise_inverse(
+        self, inputs: torch.Tensor, autoregressive_params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("DLSA never inverts a flow filter")
 
 
 def default_sigma(dim: int) -> float:
@@ -121,10 +144,17 @@ class FlowFilter(nn.Module):
         num_clusters: K, the number of mixture components (clusters).
         seed: Seed of the parameter initialisation and of the centres.
         sigma: Spread of the centres; `default_sigma(dim)` when None.
+        affine: The MADE blocks' affine map, one of `AFFINE_FORMS`.
     """
 
     def __init__(
-        self, dim: int, num_clusters: int, *, seed: int, sigma: float | None = None
+        self,
+        dim: int,
+        num_clusters: int,
+        *,
+        seed: int,
+        sigma: float | None = None,
+        affine: str = "maf",
     ) -> None:
         super().__init__()
         if dim < 1 or num_clusters < 1:
@@ -134,11 +164,13 @@ class FlowFilter(nn.Module):
         sigma = default_sigma(dim) if sigma is None else sigma
         if not sigma > 0:
             raise FeaturesError(f"FlowFilter sigma must be > 0, got {sigma}")
+        if affine not in AFFINE_FORMS:
+            raise FeaturesError(f"FlowFilter affine must be one of {AFFINE_FORMS}, got {affine!r}")
         self.dim = dim
         self.sigma = float(sigma)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.transform = _maf(dim)
+            self.transform = _maf(dim, affine)
         self.base = GaussianMixtureBase(
             dim, num_clusters, sigma=self.sigma, generator=torch.Generator().manual_seed(seed)
         )
@@ -189,8 +221,9 @@ class FlowFilter(nn.Module):
         )
 
 
-def _maf(dim: int) -> CompositeTransform:
+def _maf(dim: int, affine: str) -> CompositeTransform:
     """MADE, BatchNorm, reverse, MADE, BatchNorm (uses the global RNG for initialisation)."""
+    block_type = MAFAffineTransform if affine == "maf" else MaskedAffineAutoregressiveTransform
     layers: list[nn.Module] = []
     for block in range(NUM_MADE_BLOCKS):
         if block > 0:
@@ -198,7 +231,7 @@ def _maf(dim: int) -> CompositeTransform:
         # nflows' MADE always has an input layer; num_blocks counts extra hidden layers on top,
         # so num_blocks=0 with plain (non-residual) blocks gives exactly one hidden layer.
         layers.append(
-            MaskedAffineAutoregressiveTransform(
+            block_type(
                 features=dim, hidden_features=dim, num_blocks=0, use_residual_blocks=False
             )
         )

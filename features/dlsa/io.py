@@ -125,9 +125,8 @@ def _cascade_of(payload: dict[str, Any]) -> Cascade:
         zip(payload["filters"], payload["classifiers"], strict=True)
     ):
         flow_config = config.filter_config(index)
-        flow = FlowFilter(
-            dim, flow_config.num_clusters, seed=flow_config.seed, sigma=flow_config.sigma
-        )
+        flow = FlowFilter(dim, flow_config.num_clusters, seed=flow_config.seed,
+                          sigma=flow_config.sigma, affine=flow_config.affine)
         flow.load_state_dict(flow_state)
         classifier = ClusterAidedClassifier(
             dim,

@@ -118,7 +118,8 @@ def train_filter(
     """
     device = torch_device(config.device, "dlsa.device")
     data = _prepare(train_x, train_y, class_counts, val_x, val_y, config).to(device)
-    flow = FlowFilter(data.train.dim, config.num_clusters, seed=config.seed, sigma=config.sigma)
+    flow = FlowFilter(data.train.dim, config.num_clusters, seed=config.seed, sigma=config.sigma,
+                      affine=config.affine)
     mean, std = column_moments(data.train)
     flow.set_standardization(mean.to(torch.float32).cpu(),
                              std.clamp(min=_MIN_STD).to(torch.float32).cpu())

