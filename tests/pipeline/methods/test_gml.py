@@ -723,6 +723,9 @@ def test_options_parse_from_yaml_values() -> None:
         ({"beta": -1.0}, "GMLStudentOptions.beta must be >= 0"),
         ({"scale": 0.0}, "GMLStudentOptions.scale must be > 0"),
         ({"queue_size": 4}, "GMLStudentOptions.queue_size is below"),
+        ({"views": "both"}, "GMLStudentOptions.views must be one of 'independent', 'shared'"),
+        ({"view_augment": "autoaug"}, "GMLStudentOptions.view_augment must be one of 'train'"),
+        ({"views": "shared", "view_augment": "simclr"}, r"view_augment needs views: independent .*got 'simclr'"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, object], message: str) -> None:
