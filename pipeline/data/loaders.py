@@ -3,13 +3,18 @@
 Two backends behind one interface: in-memory datasets are normalised once into a tensor on
 the target device and batched with tensor ops; file datasets stream through a DataLoader.
 Either way, an epoch's order and augmentations are a pure function of (seed, epoch).
+
+A training epoch can also carry extra views of every image (``epoch(e, views=...)``): each is
+an independent augmentation of the raw image, drawn from its own random stream, as GML's
+query and key views are (its official code applies a list of transforms to the raw image).
+Asking for views never changes the main images of an epoch.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +29,7 @@ from pipeline.data.randomness import (
     WORKER_STREAM,
     epoch_rng,
     epoch_torch_generator,
+    view_stream,
 )
 from pipeline.data.samplers import class_balanced_indices, instance_indices
 from pipeline.data.splits import SplitPart
@@ -46,11 +52,15 @@ class Batch:
         images: float32 [B, C, H, W], normalised.
         labels: int64 [B].
         index: int64 [B], position of each image in the split's pool (a SplitPart.indices value).
+        views: extra views of the same images, float32 [B, C, H, W] each, in the order they
+            were asked for; every view is augmented from the raw image independently of
+            ``images`` and of the other views (empty unless asked for).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
+    views: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,15 +118,35 @@ class EpochLoader(ABC):
         return usable
 
     @abstractmethod
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, views: Sequence[str | None] = ()) -> Iterator[Batch]:
         """The batches of epoch ``epoch``.
 
         Args:
             epoch: the epoch number (non-negative).
+            views: one augmentation per extra view of each image (a name of
+                :data:`~pipeline.data.transforms.AUGMENTATIONS`, or ``None`` for the loader's
+                own augmentation); training loaders only. View ``v`` draws from its own
+                stream of (seed, epoch), so the views are independent of each other and of
+                the main images, and replay like them.
 
         Yields:
             :class:`Batch` objects on the loader's device.
+
+        Raises:
+            PipelineError: views asked of an evaluation loader, or an unknown augmentation.
         """
+
+    def view_augmentations(self, views: Sequence[str | None]) -> tuple[str, ...]:
+        """``views`` checked, with ``None`` replaced by the loader's own augmentation."""
+        if views and not self.options.train:
+            raise PipelineError(
+                "an evaluation loader yields one unaugmented view per image: ask only a "
+                "training loader for extra views"
+            )
+        augments = tuple(self.options.augment if view is None else view for view in views)
+        for augment in augments:
+            check_augmentation(augment)
+        return augments
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Positions in the split that epoch ``epoch`` visits, in order.
@@ -163,25 +193,44 @@ class TensorEpochLoader(EpochLoader):
         self._labels = torch.from_numpy(self.labels).to(device)
         self._index = torch.from_numpy(part.indices.astype(np.int64)).to(device)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, views: Sequence[str | None] = ()) -> Iterator[Batch]:
         options = self.options
+        view_augments = self.view_augmentations(views)
         order = torch.from_numpy(self.epoch_order(epoch)).to(options.device)
         generator = epoch_torch_generator(options.seed, epoch, AUGMENT_STREAM)
+        view_generators = [
+            epoch_torch_generator(options.seed, epoch, view_stream(view))
+            for view in range(len(view_augments))
+        ]
         for batch in self.batch_slices(epoch):
             positions = order[batch]
-            images = self._images.index_select(0, positions)
-            if options.train:
-                images = augment_batch(
-                    images, options.augment, generator, mean=self._mean, std=self._std
-                )
-            yield Batch(images=images, labels=self._labels[positions], index=self._index[positions])
+            raw = self._images.index_select(0, positions)
+            images = self._augment(raw, options.augment, generator) if options.train else raw
+            # Every view starts from the raw images, never from another view.
+            extra = tuple(
+                self._augment(raw, augment, view_generator)
+                for augment, view_generator in zip(view_augments, view_generators, strict=True)
+            )
+            yield Batch(
+                images=images,
+                labels=self._labels[positions],
+                index=self._index[positions],
+                views=extra,
+            )
+
+    def _augment(
+        self, images: torch.Tensor, augment: str, generator: torch.Generator
+    ) -> torch.Tensor:
+        return augment_batch(images, augment, generator, mean=self._mean, std=self._std)
 
 
 class ImageFileDataset(Dataset):
-    """Images of a file pool, addressed by ``(position in the split, seed of its augmentation)``.
+    """Images of a file pool, addressed by ``(position in the split, seed of its augmentation)``
+    and, for extra views, ``(augmentation, seed)`` pairs after them.
 
-    The seed travels with the position so an image's augmentation does not depend on which
-    worker loads it.
+    The seeds travel with the position so an image's augmentations do not depend on which
+    worker loads it. An item is ``(image, label, index, views)``, ``views`` holding one tensor
+    per extra pair, each made from the image as read from disk.
     """
 
     def __init__(self, source: DatasetSource, part: SplitPart, augment: str) -> None:
@@ -198,20 +247,25 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        position, sample_seed = key
-        generator = None
-        if self.augment != "none":
-            generator = torch.Generator().manual_seed(sample_seed)
-        image = file_image_tensor(
-            self._read(self.paths[position]),
+    def __getitem__(
+        self, key: tuple[int, int, tuple[tuple[str, int], ...]]
+    ) -> tuple[torch.Tensor, int, int, tuple[torch.Tensor, ...]]:
+        position, sample_seed, view_draws = key
+        raw = self._read(self.paths[position])
+        image = self._tensor(raw, self.augment, sample_seed)
+        views = tuple(self._tensor(raw, augment, seed) for augment, seed in view_draws)
+        return image, int(self.labels[position]), int(self.index[position]), views
+
+    def _tensor(self, image: Image.Image, augment: str, seed: int) -> torch.Tensor:
+        generator = None if augment == "none" else torch.Generator().manual_seed(seed)
+        return file_image_tensor(
+            image,
             image_size=self.image_size,
             mean=self.mean,
             std=self.std,
-            augment=self.augment,
+            augment=augment,
             generator=generator,
         )
-        return image, int(self.labels[position]), int(self.index[position])
 
     @staticmethod
     def _read(path: str) -> Image.Image:
@@ -235,12 +289,23 @@ class FileEpochLoader(EpochLoader):
         self.num_workers = num_workers
         self._dataset = ImageFileDataset(source, part, options.augment if options.train else "none")
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, views: Sequence[str | None] = ()) -> Iterator[Batch]:
         options = self.options
+        view_augments = self.view_augmentations(views)
         order = self.epoch_order(epoch)
         augment_rng = epoch_rng(options.seed, epoch, AUGMENT_STREAM)
-        sample_seeds = augment_rng.integers(0, 2**63, size=len(order))
-        keys = list(zip(order.tolist(), sample_seeds.tolist(), strict=True))
+        sample_seeds = augment_rng.integers(0, 2**63, size=len(order)).tolist()
+        view_seeds = [
+            epoch_rng(options.seed, epoch, view_stream(view)).integers(0, 2**63, size=len(order))
+            for view in range(len(view_augments))
+        ]
+        seeds_of_image = zip(*view_seeds, strict=True) if view_seeds else [()] * len(order)
+        keys = [
+            (position, seed, tuple(zip(view_augments, map(int, image_seeds), strict=True)))
+            for position, seed, image_seeds in zip(
+                order.tolist(), sample_seeds, seeds_of_image, strict=True
+            )
+        ]
         on_cuda = options.device.type == "cuda"
         loader = DataLoader(
             self._dataset,
@@ -253,11 +318,12 @@ class FileEpochLoader(EpochLoader):
             generator=epoch_torch_generator(options.seed, epoch, WORKER_STREAM),
         )
         try:
-            for images, labels, index in loader:
+            for images, labels, index, extra in loader:
                 yield Batch(
                     images=images.to(options.device, non_blocking=on_cuda),
                     labels=labels.to(options.device, non_blocking=on_cuda),
                     index=index.to(options.device, non_blocking=on_cuda),
+                    views=tuple(view.to(options.device, non_blocking=on_cuda) for view in extra),
                 )
         except PipelineError as error:
             raise PipelineError(_worker_message(error)) from None

@@ -10,6 +10,15 @@ import torch
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 WORKER_STREAM = 2
+# Extra views of a training image (GML's query and key views) take streams 3, 4, ...: each is
+# an independent draw of the raw image, and the first view's numbers stay those of a loader
+# that makes no extra view.
+FIRST_VIEW_STREAM = 3
+
+
+def view_stream(view: int) -> int:
+    """The stream of the ``view``-th extra view (0-based) of a training batch."""
+    return FIRST_VIEW_STREAM + view
 
 
 def epoch_rng(seed: int, epoch: int, stream: int = ORDER_STREAM) -> np.random.Generator:

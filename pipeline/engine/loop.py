@@ -6,10 +6,14 @@ batches (``.images [B, C, H, W]``, ``.labels [B]``, ``.index [B]``) in an order 
 only on the seed and ``e``; the val loader is read through ``loader.epoch(0)``. Because the
 order of an epoch never depends on earlier epochs, a run resumed at an epoch boundary from a
 checkpoint replays exactly what the uninterrupted run would have done.
+
+A method that trains on several views of each image (``Method.view_augmentations``) gets them
+from ``loader.epoch(e, views=...)`` as ``batch.views`` and receives them after ``index``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +44,7 @@ from pipeline.methods import Method
 
 
 class Batch(Protocol):
-    """One batch of a loader."""
+    """One batch of a loader (``views``: only when a training epoch was asked for them)."""
 
     images: Tensor
     labels: Tensor
@@ -48,7 +52,11 @@ class Batch(Protocol):
 
 
 class EpochLoader(Protocol):
-    """A loader whose epoch ``e`` is a pure function of its seed and ``e``."""
+    """A loader whose epoch ``e`` is a pure function of its seed and ``e``.
+
+    The training loader of a multi-view method must also take ``epoch(e, views=...)`` (see
+    :meth:`pipeline.data.EpochLoader.epoch`).
+    """
 
     def __len__(self) -> int: ...
 
@@ -206,15 +214,17 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = torch.zeros((), dtype=torch.int64, device=device)
     lr = 0.0
-    for step, batch in enumerate(loader.epoch(epoch)):
+    for step, batch in enumerate(epoch_batches(loader, epoch, method.view_augmentations())):
         lr = lr_at(epoch + (step + 1) / steps, config.optim.lr, config.schedule, config.epochs)
         set_learning_rate(optimizer, lr)
         labels = batch.labels.to(device, non_blocking=True)
+        views = [view.to(device, non_blocking=True) for view in getattr(batch, "views", ())]
         with precision.autocast():
             output = step_model(
                 batch.images.to(device, non_blocking=True),
                 labels,
                 batch.index.to(device, non_blocking=True),
+                *views,
             )
         optimizer.zero_grad(set_to_none=True)
         precision.backward(output.loss)
@@ -236,6 +246,30 @@ def train_one_epoch(
         raise PipelineError(f"the training loader yielded no samples in epoch {epoch + 1}")
     count = seen.item()
     return EpochTotals(loss=loss_sum.item() / count, accuracy=correct.item() / count, lr=lr)
+
+
+def epoch_batches(
+    loader: EpochLoader, epoch: int, view_augments: tuple[str | None, ...]
+) -> Iterable[Batch]:
+    """``loader.epoch(epoch)``, asking for the extra views a method needs, if any.
+
+    Loaders of single-view methods are only ever called with the epoch, so any object with
+    ``epoch(e)`` serves them.
+
+    Raises:
+        PipelineError: a loader that cannot give the views, or a batch without them.
+    """
+    if not view_augments:
+        yield from loader.epoch(epoch)
+        return
+    wanted = f"the method trains on {len(view_augments)} extra view(s) of each image but"
+    if "views" not in inspect.signature(loader.epoch).parameters:
+        raise PipelineError(f"{wanted} the training loader cannot make them; build it with "
+                            "pipeline.data.make_loader")
+    for batch in loader.epoch(epoch, views=view_augments):  # type: ignore[call-arg]
+        if len(getattr(batch, "views", ())) != len(view_augments):
+            raise PipelineError(f"{wanted} a training batch came without them")
+        yield batch
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -112,9 +112,22 @@ class Method(nn.Module, ABC):
             The scalar loss and the ``[B, C]`` logits for the train accuracy.
         """
 
-    def forward(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """The training step; being ``forward`` lets DistributedDataParallel wrap a method."""
-        return self.training_step(images, labels, index)
+    def forward(self, images: Tensor, labels: Tensor, index: Tensor, *views: Tensor) -> StepOutput:
+        """The training step; being ``forward`` lets DistributedDataParallel wrap a method.
+
+        ``views`` are the extra views of :meth:`view_augmentations`, passed on positionally
+        after ``index`` (none for a method that asks for none).
+        """
+        return self.training_step(images, labels, index, *views)
+
+    def view_augmentations(self) -> tuple[str | None, ...]:
+        """Augmentations of the extra training views of each image this method needs.
+
+        The training loader draws each view independently from the raw image (``None``: with
+        the loader's own augmentation) and the engine passes them to :meth:`training_step`
+        after ``index``, in this order. Single-view methods need none.
+        """
+        return ()
 
     def predict(self, images: Tensor) -> Tensor:
         """Evaluation logits: the plain linear head unless a method says otherwise.

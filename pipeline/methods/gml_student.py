@@ -8,24 +8,49 @@ Queries are the L2-normalised projector MLP of the student's pooled feature (Eq.
 *teacher* backbone features kept, raw, in class-wise FIFO queues whose lengths follow Eq. 5;
 every step the whole queue passes through a trainable key MLP and is L2-normalised.
 
+Views, as the official code makes them (``cifar_main.py`` and ``main.py`` give the dataset a
+list of three transforms, each applied to the raw image, ``dataset/imbalance_cifar.py``;
+``moco/builder.py`` ``MoCo._train(im_cls, im_q, im_k)`` routes them):
+
+* the *classifier view* feeds L_cls and both sides of L_KD: the student's logits and the
+  teacher's KD target are computed on the same draw;
+* an independent *query view* goes through the student's backbone and projector (z_x);
+* an independent *key view* goes through the teacher; its features are queued.
+
+The training loader draws the query and key views from the raw image (they are
+:meth:`GMLStudent.view_augmentations`). With ``view_augment: train`` they use ``train.augment``,
+as on CIFAR (Table A.1: AutoAugment for classifier and GML views alike); ImageNet-LT uses
+RandAugment for the classifier view and the SimCLR view for the other two
+(``train.augment: randaugment``, ``view_augment: simclr``). The student's backbone sees the
+classifier and query views as one batch, so batch norm normalises them together, as in the
+official code. ``views: shared`` feeds one view to everything instead (tailbank's earlier
+behaviour), for ablations.
+
+Ablations of "the student surpasses its teacher" (Appendix A.3): the teacher's size is
+``methods.gml_teacher.train.backbone`` (the student's backbone gives a same-size teacher), the
+KD weight ``alpha_kd``, the schedule ``methods.<m>.train.epochs``, the queue ``queue_size`` (K);
+``bench/gml_ablation.py`` runs them.
+
 Choices where the paper is silent (the official code differs where noted):
 
-* Enqueue order: the batch's teacher features are enqueued *after* the loss is computed, so a
-  query never meets the key of its own current image (only, at most, that image's key from an
-  earlier epoch). The official code enqueues first; ``enqueue_first=True`` does that.
+* Enqueue order: the batch's teacher features (of the key view) are enqueued *before* the loss
+  is computed, as the official code does, so a query meets the key of another view of its own
+  image, MoCo's positive; Sec. 3.3's trainable tau_g excludes exactly these own-sample keys.
+  ``enqueue_first=False`` enqueues after the loss (a query then meets its own image only
+  through keys of earlier epochs).
 * Empty slots are masked: a class with no key yet leaves the softmax of Eq. 4, and a query of
   such a class is left out of the mean (the official code fills the queue with random rows).
 * The teacher is a registered sub-module, frozen in place (``requires_grad`` off, always in
   eval mode, even after ``train()``), and left out of :meth:`GMLStudent.parameter_groups`.
   Being a sub-module it follows ``.to(device)`` and lives in ``state_dict``: a student
   checkpoint is self-contained and a resume checks that the teacher is the same one.
-* One image view serves the classifier, the query, the teacher key and the KD target (the
-  official code feeds the teacher and the query differently augmented views).
 * KD compares the plain ``s * cos`` logits of both networks (no prior), as the official code.
 * With ``learn_tau``, tau_g is trained only by a second copy of L_GML whose keys exclude the
   query's own sample and whose similarities are detached (Sec. 3.3); the main term uses the
   detached tau_g. The second copy is added to the loss with weight beta, as in the official
-  code, and tau_g is stored as log tau_g without weight decay.
+  code, and tau_g is stored as log tau_g without weight decay. The official code always
+  trains tau_g; the paper fixes it in most experiments (Sec. 3.3), so ``learn_tau`` is off
+  by default.
 """
 
 from __future__ import annotations
@@ -45,9 +70,11 @@ from core.constraints import (
     POSITIVE_INT,
     Flag,
     ListOf,
+    OneOf,
     Rule,
     check_constraints,
 )
+from pipeline.data.transforms import AUGMENTATIONS
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.distributed import gather_from_all_ranks
@@ -62,6 +89,11 @@ from pipeline.methods.gml_teacher import (
 from pipeline.models import Backbone
 
 NAME = "gml_student"
+# independent: classifier, query and key views are separate draws of the raw image (official
+# code); shared: one view feeds all three (ablation).
+VIEW_MODES: tuple[str, ...] = ("independent", "shared")
+# view_augment value meaning "the training loader's own augmentation" (train.augment).
+TRAIN_AUGMENT = "train"
 
 
 @dataclass(frozen=True)
@@ -83,8 +115,13 @@ class GMLStudentOptions:
         kd_temperature: softmax temperature T of the distillation term.
         prior_weight: alpha of Eq. 10, the weight of log p(c) in L_GML (1 gives Eq. 4).
         enqueue_first: enqueue the batch's teacher features before computing the loss, as
-            the official code does (default: after).
+            the official code does (False: after).
         mlp_batchnorm: batch norm after each hidden layer of both MLPs (official code).
+        views: "independent" (classifier, query and key views are separate draws of the raw
+            image, as the official code) or "shared" (one view for all three; ablation).
+        view_augment: augmentation of the query and key views: "train" (the loader's own,
+            ``train.augment``; CIFAR) or a name of ``AUGMENTATIONS`` ("simclr" on
+            ImageNet-LT, Table A.1 Aug_GML).
     """
 
     scale: float = 30.0
@@ -98,8 +135,10 @@ class GMLStudentOptions:
     alpha_kd: float = 1.0
     kd_temperature: float = 4.0
     prior_weight: float = 1.0
-    enqueue_first: bool = False
+    enqueue_first: bool = True
     mlp_batchnorm: bool = True
+    views: str = "independent"
+    view_augment: str = TRAIN_AUGMENT
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
         "scale": POSITIVE,
@@ -115,10 +154,29 @@ class GMLStudentOptions:
         "prior_weight": NON_NEGATIVE,
         "enqueue_first": Flag(),
         "mlp_batchnorm": Flag(),
+        "views": OneOf(VIEW_MODES),
+        "view_augment": OneOf((TRAIN_AUGMENT, *AUGMENTATIONS)),
     }
 
     def __post_init__(self) -> None:
         check_constraints(self, self.CONSTRAINTS, ConfigError)
+        if self.views == "shared" and self.view_augment != TRAIN_AUGMENT:
+            raise ConfigError("GMLStudentOptions", "view_augment", "needs views: independent "
+                              "(a shared view has no query or key view of its own); drop "
+                              "view_augment or set views: independent", self.view_augment)
+
+
+@dataclass(frozen=True)
+class TeacherTargets:
+    """What the frozen teacher gives one student step.
+
+    Attributes:
+        logits: ``[B, C]`` plain ``s * cos`` logits of the classifier view (the KD target).
+        key_features: ``[B, D_t]`` pooled features of the key view (queued raw).
+    """
+
+    logits: Tensor
+    key_features: Tensor
 
 
 @dataclass(frozen=True)
@@ -243,29 +301,59 @@ class GMLStudent(Method):
         """``[B, d]`` L2-normalised projections z_x of ``[B, D]`` student features (Eq. 7)."""
         return F.normalize(self.projector(features), dim=1)
 
-    @torch.no_grad()
-    def teacher_view(self, images: Tensor) -> Embedding:
-        """The frozen teacher's ``[B, D_t]`` features and ``[B, C]`` logits of ``images``."""
-        return self.teacher.embed(images)
+    def view_augmentations(self) -> tuple[str | None, ...]:
+        """The query and key views, in that order, drawn from the raw image by the loader
+        (``None``: with ``train.augment``); none when ``views`` is "shared"."""
+        if self.options.views == "shared":
+            return ()
+        augment = None if self.options.view_augment == TRAIN_AUGMENT else self.options.view_augment
+        return (augment, augment)
 
-    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """One step: loss terms from the current queues, then the batch's teacher features
-        enqueued (before the loss instead if ``enqueue_first``).
+    @torch.no_grad()
+    def teacher_view(self, images: Tensor, key_images: Tensor | None = None) -> TeacherTargets:
+        """The frozen teacher's KD logits of the classifier view and features of the key view.
 
         Args:
-            images: ``[B, C_in, H, W]`` images.
+            images: ``[B, C_in, H, W]`` the classifier view.
+            key_images: ``[B, C_in, H, W]`` the key view (``None``: ``images``).
+        """
+        if key_images is None or key_images is images:
+            embedding = self.teacher.embed(images)
+            return TeacherTargets(logits=embedding.logits, key_features=embedding.features)
+        # One pass over both views; the teacher is in eval mode, so this changes nothing else.
+        both = self.teacher.embed(torch.cat([images, key_images]))
+        batch = images.shape[0]
+        return TeacherTargets(logits=both.logits[:batch], key_features=both.features[batch:])
+
+    def training_step(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        index: Tensor,
+        query_images: Tensor | None = None,
+        key_images: Tensor | None = None,
+    ) -> StepOutput:
+        """One step: the key view's teacher features enqueued, then the loss terms from the
+        queues (the other way round unless ``enqueue_first``).
+
+        Args:
+            images: ``[B, C_in, H, W]`` the classifier view (L_cls and L_KD).
             labels: ``[B]`` class indices.
             index: ``[B]`` dataset positions (identify a query's own keys).
+            query_images: ``[B, C_in, H, W]`` the query view of the same images, an
+                independent draw (``None``: ``images``, as with ``views: shared``).
+            key_images: ``[B, C_in, H, W]`` the key view for the teacher, another independent
+                draw (``None``: ``images``).
 
         Returns:
             The weighted total loss and the ``[B, C]`` student cosine logits.
         """
-        teacher = self.teacher_view(images)
+        teacher = self.teacher_view(images, key_images)
         if self.options.enqueue_first:
-            self.enqueue(teacher.features, labels, index)
-        terms = self.loss_terms(images, labels, index, teacher)
+            self.enqueue(teacher.key_features, labels, index)
+        terms = self.loss_terms(images, labels, index, teacher.logits, query_images)
         if not self.options.enqueue_first:
-            self.enqueue(teacher.features, labels, index)
+            self.enqueue(teacher.key_features, labels, index)
         return StepOutput(loss=terms.total(self.options), logits=terms.logits.detach())
 
     def enqueue(self, teacher_features: Tensor, labels: Tensor, index: Tensor) -> None:
@@ -277,24 +365,32 @@ class GMLStudent(Method):
         )
 
     def loss_terms(
-        self, images: Tensor, labels: Tensor, index: Tensor, teacher: Embedding
+        self,
+        images: Tensor,
+        labels: Tensor,
+        index: Tensor,
+        teacher_logits: Tensor,
+        query_images: Tensor | None = None,
     ) -> GMLLossTerms:
         """The unweighted terms of one batch against the current queues.
 
         Args:
-            images: ``[B, C_in, H, W]`` images.
+            images: ``[B, C_in, H, W]`` the classifier view.
             labels: ``[B]`` class indices.
             index: ``[B]`` dataset positions.
-            teacher: the teacher's view of ``images`` (its ``logits`` are the KD target).
+            teacher_logits: ``[B, C]`` the teacher's logits of ``images`` (the KD target).
+            query_images: ``[B, C_in, H, W]`` the query view (``None``: ``images``).
         """
-        features = self.pooled_features(images)
+        features, query_features = self.view_features(images, query_images)
         logits = self.classifier(features)
         zero = logits.new_zeros(())
         gml, gml_temperature = (
-            self.gml_terms(features, labels, index) if self.options.beta > 0 else (zero, zero)
+            self.gml_terms(query_features, labels, index)
+            if self.options.beta > 0
+            else (zero, zero)
         )
         distillation = (
-            distillation_kl(logits, teacher.logits, self.options.kd_temperature)
+            distillation_kl(logits, teacher_logits, self.options.kd_temperature)
             if self.options.alpha_kd > 0
             else zero
         )
@@ -306,11 +402,26 @@ class GMLStudent(Method):
             logits=logits,
         )
 
+    def view_features(
+        self, images: Tensor, query_images: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``[B, D]`` pooled student features of the classifier view and of the query view.
+
+        Both views go through the backbone as one ``[2B, ...]`` batch, as in the official code
+        (``moco/builder.py``), so batch norm normalises them with shared statistics.
+        """
+        if query_images is None or query_images is images:
+            features = self.pooled_features(images)
+            return features, features
+        both = self.pooled_features(torch.cat([images, query_images]))
+        batch = images.shape[0]
+        return both[:batch], both[batch:]
+
     def gml_terms(self, features: Tensor, labels: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """L_GML (Eq. 4 / 10) with tau_g detached, and the tau_g-only copy (Sec. 3.3).
 
         Args:
-            features: ``[B, D]`` student pooled features.
+            features: ``[B, D]`` student pooled features of the query view.
             labels: ``[B]`` class indices.
             index: ``[B]`` dataset positions.
 

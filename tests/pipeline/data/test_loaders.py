@@ -249,3 +249,76 @@ def test_training_drops_a_last_batch_of_one_image(digits_source: DatasetSource) 
     assert [len(batch.labels) for batch in train.epoch(0)] == [16, 16] and len(train) == 2
     evaluation = make_loader(digits_source, part, batch_size=16, train=False, device=CPU)
     assert [len(batch.labels) for batch in evaluation.epoch(0)] == [16, 16, 1]
+
+
+def _crop_offsets(view: torch.Tensor, raw: torch.Tensor) -> list[tuple[int, int]]:
+    """Offsets (top, left) of the pad-by-one crops of ``raw`` [C, H, W] that equal ``view``."""
+    height, width = raw.shape[1:]
+    padded = torch.nn.functional.pad(raw, (1, 1, 1, 1))
+    return [(top, left) for top in range(3) for left in range(3)
+            if torch.equal(padded[:, top : top + height, left : left + width], view)]
+
+
+def test_extra_views_are_independent_draws_of_the_raw_image(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    """GML's query and key views (official code: a list of transforms, each applied to the
+    raw image): every view is one crop of the raw image, its offset independent of the main
+    image's and of the other view's, and asking for views leaves the main images alone."""
+    def loader() -> EpochLoader:
+        return make_loader(digits_source, digits_splits.train, batch_size=64, train=True,
+                           augment="crop", seed=2, device=CPU)
+
+    without_views = _collect(loader(), 0)
+    assert all(batch.views == () for batch in without_views)
+    with_views = list(loader().epoch(0, views=(None, "crop")))
+    _assert_same_batches(with_views, without_views)
+    raw_loader = make_loader(digits_source, digits_splits.train, batch_size=1000, train=False,
+                             device=CPU)
+    raw_batch = next(iter(raw_loader.epoch(0)))
+    raw_of = {int(i): image for i, image in zip(raw_batch.index, raw_batch.images, strict=True)}
+    offsets = []  # (main, view 0, view 1) crop offsets of every image
+    for batch in with_views:
+        assert len(batch.views) == 2 and all(v.shape == batch.images.shape for v in batch.views)
+        for row, sample in enumerate(batch.index.tolist()):
+            found = [_crop_offsets(image[row], raw_of[sample])
+                     for image in (batch.images, *batch.views)]
+            assert all(len(matches) == 1 for matches in found), (sample, found)
+            offsets.append([matches[0] for matches in found])
+    # Independent uniform draws over 9 offsets agree about 1 time in 9.
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        agree = np.mean([image[first] == image[second] for image in offsets])
+        assert 0.03 < agree < 0.25, (first, second, agree)
+    replayed = list(loader().epoch(0, views=(None, "crop")))
+    for one, other in zip(with_views, replayed, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(one.views, other.views, strict=True))
+    next_epoch = next(iter(loader().epoch(1, views=(None, "crop"))))
+    assert not torch.equal(next_epoch.views[0], with_views[0].views[0])
+
+
+def test_file_loader_views_replay_whatever_the_workers(file_source: DatasetSource) -> None:
+    part = SplitPart("train", np.arange(10, dtype=np.int64))
+
+    def batches(num_workers: int, views: tuple[str | None, ...]) -> list[Batch]:
+        loader = make_loader(file_source, part, batch_size=4, train=True, augment="crop_flip",
+                             seed=3, device=CPU, num_workers=num_workers)
+        return list(loader.epoch(1, views=views))
+
+    in_process = batches(0, (None, "crop"))
+    _assert_same_batches(in_process, batches(0, ()))
+    for one, other in zip(in_process, batches(2, (None, "crop")), strict=True):
+        assert len(one.views) == 2
+        assert all(torch.equal(a, b) for a, b in zip(one.views, other.views, strict=True))
+        assert not torch.equal(one.views[0], one.images)
+        assert not torch.equal(one.views[0], one.views[1])
+
+
+def test_views_are_refused_where_they_make_no_sense(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    evaluation = make_loader(digits_source, digits_splits.val, batch_size=8, train=False)
+    with pytest.raises(PipelineError, match="evaluation loader yields one unaugmented view"):
+        next(iter(evaluation.epoch(0, views=(None,))))
+    training = make_loader(digits_source, digits_splits.train, batch_size=8, train=True)
+    with pytest.raises(PipelineError, match="unknown augmentation 'mixup'"):
+        next(iter(training.epoch(0, views=("mixup",))))

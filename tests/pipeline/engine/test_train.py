@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import pytest
 import torch
@@ -301,3 +301,57 @@ def test_evaluate_accuracy_restores_the_mode_and_refuses_empty_loaders() -> None
         evaluate_accuracy(method, empty, CPU)
     with pytest.raises(PipelineError, match="training loader has no batches"):
         train(method, empty, loader, recipe(epochs=1), device=CPU)
+
+
+class ViewLoader(FakeLoader):
+    """A FakeLoader whose epochs also yield the extra views asked for (images + 1, + 2, ...)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.asked: list[tuple[str | None, ...]] = []
+
+    def epoch(self, epoch: int, views: tuple[str | None, ...] = ()):  # type: ignore[override]
+        self.asked.append(tuple(views))
+        for batch in super().epoch(epoch):
+            extra = tuple(batch.images + offset for offset in range(1, len(views) + 1))
+            yield ViewBatch(batch.images, batch.labels, batch.index, extra)
+
+
+class ViewBatch(NamedTuple):
+    images: Tensor
+    labels: Tensor
+    index: Tensor
+    views: tuple[Tensor, ...]
+
+
+class TwoViewCrossEntropy(CrossEntropy):
+    """CE that asks for two extra views and records what reaches its step."""
+
+    name: ClassVar[str] = "two_view_ce"
+
+    def __init__(self) -> None:
+        backbone = build_backbone("resnet20", num_classes=NUM_CLASSES, in_channels=1, seed=0)
+        super().__init__(backbone, COUNTS, NoOptions())
+        self.seen: list[tuple[Tensor, ...]] = []
+
+    def view_augmentations(self) -> tuple[str | None, ...]:
+        return (None, "simclr")
+
+    def training_step(self, images: Tensor, labels: Tensor, index: Tensor,
+                      *views: Tensor) -> StepOutput:
+        self.seen.append((images, *views))
+        return super().training_step(images, labels, index)
+
+
+def test_a_multi_view_method_gets_its_views_in_order() -> None:
+    train_loader, val_loader = toy_loaders()
+    loader = ViewLoader(train_loader.images, train_loader.labels, 8, seed=5)
+    method = TwoViewCrossEntropy()
+    train(method, loader, val_loader, recipe(epochs=1), device=CPU)
+    assert loader.asked == [(None, "simclr")]
+    assert len(method.seen) == len(loader)
+    for images, first, second in method.seen:
+        assert torch.equal(first, images + 1) and torch.equal(second, images + 2)
+    # A loader that cannot give the views is named, not silently ignored.
+    with pytest.raises(PipelineError, match=r"2 extra view\(s\) .* loader cannot make them"):
+        train(TwoViewCrossEntropy(), train_loader, val_loader, recipe(epochs=1), device=CPU)

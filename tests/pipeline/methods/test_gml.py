@@ -16,7 +16,7 @@ from pipeline.methods.gml_queue import EMPTY_SLOT, ClassWiseQueue, class_queue_s
 from pipeline.methods.gml_student import GMLStudent
 from pipeline.methods.gml_teacher import GMLTeacher, log_label_prior
 from pipeline.methods.options import parse_options
-from pipeline.models import build_backbone, seeded_initialisation
+from pipeline.models import Backbone, build_backbone, seeded_initialisation
 
 COUNTS = [30, 14, 7, 3, 2]
 C = len(COUNTS)
@@ -292,19 +292,208 @@ def test_teacher_optimises_everything_but_the_unused_linear_head() -> None:
 # ---------------------------------------------------------------- the student
 
 
-def test_student_loss_terms_are_the_weighted_sum() -> None:
-    student = make_student(gamma=0.5, beta=2.0, alpha_kd=0.3, learn_tau=True)
-    sgd_step(student, seed=0)  # fill some slots first
-    images, labels, index = batch(seed=1)
-    terms = student.loss_terms(images, labels, index, student.teacher_view(images))
-    assert terms.gml.item() > 0 and terms.gml_temperature.item() > 0
-    assert terms.distillation.item() > 0
-    expected = (
-        0.5 * terms.classification
-        + 2.0 * (terms.gml + terms.gml_temperature)
-        + 0.3 * terms.distillation
+class PassThroughBackbone(Backbone):
+    """A parameter-free "backbone" whose pooled feature of a ``[B, D, 1, 1]`` image is the
+    image itself, so a test chooses every feature the losses see."""
+
+    def __init__(self, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.feature_dim, self.num_classes = feature_dim, num_classes
+        self.stage_dims = (feature_dim, feature_dim, feature_dim)
+        self.fc = torch.nn.Linear(feature_dim, num_classes)
+
+    def forward_stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x, x, x]
+
+
+# Eq. 5 with these numbers has integer lengths, so no rounding rule enters the hand version:
+# |Z_c| = 2 + (16 - 2 x 3) n_c / 10 = 8, 5, 3.
+PAPER_COUNTS = [6, 3, 1]
+PAPER_K, PAPER_K_MIN, PAPER_DIM = 16, 2, 4
+
+
+def unit(values: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+def dot(left: list[float], right: list[float]) -> float:
+    return sum(a * b for a, b in zip(left, right, strict=True))
+
+
+def mlp_by_hand(layers: torch.nn.Sequential, x: list[float]) -> list[float]:
+    """``Linear -> ReLU -> Linear`` written out (the MLP of Eq. 7, no batch norm)."""
+    first, _, last = layers
+    w1, b1 = first.weight.tolist(), first.bias.tolist()
+    w2, b2 = last.weight.tolist(), last.bias.tolist()
+    hidden = [max(0.0, dot(row, x) + bias) for row, bias in zip(w1, b1, strict=True)]
+    return [dot(row, hidden) + bias for row, bias in zip(w2, b2, strict=True)]
+
+
+def log_sum_exp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def paper_student_loss(
+    student: GMLStudent,
+    cls_view: torch.Tensor,
+    query_view: torch.Tensor,
+    key_views: list[torch.Tensor],
+    label_batches: list[list[int]],
+    index_batches: list[list[int]],
+    exclude_own_for_tau: bool,
+) -> float:
+    """The paper's student loss of the *last* batch, from the equations alone.
+
+    gamma L_cls (Eq. 6) + beta L_GML (Eq. 3, 4 on class queues of Eq. 5 lengths, filled
+    first-in first-out with the teacher's key-view features of every batch so far, the last
+    one included) + alpha L_KD (Hinton et al.: T^2 KL(p_t || p_s), p = softmax(s cos / T), on
+    the classifier view). With ``exclude_own_for_tau``, Sec. 3.3's tau_g term adds a second
+    L_GML without the query's own sample, weighted by beta as the official code weights it.
+    """
+    options = student.options
+    total_count = sum(PAPER_COUNTS)
+    prior = [n / total_count for n in PAPER_COUNTS]
+    eta = [math.log(p) for p in prior]
+    classes = range(len(PAPER_COUNTS))
+    lengths = [
+        PAPER_K_MIN + (PAPER_K - PAPER_K_MIN * len(PAPER_COUNTS)) * p for p in prior
+    ]  # Eq. 5
+    # class queues: (sample index, teacher feature), oldest first, at most |Z_c| entries
+    queues: dict[int, list[tuple[int, list[float]]]] = {c: [] for c in classes}
+    for keys, labels, indices in zip(key_views, label_batches, index_batches, strict=True):
+        for row, label, sample in zip(keys.flatten(1).tolist(), labels, indices, strict=True):
+            queues[label].append((sample, row))
+            queues[label] = queues[label][-round(lengths[label]):]
+    labels, indices = label_batches[-1], index_batches[-1]
+    tau_s, tau_g, temperature = 1.0 / options.scale, options.tau_g, options.kd_temperature
+    teacher_scale = student.teacher.options.scale  # 1 / tau_s of the teacher (30 for both)
+    student_w = [unit(w) for w in student.classifier.weight.tolist()]
+    teacher_w = [unit(w) for w in student.teacher.classifier.weight.tolist()]
+    # Pass-through backbones: the student's and the teacher's features are the views.
+    cls_rows, query_rows = cls_view.flatten(1).tolist(), query_view.flatten(1).tolist()
+
+    def gml_of(query: list[float], label: int, sample: int, exclude_own: bool) -> float:
+        z_x = unit(mlp_by_hand(student.projector, query))
+        terms = []
+        for c in classes:
+            centres = [unit(mlp_by_hand(student.key_encoder, row))
+                       for owner, row in queues[c] if not (exclude_own and owner == sample)]
+            s_xc = sum(math.exp(dot(z_x, z) / tau_g) for z in centres) / len(centres)  # Eq. 3
+            terms.append(math.log(s_xc) + eta[c])
+        return -(terms[label] - log_sum_exp(terms))  # Eq. 4
+
+    cls_loss = gml_loss_sum = tau_loss_sum = kd_loss = 0.0
+    for x, query, label, sample in zip(cls_rows, query_rows, labels, indices, strict=True):
+        m_x = unit(x)
+        cosines = [dot(m_x, m_c) for m_c in student_w]
+        logits = [cos / tau_s + eta[c] for c, cos in enumerate(cosines)]
+        cls_loss += -(logits[label] - log_sum_exp(logits))  # Eq. 6
+        gml_loss_sum += gml_of(query, label, sample, exclude_own=False)
+        if exclude_own_for_tau:
+            tau_loss_sum += gml_of(query, label, sample, exclude_own=True)
+        student_scaled = [cos / tau_s / temperature for cos in cosines]
+        teacher_scaled = [dot(m_x, m_c) * teacher_scale / temperature for m_c in teacher_w]
+        p_s = [math.exp(v - log_sum_exp(student_scaled)) for v in student_scaled]
+        p_t = [math.exp(v - log_sum_exp(teacher_scaled)) for v in teacher_scaled]
+        kd_loss += temperature**2 * sum(t * math.log(t / s) for t, s in zip(p_t, p_s, strict=True))
+    size = len(labels)
+    return (
+        options.gamma * cls_loss / size
+        + options.beta * (gml_loss_sum + tau_loss_sum) / size
+        + options.alpha_kd * kd_loss / size
     )
-    assert torch.allclose(terms.total(student.options), expected)
+
+
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_student_total_loss_is_the_papers_equations_by_hand(learn_tau: bool) -> None:
+    generator = torch.Generator().manual_seed(3)
+
+    def draw(size: int) -> torch.Tensor:
+        return torch.randn(size, PAPER_DIM, 1, 1, generator=generator, dtype=torch.float64)
+
+    student = make_paper_student(
+        gamma=0.7, beta=1.3, alpha_kd=0.4, kd_temperature=3.0, learn_tau=learn_tau
+    )
+    # The first batch overfills class 2's queue (3 slots), so first-in first-out matters.
+    label_batches = [[0, 2, 1, 2, 2, 0, 2], [2, 0, 1, 2, 1]]
+    index_batches = [[10, 11, 12, 13, 14, 15, 16], [13, 17, 12, 18, 19]]
+    views = [(draw(len(labels)), draw(len(labels)), draw(len(labels)))
+             for labels in label_batches]
+    for (cls_view, query_view, key_view), labels, indices in zip(
+        views, label_batches, index_batches, strict=True
+    ):
+        loss = student.training_step(
+            cls_view, torch.tensor(labels), torch.tensor(indices), query_view, key_view
+        ).loss
+    expected = paper_student_loss(
+        student,
+        views[-1][0],
+        views[-1][1],
+        [key_view for _, _, key_view in views],
+        label_batches,
+        index_batches,
+        exclude_own_for_tau=learn_tau,
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+def make_paper_student(**options: object) -> GMLStudent:
+    """A student and teacher on pass-through backbones (features = the ``[B, 4, 1, 1]`` images)."""
+    counts = torch.tensor(PAPER_COUNTS)
+    settings = {"queue_size": PAPER_K, "k_min": PAPER_K_MIN, "tau_g": 0.5,
+                "projector_dims": (PAPER_DIM, 5, 3), "mlp_batchnorm": False, **options}
+    with seeded_initialisation(0):
+        teacher = GMLTeacher(PassThroughBackbone(PAPER_DIM, 3), counts, GMLTeacher.Options())
+        return GMLStudent(
+            PassThroughBackbone(PAPER_DIM, 3), counts, GMLStudent.Options(**settings),
+            teacher=teacher,
+        ).double()
+
+
+def test_each_view_reaches_only_its_own_terms() -> None:
+    """Official moco/builder.py: the classifier view feeds L_cls and both sides of KD, the
+    query view the student's projector, the key view the teacher's queued features."""
+    generator = torch.Generator().manual_seed(5)
+    labels, index = torch.tensor([0, 1, 2, 0, 1]), torch.arange(5)
+
+    def draw() -> torch.Tensor:
+        return torch.randn(5, PAPER_DIM, 1, 1, generator=generator, dtype=torch.float64)
+
+    cls_view, query_view, key_view = draw(), draw(), draw()
+
+    def terms(cls: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> tuple[float, ...]:
+        student = make_paper_student()
+        teacher = student.teacher_view(cls, key)
+        student.enqueue(teacher.key_features, labels, index)
+        found = student.loss_terms(cls, labels, index, teacher.logits, query)
+        return found.classification.item(), found.gml.item(), found.distillation.item()
+
+    base = terms(cls_view, query_view, key_view)
+    new_cls, new_query, new_key = (terms(draw(), query_view, key_view),
+                                   terms(cls_view, draw(), key_view),
+                                   terms(cls_view, query_view, draw()))
+    assert new_cls[0] != base[0] and new_cls[1] == base[1] and new_cls[2] != base[2]
+    assert new_query[0] == base[0] and new_query[1] != base[1] and new_query[2] == base[2]
+    assert new_key[0] == base[0] and new_key[1] != base[1] and new_key[2] == base[2]
+    teacher = make_paper_student().teacher_view(cls_view, key_view)
+    alone = make_paper_student().teacher.embed(cls_view)
+    assert torch.equal(teacher.logits, alone.logits)  # KD target: the classifier view
+    assert torch.equal(teacher.key_features, key_view.flatten(1))  # queued: the key view
+
+
+def test_views_default_to_two_draws_with_the_training_augmentation() -> None:
+    assert make_student().view_augmentations() == (None, None)
+    assert make_student(view_augment="simclr").view_augmentations() == ("simclr", "simclr")
+    assert make_student(views="shared").view_augmentations() == ()
+    student = make_paper_student()
+    images = torch.randn(3, PAPER_DIM, 1, 1, dtype=torch.float64)
+    labels, index = torch.tensor([0, 1, 2]), torch.arange(3)
+    # The engine calls forward(images, labels, index, *views): the views arrive in order.
+    by_forward = student(images, labels, index, images + 1, images + 2).loss
+    by_step = make_paper_student().training_step(images, labels, index, images + 1, images + 2)
+    assert by_forward.item() == pytest.approx(by_step.loss.item(), rel=1e-12)
 
 
 def test_student_gml_term_is_eq4_on_its_own_queue() -> None:
@@ -365,7 +554,7 @@ def test_tau_term_excludes_the_query_own_sample() -> None:
     images, labels, index = batch(size=4, seed=2)
     labels = torch.tensor([0, 0, 1, 1])
     with torch.no_grad():
-        student.enqueue(student.teacher_view(images).features, labels, index)
+        student.enqueue(student.teacher_view(images).key_features, labels, index)
         features = student.pooled_features(images)
         _, gml_temperature = student.gml_terms(features, labels, index)
         query = student.query(features).double()
@@ -412,13 +601,21 @@ def test_tau_has_its_own_group_without_weight_decay() -> None:
     assert len(make_student().parameter_groups()) == 1
 
 
-def test_enqueue_after_the_loss_by_default() -> None:
-    student = make_student()
+def test_enqueue_before_the_loss_by_default() -> None:
+    # Official moco/builder.py enqueues the key view's teacher features, then computes the loss.
     images, labels, index = batch()
-    terms_first_step = student.loss_terms(images, labels, index, student.teacher_view(images))
-    assert terms_first_step.gml.item() == 0.0  # no key yet, and this batch is not queued yet
+    for enqueue_first in (True, False):
+        student = make_student(enqueue_first=enqueue_first)
+        first_step = student.training_step(images, labels, index).loss
+        assert student.queue.filled.sum() > 0
+        fresh = make_student(enqueue_first=enqueue_first)
+        terms = fresh.loss_terms(images, labels, index, fresh.teacher_view(images).logits)
+        # Queued first, the batch's own keys already give L_GML on the very first step.
+        assert (first_step.item() > terms.total(fresh.options).item()) == enqueue_first
+    assert make_student().options.enqueue_first
+    student = make_student()
     sgd_step(student, seed=0)
-    teacher_features = student.teacher_view(images).features
+    teacher_features = student.teacher_view(images).key_features
     sizes = student.queue.sizes
     expected_filled = torch.minimum(torch.bincount(labels, minlength=C), sizes)
     assert torch.equal(student.queue.filled, expected_filled)
@@ -428,10 +625,6 @@ def test_enqueue_after_the_loss_by_default() -> None:
         latest = teacher_features[labels == label][-int(sizes[label]) :]
         for row in latest:
             assert bool((stored[stored_class == label] == row).all(dim=1).any())
-
-    eager = make_student(enqueue_first=True)
-    assert sgd_step(eager, seed=0) != sgd_step(make_student(), seed=0)
-    assert torch.equal(eager.queue.filled, expected_filled)
 
 
 def test_one_engine_style_step_changes_the_student() -> None:
@@ -487,11 +680,13 @@ def test_a_single_sample_batch_skips_the_batch_normalised_gml_term() -> None:
     labels = first_labels[:1]  # a class that the first step queued
     student = make_student()
     sgd_step(student, seed=0)
-    terms = student.loss_terms(images, labels, index, student.teacher_view(images))
+    terms = student.loss_terms(images, labels, index, student.teacher_view(images).logits)
     assert terms.gml.item() == 0.0
     without_norm = make_student(mlp_batchnorm=False)
     sgd_step(without_norm, seed=0)
-    terms = without_norm.loss_terms(images, labels, index, without_norm.teacher_view(images))
+    terms = without_norm.loss_terms(
+        images, labels, index, without_norm.teacher_view(images).logits
+    )
     assert terms.gml.item() > 0.0
 
 
@@ -528,6 +723,9 @@ def test_options_parse_from_yaml_values() -> None:
         ({"beta": -1.0}, "GMLStudentOptions.beta must be >= 0"),
         ({"scale": 0.0}, "GMLStudentOptions.scale must be > 0"),
         ({"queue_size": 4}, "GMLStudentOptions.queue_size is below"),
+        ({"views": "both"}, "GMLStudentOptions.views must be one of 'independent', 'shared'"),
+        ({"view_augment": "autoaug"}, "GMLStudentOptions.view_augment must be one of 'train'"),
+        ({"views": "shared", "view_augment": "simclr"}, r"view_augment needs views: independent .*got 'simclr'"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, object], message: str) -> None:
