@@ -18,7 +18,7 @@ from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.gml_student import GMLStudent
 from pipeline.methods.gml_teacher import GMLTeacher
-from pipeline.methods.options import option_defaults, parse_options
+from pipeline.methods.options import OptionSweep, find_sweep, option_defaults, parse_options
 from pipeline.methods.paco import ParametricContrastive
 from pipeline.models import build_backbone, closest_hint, seeded_initialisation
 
@@ -57,6 +57,12 @@ def build_options(kind: str, options: Mapping[str, Any] | None) -> Any:
     """Method ``kind``'s ``Options`` dataclass from plain values (checked, see
     :func:`~pipeline.methods.options.parse_options`)."""
     return parse_options(method_class(kind).Options, options, kind)
+
+
+def method_sweep(kind: str, options: Mapping[str, Any] | None) -> OptionSweep | None:
+    """The option of method ``kind`` given several values to choose from on val, if any
+    (checked, see :func:`~pipeline.methods.options.find_sweep`)."""
+    return find_sweep(method_class(kind).Options, options, kind)
 
 
 def build_method(
