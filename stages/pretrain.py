@@ -192,13 +192,13 @@ def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
         options=candidate.options,
         seed=setting.seed,
         teacher=restore_method(teacher) if teacher else None,
-        normalisation=(setting.source.mean, setting.source.std),
     ).to(setting.device)
     common = {"batch_size": recipe.batch_size, "seed": setting.seed, "device": setting.device,
               "num_workers": recipe.num_workers}
     train_loader = make_loader(setting.source, setting.splits.train, train=True,
                                sampling=method.sampling, augment=recipe.augment,
-                               rank=rank.rank, world_size=rank.world_size, **common)
+                               views=method.view_augments(), rank=rank.rank,
+                               world_size=rank.world_size, **common)
     val_loader = make_loader(setting.source, setting.splits.val, train=False, **common)
     config = train_config(recipe, setting.seed)
     checkpoint = setting.checkpoint(candidate)

@@ -3,14 +3,20 @@
 Two backends behind one interface: in-memory datasets are normalised once into a tensor on
 the target device and batched with tensor ops; file datasets stream through a DataLoader.
 Either way, an epoch's order and augmentations are a pure function of (seed, epoch).
+
+A training loader may also yield extra views of every image (``views``, e.g. PaCo's key
+view): each is its own draw of an augmentation from the raw image, as the official two-view
+code does (``transform(img), transform(img)``), never an augmentation of the query view, and
+comes from a random stream of its own, so the query views are the same with or without them.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +27,7 @@ from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.randomness import (
     AUGMENT_STREAM,
     ORDER_STREAM,
+    VIEW_STREAM,
     WORKER_STREAM,
     epoch_rng,
     epoch_torch_generator,
@@ -46,11 +53,14 @@ class Batch:
         images: float32 [B, C, H, W], normalised.
         labels: int64 [B].
         index: int64 [B], position of each image in the split's pool (a SplitPart.indices value).
+        views: one float32 [B, C, H, W] per extra view the loader was asked for (empty by
+            default), each drawn from the raw images independently of ``images``.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
+    views: tuple[torch.Tensor, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class LoaderOptions:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    views: tuple[str, ...] = ()
 
 
 class EpochLoader(ABC):
@@ -167,24 +178,31 @@ class TensorEpochLoader(EpochLoader):
         options = self.options
         order = torch.from_numpy(self.epoch_order(epoch)).to(options.device)
         generator = epoch_torch_generator(options.seed, epoch, AUGMENT_STREAM)
+        view_generator = epoch_torch_generator(options.seed, epoch, VIEW_STREAM)
         for batch in self.batch_slices(epoch):
             positions = order[batch]
-            images = self._images.index_select(0, positions)
+            raw = self._images.index_select(0, positions)
+            images = raw
             if options.train:
-                images = augment_batch(
-                    images, options.augment, generator, mean=self._mean, std=self._std
-                )
-            yield Batch(images=images, labels=self._labels[positions], index=self._index[positions])
+                images = augment_batch(raw, options.augment, generator, mean=self._mean,
+                                       std=self._std)
+            views = tuple(augment_batch(raw, view, view_generator, mean=self._mean, std=self._std)
+                          for view in options.views)
+            yield Batch(images=images, labels=self._labels[positions],
+                        index=self._index[positions], views=views)
 
 
 class ImageFileDataset(Dataset):
-    """Images of a file pool, addressed by ``(position in the split, seed of its augmentation)``.
+    """Images of a file pool, addressed by ``(position in the split, seed of its augmentation,
+    seeds of its extra views)``.
 
-    The seed travels with the position so an image's augmentation does not depend on which
-    worker loads it.
+    The seeds travel with the position so an image's augmentation does not depend on which
+    worker loads it. Each extra view is its own draw from the image read from disk.
     """
 
-    def __init__(self, source: DatasetSource, part: SplitPart, augment: str) -> None:
+    def __init__(
+        self, source: DatasetSource, part: SplitPart, augment: str, views: tuple[str, ...] = ()
+    ) -> None:
         pool = source.pools[part.pool]
         assert pool.paths is not None
         self.paths = [pool.paths[index] for index in part.indices]
@@ -194,24 +212,24 @@ class ImageFileDataset(Dataset):
         self.mean = source.mean
         self.std = source.std
         self.augment = augment
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        position, sample_seed = key
-        generator = None
-        if self.augment != "none":
-            generator = torch.Generator().manual_seed(sample_seed)
-        image = file_image_tensor(
-            self._read(self.paths[position]),
-            image_size=self.image_size,
-            mean=self.mean,
-            std=self.std,
-            augment=self.augment,
-            generator=generator,
-        )
-        return image, int(self.labels[position]), int(self.index[position])
+    def __getitem__(self, key: tuple[int, int, tuple[int, ...]]) -> tuple[Any, ...]:
+        """``(image [3, S, S], label, index, *views)`` of one image, views each [3, S, S]."""
+        position, sample_seed, view_seeds = key
+        raw = self._read(self.paths[position])
+        image = self._tensor(raw, self.augment, sample_seed)
+        views = [self._tensor(raw, view, seed)
+                 for view, seed in zip(self.views, view_seeds, strict=True)]
+        return image, int(self.labels[position]), int(self.index[position]), *views
+
+    def _tensor(self, image: Image.Image, augment: str, seed: int) -> torch.Tensor:
+        generator = None if augment == "none" else torch.Generator().manual_seed(seed)
+        return file_image_tensor(image, image_size=self.image_size, mean=self.mean,
+                                 std=self.std, augment=augment, generator=generator)
 
     @staticmethod
     def _read(path: str) -> Image.Image:
@@ -233,14 +251,18 @@ class FileEpochLoader(EpochLoader):
     ) -> None:
         super().__init__(source.pools[part.pool].labels[part.indices], options)
         self.num_workers = num_workers
-        self._dataset = ImageFileDataset(source, part, options.augment if options.train else "none")
+        augment = options.augment if options.train else "none"
+        self._dataset = ImageFileDataset(source, part, augment, options.views)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         options = self.options
         order = self.epoch_order(epoch)
         augment_rng = epoch_rng(options.seed, epoch, AUGMENT_STREAM)
         sample_seeds = augment_rng.integers(0, 2**63, size=len(order))
-        keys = list(zip(order.tolist(), sample_seeds.tolist(), strict=True))
+        view_rng = epoch_rng(options.seed, epoch, VIEW_STREAM)
+        view_seeds = view_rng.integers(0, 2**63, size=(len(order), len(options.views)))
+        keys = [(position, seed, tuple(views)) for position, seed, views in zip(
+            order.tolist(), sample_seeds.tolist(), view_seeds.tolist(), strict=True)]
         on_cuda = options.device.type == "cuda"
         loader = DataLoader(
             self._dataset,
@@ -253,11 +275,12 @@ class FileEpochLoader(EpochLoader):
             generator=epoch_torch_generator(options.seed, epoch, WORKER_STREAM),
         )
         try:
-            for images, labels, index in loader:
+            for images, labels, index, *views in loader:
                 yield Batch(
                     images=images.to(options.device, non_blocking=on_cuda),
                     labels=labels.to(options.device, non_blocking=on_cuda),
                     index=index.to(options.device, non_blocking=on_cuda),
+                    views=tuple(view.to(options.device, non_blocking=on_cuda) for view in views),
                 )
         except PipelineError as error:
             raise PipelineError(_worker_message(error)) from None
@@ -288,6 +311,7 @@ def make_loader(
     num_workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    views: Sequence[str] = (),
 ) -> EpochLoader:
     """A loader over one split of a dataset.
 
@@ -303,6 +327,9 @@ def make_loader(
         num_workers: DataLoader workers for file pools (in-memory pools need none).
         rank: this process's data-parallel rank (training loaders only).
         world_size: data-parallel processes; each rank yields its slice of every batch.
+        views: augmentations of extra views of every image (training only), each drawn from
+            the raw image independently of the query view and of each other, into
+            ``Batch.views`` (a method's ``view_augments()``, e.g. PaCo's key view).
 
     Returns:
         An :class:`EpochLoader`.
@@ -311,9 +338,10 @@ def make_loader(
         PipelineError: an unknown sampling or augmentation, a training-only option on an
             evaluation loader, a non-positive batch size or an unknown pool.
     """
+    views = tuple(views)
     _check_options(
         source, part, batch_size=batch_size, train=train, sampling=sampling, augment=augment,
-        rank=rank, world_size=world_size,
+        rank=rank, world_size=world_size, views=views,
     )
     options = LoaderOptions(
         batch_size=batch_size,
@@ -324,6 +352,7 @@ def make_loader(
         device=device or default_device(),
         rank=rank,
         world_size=world_size,
+        views=views,
     )
     if source.pools[part.pool].in_memory:
         return TensorEpochLoader(source, part, options)
@@ -345,16 +374,19 @@ def _check_options(
     augment: str,
     rank: int = 0,
     world_size: int = 1,
+    views: tuple[str, ...] = (),
 ) -> None:
     if sampling not in SAMPLINGS:
         raise PipelineError(
             f"sampling: unknown sampler '{sampling}'; valid: {', '.join(SAMPLINGS)}"
         )
-    check_augmentation(augment)
-    if not train and (sampling, augment) != ("instance", "none"):
+    for name in (augment, *views):
+        check_augmentation(name)
+    if not train and (sampling, augment, views) != ("instance", "none", ()):
         raise PipelineError(
             f"an evaluation loader visits every image once, unaugmented: got sampling "
-            f"'{sampling}' and augment '{augment}'; pass them to training loaders only"
+            f"'{sampling}', augment '{augment}' and views {list(views)}; pass them to training "
+            "loaders only"
         )
     if batch_size < 1:
         raise PipelineError(f"batch_size is {batch_size}: it must be at least 1")

@@ -10,6 +10,9 @@ import torch
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
 WORKER_STREAM = 2
+# Extra views of each training image (PaCo's key view): drawn from the raw image apart from
+# the query's AUGMENT_STREAM, so asking for them leaves the query views as they were.
+VIEW_STREAM = 3
 
 
 def epoch_rng(seed: int, epoch: int, stream: int = ORDER_STREAM) -> np.random.Generator:

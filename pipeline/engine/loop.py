@@ -2,10 +2,11 @@
 
 The loop knows only the :class:`~pipeline.methods.Method` interface and two loaders:
 the training loader has ``len(loader)`` batches per epoch and ``loader.epoch(e)`` yields
-batches (``.images [B, C, H, W]``, ``.labels [B]``, ``.index [B]``) in an order that depends
-only on the seed and ``e``; the val loader is read through ``loader.epoch(0)``. Because the
-order of an epoch never depends on earlier epochs, a run resumed at an epoch boundary from a
-checkpoint replays exactly what the uninterrupted run would have done.
+batches (``.images [B, C, H, W]``, ``.labels [B]``, ``.index [B]`` and ``.views``, the extra
+views the method asks for) in an order that depends only on the seed and ``e``; the val
+loader is read through ``loader.epoch(0)``. Because the order of an epoch never depends on
+earlier epochs, a run resumed at an epoch boundary from a checkpoint replays exactly what the
+uninterrupted run would have done.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from pipeline.methods import Method
 
 
 class Batch(Protocol):
-    """One batch of a loader."""
+    """One batch of a loader (``views``: the extra views the method asks for, maybe none)."""
 
     images: Tensor
     labels: Tensor
     index: Tensor
+    views: tuple[Tensor, ...]
 
 
 class EpochLoader(Protocol):
@@ -215,6 +217,7 @@ def train_one_epoch(
                 batch.images.to(device, non_blocking=True),
                 labels,
                 batch.index.to(device, non_blocking=True),
+                views=tuple(view.to(device, non_blocking=True) for view in batch.views),
             )
         optimizer.zero_grad(set_to_none=True)
         precision.backward(output.loss)

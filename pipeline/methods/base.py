@@ -70,9 +70,6 @@ class Method(nn.Module, ABC):
         class_counts: ``[C]`` int64 training images per class (a non-persistent buffer: it is
             rebuilt from the constructor argument, never read back from a checkpoint).
         options: an instance of ``Options``.
-        pixel_normalisation: ``(mean, std)`` per channel in [0, 1] pixel units of the images
-            the method is given, or ``None``; methods that augment a second view with a pixel
-            policy (PaCo's SimCLR keys) need it.
     """
 
     name: ClassVar[str]
@@ -96,12 +93,14 @@ class Method(nn.Module, ABC):
         check_class_counts(class_counts, backbone.num_classes, self.name)
         self.backbone = backbone
         self.options = options
-        self.pixel_normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None
         self.register_buffer("class_counts", class_counts.to(torch.int64), persistent=False)
 
     @abstractmethod
     def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
         """Loss of one training batch (the engine calls backward and the optimiser).
+
+        A method whose :meth:`view_augments` names extra views also takes them, as
+        ``views``: one ``[B, C_in, H, W]`` tensor per name, in that order.
 
         Args:
             images: ``[B, C_in, H, W]`` float32 images.
@@ -112,9 +111,40 @@ class Method(nn.Module, ABC):
             The scalar loss and the ``[B, C]`` logits for the train accuracy.
         """
 
-    def forward(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """The training step; being ``forward`` lets DistributedDataParallel wrap a method."""
-        return self.training_step(images, labels, index)
+    def view_augments(self) -> tuple[str, ...]:
+        """Augmentations of the extra views of every training image the method needs besides
+        ``images``, one name of ``pipeline.data.AUGMENTATIONS`` each; none by default.
+
+        The training loader draws each view from the raw image, independently of ``images``
+        and of the other views (``make_loader(..., views=method.view_augments())``).
+        """
+        return ()
+
+    def forward(
+        self, images: Tensor, labels: Tensor, index: Tensor, views: tuple[Tensor, ...] = ()
+    ) -> StepOutput:
+        """The training step; being ``forward`` lets DistributedDataParallel wrap a method.
+
+        Args:
+            images: ``[B, C_in, H, W]`` float32 images.
+            labels: ``[B]`` int64 class indices.
+            index: ``[B]`` int64 positions of the samples in the training split.
+            views: the extra views of :meth:`view_augments`, each ``[B, C_in, H, W]``.
+
+        Raises:
+            PipelineError: not one view per name of :meth:`view_augments`.
+        """
+        wanted = self.view_augments()
+        if len(views) != len(wanted):
+            raise PipelineError(
+                f"method '{self.name}' trains on {len(wanted)} extra view(s) of each image "
+                f"({', '.join(wanted) or 'none'}) but the batch has {len(views)}; build its "
+                "training loader with views=method.view_augments()"
+            )
+        if not wanted:
+            return self.training_step(images, labels, index)
+        # only a method that names views takes them
+        return self.training_step(images, labels, index, views=views)  # type: ignore[call-arg]
 
     def predict(self, images: Tensor) -> Tensor:
         """Evaluation logits: the plain linear head unless a method says otherwise.

@@ -74,7 +74,6 @@ def build_method(
     options: Mapping[str, Any] | None = None,
     seed: int | None = None,
     teacher: Method | None = None,
-    normalisation: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Method:
     """Build method ``kind`` around a fresh backbone with one class per entry of the counts.
 
@@ -87,8 +86,6 @@ def build_method(
         seed: seed of every initial weight (backbone and method heads); ``None`` draws them
             from torch's default generator.
         teacher: the trained teacher of a method whose ``needs_teacher`` is set.
-        normalisation: per-channel ``(mean, std)`` of the images in [0, 1] pixel units, for
-            methods that augment views with pixel policies (PaCo's ``key_augment: simclr``).
 
     Returns:
         The method on the CPU, in training mode.
@@ -108,7 +105,4 @@ def build_method(
     with seeded_initialisation(seed):
         network = build_backbone(backbone, num_classes=counts.numel(), in_channels=in_channels)
         method = method_type(network, counts, parsed_options, **extra)
-    if normalisation is not None:
-        mean, std = normalisation
-        method.pixel_normalisation = (tuple(map(float, mean)), tuple(map(float, std)))
     return method

@@ -11,8 +11,10 @@ import torch
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.loaders import Batch, EpochLoader, make_loader
 from pipeline.data.longtail import make_splits
+from pipeline.data.randomness import VIEW_STREAM, epoch_torch_generator
 from pipeline.data.sources import load_source
 from pipeline.data.splits import SplitPart, Splits
+from pipeline.data.transforms import augment_batch
 from pipeline.errors import PipelineError
 from tests.pipeline.data.standins import write_list_standin
 
@@ -97,6 +99,51 @@ def test_training_loader_depends_on_its_seed(
     assert not torch.equal(next(first.epoch(0)).index, next(second.epoch(0)).index)
 
 
+def _raw_images(source: DatasetSource, part: SplitPart, index: torch.Tensor) -> torch.Tensor:
+    """The un-augmented images of ``index`` (positions in the pool), as the eval loader gives."""
+    batches = _collect(make_loader(source, part, batch_size=1024, train=False, device=CPU), 0)
+    images = torch.cat([batch.images for batch in batches])
+    row = {int(position): row for row, position in enumerate(torch.cat([b.index for b in batches]))}
+    return images[[row[int(position)] for position in index]]
+
+
+def test_views_are_independent_draws_from_the_raw_images(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    """PaCo's key view: its own draw of an augmentation from the raw image (the official
+    ``transform(img), transform(img)``), never an augmentation of the query view."""
+
+    def loader(views: tuple[str, ...] = ()) -> EpochLoader:
+        return make_loader(digits_source, digits_splits.train, batch_size=32, train=True,
+                           augment="crop", seed=7, device=CPU, views=views)
+
+    plain, with_views = _collect(loader(), 2), _collect(loader(("none", "crop")), 2)
+    _assert_same_batches(plain, with_views)  # asking for views leaves the queries as they were
+    view_stream = epoch_torch_generator(7, 2, VIEW_STREAM)
+    differs = []
+    for batch in with_views:
+        raw = _raw_images(digits_source, digits_splits.train, batch.index)
+        raw_view, crop_view = batch.views
+        assert torch.equal(raw_view, raw) and not torch.equal(batch.images, raw)
+        assert torch.equal(crop_view, augment_batch(raw, "crop", view_stream))
+        differs.append((crop_view != batch.images).flatten(1).any(1))
+    # two independent crops of a 1-pixel pad agree on 1 image in 9 by chance
+    assert 0.75 < torch.cat(differs).float().mean() < 0.98
+    assert all(len(batch.views) == 0 for batch in plain)
+
+
+def test_views_replay_for_a_seed_and_change_with_the_epoch(
+    digits_source: DatasetSource, digits_splits: Splits
+) -> None:
+    def views(seed: int, epoch: int) -> torch.Tensor:
+        loader = make_loader(digits_source, digits_splits.train, batch_size=32, train=True,
+                             augment="crop_flip", seed=seed, device=CPU, views=("crop_flip",))
+        return torch.cat([batch.views[0] for batch in loader.epoch(epoch)])
+
+    assert torch.equal(views(7, 3), views(7, 3))
+    assert not torch.equal(views(7, 3), views(7, 4)) and not torch.equal(views(7, 3), views(8, 3))
+
+
 def test_class_balanced_training_evens_out_the_classes(
     digits_source: DatasetSource, digits_splits: Splits
 ) -> None:
@@ -122,6 +169,8 @@ def test_class_balanced_training_evens_out_the_classes(
         ({"train": False, "sampling": "class_balanced"}, "evaluation loader"),
         ({"train": False, "augment": "crop"}, "evaluation loader"),
         ({"train": True, "batch_size": 0}, "batch_size is 0"),
+        ({"train": True, "views": ("crop", "cutmix")}, "unknown augmentation 'cutmix'"),
+        ({"train": False, "views": ("crop",)}, "evaluation loader"),
     ],
 )
 def test_bad_options_are_rejected(
@@ -174,6 +223,28 @@ def test_file_loader_epochs_replay_whatever_the_workers(file_source: DatasetSour
     _assert_same_batches(in_process, _collect(loader(0), 1))
     _assert_same_batches(in_process, _collect(loader(2), 1))
     assert not torch.equal(in_process[0].images, _collect(loader(0), 2)[0].images)
+
+
+def test_file_views_are_their_own_draws_from_the_file_image(file_source: DatasetSource) -> None:
+    part = SplitPart("train", np.arange(10, dtype=np.int64))
+
+    def loader(num_workers: int) -> EpochLoader:
+        return make_loader(file_source, part, batch_size=4, train=True, augment="crop_flip",
+                           seed=3, device=CPU, num_workers=num_workers,
+                           views=("none", "crop_flip"))
+
+    batches = _collect(loader(0), 1)
+    plain = _collect(make_loader(file_source, part, batch_size=4, train=True,
+                                 augment="crop_flip", seed=3, device=CPU), 1)
+    _assert_same_batches(plain, batches)
+    for batch in batches:
+        raw_view, crop_view = batch.views
+        assert torch.equal(raw_view, _raw_images(file_source, part, batch.index))
+        assert crop_view.shape == batch.images.shape
+        assert not torch.equal(crop_view, batch.images) and not torch.equal(crop_view, raw_view)
+    with_workers = _collect(loader(2), 1)
+    for one, other in zip(batches, with_workers, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(one.views, other.views, strict=True))
 
 
 def test_unreadable_image_names_the_file(file_source: DatasetSource) -> None:

@@ -16,6 +16,7 @@ class FakeBatch:
     images: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
+    views: tuple[torch.Tensor, ...] = ()
 
 
 class FakeLoader:

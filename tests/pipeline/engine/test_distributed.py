@@ -59,8 +59,8 @@ def _train_scenario(scenario: str, rank: int, world_size: int) -> dict:
     assert len(splits.train.indices) == 176
     method = _method(scenario, splits.class_counts.tolist())
     loader = make_loader(source, splits.train, batch_size=32, train=True,
-                         sampling=method.sampling, seed=1, device=CPU, rank=rank,
-                         world_size=world_size)
+                         sampling=method.sampling, views=method.view_augments(), seed=1,
+                         device=CPU, rank=rank, world_size=world_size)
     val = make_loader(source, splits.val, batch_size=64, train=False, device=CPU)
     config = TrainConfig(epochs=2, optim=OptimConfig(lr=0.02), seed=5,
                          schedule=ScheduleConfig(kind="cosine", warmup_epochs=0, milestones=()))
