@@ -64,8 +64,8 @@ def main() -> None:
                               teacher=teacher).to(device)
         loaders = {
             "train": make_loader(source, splits.train, batch_size=args.batch_size, train=True,
-                                 sampling=method.sampling, augment="crop", seed=0,
-                                 device=device),
+                                 sampling=method.sampling, augment="crop",
+                                 seed=0, device=device),
             "val": make_loader(source, splits.val, batch_size=512, train=False, device=device),
         }
         config = TrainConfig(epochs=args.epochs, optim=OptimConfig(lr=0.05),

@@ -212,6 +212,8 @@ def pretrain(
 
     Writes models/<method>/seed<k>/model.pt and results/pretrain/<method>/seed<k>/ (metrics,
     DVCLive curves). Resumes an interrupted run from checkpoints/pretrain/<method>/seed<k>.pt.
+    An option given a list of values trains one backbone per value (each resumable from
+    checkpoints/pretrain/<method>/seed<k>/<option>=<value>.pt) and keeps the best on val.
     Reads params: data, train, methods.<method>. With `train.processes` > 1 it runs that many
     data-parallel ranks under torchrun (started here unless torchrun started it).
     """

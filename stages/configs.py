@@ -222,7 +222,7 @@ def check_library_configs(params: Params, origin: str) -> None:
     Raises:
         StageError: the first value a library refuses, named by its params key.
     """
-    from pipeline.methods import build_options
+    from pipeline.methods import build_options, method_sweep
 
     seed = max(params.seeds)  # the seed fields' range is the same for every seed
     with in_params_terms(origin):
@@ -233,7 +233,9 @@ def check_library_configs(params: Params, origin: str) -> None:
     for name, entry in params.methods.items():
         with in_params_terms(origin, name, entry.train):
             train_config(params.train_for(name), seed)
-            build_options(entry.kind, entry.options)
+            # an option listing several values is a sweep, and finding it checks every value
+            if method_sweep(entry.kind, entry.options) is None:
+                build_options(entry.kind, entry.options)
 
 
 def _has_key(tree: Mapping[str, Any], dotted: str) -> bool:

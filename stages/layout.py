@@ -42,6 +42,13 @@ def resume_path(method: str, seed: Seed) -> Path:
     return Path("checkpoints/pretrain") / method / f"{_seed(seed)}.pt"
 
 
+def sweep_resume_dir(method: str, seed: Seed) -> Path:
+    """Per-epoch checkpoints of an unfinished pretrain run that sweeps an option, one file per
+    value (``<option>=<value>.pt``); like `resume_path`, not a DVC output. A finished value's
+    file stays until the whole stage completes, so a rerun does not train it again."""
+    return Path("checkpoints/pretrain") / method / _seed(seed)
+
+
 def pretrain_results(method: str, seed: Seed) -> Path:
     """Training metrics and DVCLive curves of a method."""
     return RESULTS / "pretrain" / method / _seed(seed)

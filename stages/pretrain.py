@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from pipeline.engine.distributed import (
 from pipeline.methods import Method, build_method
 from stages.configs import train_config
 from stages.errors import StageError
-from stages.io import save_torch, write_json
+from stages.io import json_ready, save_torch, write_json
 from stages.layout import (
     model_path,
     pretrain_results,
@@ -35,11 +36,20 @@ from stages.layout import (
     resolve_device,
     resume_path,
     splits_path,
+    sweep_resume_dir,
 )
 from stages.outputs import StageOutputs, check_writable
 from stages.params import Params, TrainParams, section_digest
 from stages.prepare import open_source
 from stages.progress import StepProgress, log
+from stages.sweep import (
+    Candidate,
+    Outcome,
+    divergence,
+    plan_runs,
+    select_on_val,
+    sweep_record,
+)
 
 MODEL_FORMAT = "tailbank-model/1"
 
@@ -49,8 +59,11 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     ``models/<method>/seed<seed>/model.pt`` and its metrics.
 
     An interrupted run resumes from ``checkpoints/pretrain/<method>/seed<seed>.pt``, which is
-    removed once the stage completes. Started by torchrun (``WORLD_SIZE`` set), this process
-    trains as its rank: the training batches are split across ranks, and rank 0 alone writes.
+    removed once the stage completes. An option given a list of values (``beta: [0, 1, 5]``)
+    trains one backbone per value, each resumable from its own file under
+    ``checkpoints/pretrain/<method>/seed<seed>/``, and keeps the best on val (`stages.sweep`).
+    Started by torchrun (``WORLD_SIZE`` set), this process trains as its rank: the training
+    batches are split across ranks, and rank 0 alone writes.
 
     Returns:
         The path of the best-on-val model checkpoint.
@@ -62,10 +75,12 @@ def run(params: Params, method_name: str, seed: int) -> Path:
         if not rank.is_main:
             return _train_and_save(params, method_name, seed, rank, device, None)
         check_writable(resume_path(method_name, seed), folder=False)
+        check_writable(sweep_resume_dir(method_name, seed), folder=True)
         folders = [model_path(method_name, seed).parent, pretrain_results(method_name, seed)]
         with StageOutputs(folders=folders) as out:
             _train_and_save(params, method_name, seed, rank, device, out)
         resume_path(method_name, seed).unlink(missing_ok=True)
+        shutil.rmtree(sweep_resume_dir(method_name, seed), ignore_errors=True)
         return model_path(method_name, seed)
     finally:
         stop_process_group()
@@ -78,6 +93,27 @@ def rank_device(device: torch.device, rank: Rank) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What every training run of one pretrain stage shares."""
+
+    method_name: str
+    seed: int
+    kind: str
+    recipe: TrainParams
+    source: DatasetSource
+    splits: Splits
+    teacher_payload: dict[str, Any] | None
+    rank: Rank
+    device: torch.device
+
+    def checkpoint(self, candidate: Candidate) -> Path:
+        """The resume file of one run: one per value when the stage sweeps an option."""
+        if candidate.label is None:
+            return resume_path(self.method_name, self.seed)
+        return sweep_resume_dir(self.method_name, self.seed) / f"{candidate.label}.pt"
+
+
 def _train_and_save(
     params: Params,
     method_name: str,
@@ -86,57 +122,100 @@ def _train_and_save(
     device: torch.device,
     out: StageOutputs | None,
 ) -> Path:
-    """Train on every rank; rank 0 (``out`` given) writes the model and results into ``out``."""
+    """Train every candidate on every rank; rank 0 (``out`` given) keeps the best on val and
+    writes the model and results into ``out``."""
     entry = params.method(method_name)
-    recipe = params.train_for(method_name)
     source = open_source(params.data)
     splits = load_splits(params.data.dataset, source)
-
-    teacher_payload = load_teacher_payload(params, method_name, seed, splits)
-    set_seed(seed)
-    method = build_method(
-        entry.kind,
-        backbone=recipe.backbone,
-        in_channels=source.channels,
-        class_counts=splits.class_counts.tolist(),
-        options=entry.options,
-        seed=seed,
-        teacher=restore_method(teacher_payload) if teacher_payload else None,
-        normalisation=(source.mean, source.std),
-    ).to(device)
-    common = {"batch_size": recipe.batch_size, "seed": seed, "device": device,
-              "num_workers": recipe.num_workers}
-    loaders = {
-        "train": make_loader(source, splits.train, train=True, sampling=method.sampling,
-                             augment=recipe.augment, rank=rank.rank,
-                             world_size=rank.world_size, **common),
-        "val": make_loader(source, splits.val, train=False, **common),
-    }
-    config = train_config(recipe, seed)
-    checkpoint = resume_path(method_name, seed)
+    setting = _Setting(method_name, seed, entry.kind, params.train_for(method_name), source,
+                       splits, load_teacher_payload(params, method_name, seed, splits), rank,
+                       device)
+    runs = plan_runs(entry)
+    if runs.sweep is not None and rank.is_main:
+        log(f"pretrain {method_name}: {len(runs.candidates)} backbones, one per "
+            f"{runs.sweep.option} in {list(runs.sweep.values)}; the best on val is kept")
+    outcomes = [_outcome(setting, candidate, single=runs.sweep is None)
+                for candidate in runs.candidates]
     if out is None:
-        train(method, loaders["train"], loaders["val"], config, device=device,
-              checkpoint_path=checkpoint)
         return model_path(method_name, seed)
+    chosen = select_on_val(outcomes, method_name)
+    result = chosen.result
+    assert result is not None  # select_on_val returns a finished run
+    results = out.staged(pretrain_results(method_name, seed))
+    with CurveLogger(results / "live") as curves:
+        for record in result.history:
+            curves.log(record)
+    target = out.staged(model_path(method_name, seed))
+    save_torch(target, model_payload(params, method_name, seed, setting.recipe, result, splits,
+                                     source.channels, setting.teacher_payload,
+                                     chosen.candidate.options))
+    last = result.history[-1]
+    metrics: dict[str, Any] = {
+        "best_epoch": result.best_epoch + 1,
+        "best_val_acc": round(result.best_val_acc, 6),
+        "epochs": len(result.history),
+        "last_train_acc": round(last.train_acc, 6),
+        "last_train_loss": round(last.train_loss, 6),
+    }
+    if runs.sweep is not None:
+        metrics["sweep"] = json_ready(sweep_record(runs.sweep, outcomes, chosen))
+        log(f"pretrain {method_name}: kept {chosen.candidate.label} (val accuracy "
+            f"{result.best_val_acc:.4f} at epoch {result.best_epoch + 1})")
+    write_json(results / "metrics.json", metrics)
+    return target
+
+
+def _outcome(setting: _Setting, candidate: Candidate, single: bool) -> Outcome:
+    """Train one candidate. A divergence fails the stage when it trains one backbone only;
+    in a sweep it is recorded and the other values go on."""
+    try:
+        return Outcome(candidate, result=_fit(setting, candidate))
+    except NonFiniteError as error:
+        title = f"pretrain {setting.method_name}"
+        if single:
+            raise StageError(f"{title}: {error}") from None
+        if setting.rank.is_main:
+            log(f"{title} {candidate.label}: {error}; left out of the choice on val")
+        return Outcome(candidate, diverged=divergence(error))
+
+
+def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
+    """Train one backbone with ``candidate``'s options, resuming from its checkpoint."""
+    recipe, rank = setting.recipe, setting.rank
+    set_seed(setting.seed)
+    teacher = setting.teacher_payload
+    method = build_method(
+        setting.kind,
+        backbone=recipe.backbone,
+        in_channels=setting.source.channels,
+        class_counts=setting.splits.class_counts.tolist(),
+        options=candidate.options,
+        seed=setting.seed,
+        teacher=restore_method(teacher) if teacher else None,
+    ).to(setting.device)
+    common = {"batch_size": recipe.batch_size, "seed": setting.seed, "device": setting.device,
+              "num_workers": recipe.num_workers}
+    train_loader = make_loader(setting.source, setting.splits.train, train=True,
+                               sampling=method.sampling, augment=recipe.augment,
+                               rank=rank.rank, world_size=rank.world_size, **common)
+    val_loader = make_loader(setting.source, setting.splits.val, train=False, **common)
+    config = train_config(recipe, setting.seed)
+    checkpoint = setting.checkpoint(candidate)
+    if not rank.is_main:
+        return train(method, train_loader, val_loader, config, device=setting.device,
+                     checkpoint_path=checkpoint)
+    title = " ".join(filter(None, ["pretrain", setting.method_name, candidate.label]))
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if checkpoint.is_file():
         read_payload(checkpoint)  # a damaged or crafted file is refused before we say "resuming"
-        log(f"pretrain {method_name}: resuming the interrupted run from {checkpoint} "
-            "(earlier epochs are replayed into the curves)")
+        log(f"{title}: resuming the interrupted run from {checkpoint} (earlier epochs are "
+            "replayed)")
     if rank.distributed:
-        log(f"pretrain {method_name}: {rank.world_size} data-parallel ranks, global batch "
-            f"{recipe.batch_size}")
-    results = out.staged(pretrain_results(method_name, seed))
-    live_dir = results / "live"
-
-    title = f"pretrain {method_name}"
-    steps_per_epoch = len(loaders["train"])
-    with StepProgress(title, recipe.epochs * steps_per_epoch) as progress, CurveLogger(
-        live_dir
-    ) as curves:
+        log(f"{title}: {rank.world_size} data-parallel ranks, global batch {recipe.batch_size}")
+    steps_per_epoch = len(train_loader)
+    with StepProgress(title, recipe.epochs * steps_per_epoch) as progress:
 
         def on_epoch_end(record: EpochRecord) -> None:
-            curves.log(record)
             progress.epoch_line(
                 f"{title} epoch {record.epoch + 1}/{recipe.epochs} loss {record.train_loss:.4f} "
                 f"train_acc {record.train_acc:.4f} val_acc {record.val_acc:.4f} lr {record.lr:.4g}"
@@ -145,35 +224,8 @@ def _train_and_save(
         def on_step(epoch: int, step: int) -> None:
             progress.advance_to(epoch * steps_per_epoch + step + 1, f"epoch {epoch + 1}")
 
-        try:
-            result = train(
-                method,
-                loaders["train"],
-                loaders["val"],
-                config,
-                device=device,
-                checkpoint_path=checkpoint,
-                on_epoch_end=on_epoch_end,
-                on_step=on_step,
-            )
-        except NonFiniteError as error:
-            raise StageError(f"pretrain {method_name}: {error}") from None
-
-    target = out.staged(model_path(method_name, seed))
-    save_torch(target, model_payload(params, method_name, seed, recipe, result, splits,
-                                     source.channels, teacher_payload))
-    last = result.history[-1]
-    write_json(
-        results / "metrics.json",
-        {
-            "best_epoch": result.best_epoch + 1,
-            "best_val_acc": round(result.best_val_acc, 6),
-            "epochs": len(result.history),
-            "last_train_acc": round(last.train_acc, 6),
-            "last_train_loss": round(last.train_loss, 6),
-        },
-    )
-    return target
+        return train(method, train_loader, val_loader, config, device=setting.device,
+                     checkpoint_path=checkpoint, on_epoch_end=on_epoch_end, on_step=on_step)
 
 
 def model_payload(
@@ -185,11 +237,13 @@ def model_payload(
     splits: Splits,
     in_channels: int,
     teacher_payload: dict[str, Any] | None,
+    options: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything ``dump`` needs to rebuild the model without reading params.yaml.
 
-    A student's state already holds its teacher's weights, so only the teacher's description
-    is kept, for rebuilding its skeleton.
+    ``options`` are the ones the model was trained with (in a sweep, the chosen value's). A
+    student's state already holds its teacher's weights, so only the teacher's description is
+    kept, for rebuilding its skeleton.
     """
     entry = params.method(method_name)
     payload = {
@@ -200,7 +254,7 @@ def model_payload(
         "in_channels": in_channels,
         "dataset": splits.dataset,
         "class_counts": splits.class_counts.tolist(),
-        "options": dict(entry.options),
+        "options": dict(options),
         "seed": seed,
         "best_epoch": result.best_epoch,
         "params_digest": section_digest(seed, params.data, recipe, entry),

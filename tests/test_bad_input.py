@@ -413,6 +413,20 @@ TABLE += [
          ("methods.paco.options.alpha", "type float")),
         ("method option out of range", edit("methods.paco.options.momentum", 1.5),
          ("methods.paco.options.momentum", "<= 1")),
+        ("empty list of values to choose on val", edit("methods.mbib.options.beta", []),
+         ("methods.mbib.options.beta", "must list at least one value")),
+        ("swept value out of range", edit("methods.mbib.options.beta", [1, -2]),
+         ("methods.mbib.options.beta", "lists -2.0, which must be >= 0")),
+        ("swept value of the wrong type", edit("methods.bib.options.beta", [1, "5"]),
+         ("methods.bib.options.beta", "items must be a number", "'5'")),
+        ("value listed twice in a sweep", edit("methods.bib.options.beta", [5, 5.0]),
+         ("methods.bib.options.beta", "lists 5 twice")),
+        ("list for an option that cannot be swept",
+         edit("methods.paco.options.key_augment", ["crop", "simclr"]),
+         ("methods.paco.options.key_augment", "takes one name", "only numeric options")),
+        ("two options swept at once",
+         edit("methods.mbib.options", {"a": [0.1, 0.2], "beta": [1, 5]}),
+         ("methods.mbib.options.beta", "besides 'a'", "sweep one option at a time")),
     )
 ]
 

@@ -11,7 +11,14 @@ from pipeline.methods.bsce import BalancedSoftmax
 from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.losses import balanced_softmax_cross_entropy, log_class_prior
-from pipeline.methods.registry import METHODS, build_method, build_options, method_options_fields
+from pipeline.methods.options import OptionSweep
+from pipeline.methods.registry import (
+    METHODS,
+    build_method,
+    build_options,
+    method_options_fields,
+    method_sweep,
+)
 
 __all__ = [
     "METHODS",
@@ -22,10 +29,12 @@ __all__ = [
     "Embedding",
     "Method",
     "NoOptions",
+    "OptionSweep",
     "StepOutput",
     "balanced_softmax_cross_entropy",
     "build_method",
     "build_options",
     "log_class_prior",
     "method_options_fields",
+    "method_sweep",
 ]

@@ -7,9 +7,12 @@ centres are the backbone's linear classifier on the pooled feature, whose logits
 (the training class prior) during training. The loss is :func:`paco_loss`; at test time the
 prediction is the plain linear logits.
 
-Each query is the batch's image as given; its key view is a second augmentation of the same
-image, made here with a batched tensor op from a generator seeded off torch's global RNG, so a
-resumed run (which restores that RNG) replays the same views.
+Each query is the batch's image as given (``train.augment``); its key view is an independent
+draw of ``key_augment`` from the raw image, made by the training loader (the method's one
+entry of :meth:`~pipeline.methods.base.Method.view_augmentations`), as the official code draws
+``transform[0](img)`` and ``transform[1](img)`` from the same image: never a second
+augmentation composed on the augmented query. The loader seeds it from (seed, epoch), so a
+resumed run replays the same views.
 
 Contrast set of query i (default, as PaCo's official code builds it): the C centres, the
 batch's other queries, the batch's keys and the filled queue slots; only the self-contrast
@@ -48,9 +51,8 @@ from core.constraints import (
     Rule,
     check_constraints,
 )
-from pipeline.data.augmentations import POLICY_AUGMENTATIONS
-from pipeline.data.transforms import augment_batch
-from pipeline.errors import ConfigError
+from pipeline.data.transforms import AUGMENTATIONS
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.distributed import gather_from_all_ranks
 from pipeline.methods.losses import log_class_prior
@@ -58,10 +60,8 @@ from pipeline.methods.paco_loss import paco_loss
 from pipeline.methods.paco_queue import LabelledKeyQueue
 from pipeline.models import Backbone
 
-# Batched tensor augmentations that need no dataset statistics.
-KEY_AUGMENTATIONS: tuple[str, ...] = ("crop_flip", "crop", "none", *POLICY_AUGMENTATIONS)
-# Upper bound of the per-step seeds of the key-view generator.
-SEED_BOUND = 2**62
+# Every augmentation the loaders draw can make the key view ("none": the raw image).
+KEY_AUGMENTATIONS: tuple[str, ...] = AUGMENTATIONS
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,9 @@ class PaCoOptions:
         queue_size: K, the number of past keys kept (CIFAR: 1024).
         projection_dim: width of the projected, L2-normalised queries and keys (CIFAR: 32).
         momentum: m of the key encoder update ``theta_k <- m theta_k + (1 - m) theta_q``.
-        key_augment: augmentation of the key view, one of :data:`KEY_AUGMENTATIONS`.
+        key_augment: augmentation of the key view, one of :data:`KEY_AUGMENTATIONS`, drawn
+            from the raw image independently of the query's (the official CIFAR code: the
+            SimCLR view, "simclr"; "none" makes the key the un-augmented image).
         contrast_queries: also contrast each query with the batch's other queries (with
             gradient), as the official code does.
         own_key_positive: keep the query's own key as a positive (weight alpha), as the
@@ -160,7 +162,13 @@ class ParametricContrastive(Method):
             parameter.requires_grad_(False)
         self.queue = LabelledKeyQueue(options.queue_size, options.projection_dim)
 
-    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+    def view_augmentations(self) -> tuple[str | None, ...]:
+        """The key view: one draw of ``key_augment`` from each raw image, by the loader."""
+        return (self.options.key_augment,)
+
+    def training_step(
+        self, images: Tensor, labels: Tensor, index: Tensor, *views: Tensor
+    ) -> StepOutput:
         """PaCo loss of one batch; enqueues the batch's keys (of every rank) afterwards.
 
         The total loss is :func:`paco_loss` alone, ``L = mean_i L_i`` with
@@ -173,14 +181,20 @@ class ParametricContrastive(Method):
             images: ``[B, C_in, H, W]`` images (the query view).
             labels: ``[B]`` class indices.
             index: ``[B]`` sample positions (unused).
+            *views: ``key_images``, the key view ``[B, C_in, H, W]`` of the same images,
+                drawn from the raw images apart from the query view.
 
         Returns:
             The scalar loss and the plain ``[B, C]`` logits (the test-time rule).
+
+        Raises:
+            PipelineError: no key view, or one of another shape than the queries.
         """
+        key_images = self.key_view(images, views)
         pooled = self.pooled_features(images)
         logits = self.backbone.fc(pooled)
         queries = F.normalize(self.projector(pooled), dim=1)
-        keys = self.key_projections(self.key_view(images))
+        keys = self.key_projections(key_images)
         contrast_keys, contrast_labels, contrast_mask = self.contrast_set(queries, keys, labels)
         loss = paco_loss(
             logits + self.log_prior,
@@ -226,23 +240,15 @@ class ParametricContrastive(Method):
         """``[B, D]`` pooled final features of the query backbone."""
         return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
 
-    def key_view(self, images: Tensor) -> Tensor:
-        """A second augmentation of ``images`` ``[B, C_in, H, W]`` for the key encoder.
-
-        The generator is seeded from torch's global CPU generator, which the engine restores
-        on resume, so the views of a resumed run equal those of an uninterrupted one.
-        """
-        if self.options.key_augment == "none":
-            return images
-        augment = self.options.key_augment
-        if augment in POLICY_AUGMENTATIONS and self.pixel_normalisation is None:
-            raise ConfigError("PaCoOptions", "key_augment", "works on pixels and needs the data's "
-                              "normalisation: build the method with normalisation=(mean, std)",
-                              augment)
-        seed = int(torch.randint(0, SEED_BOUND, (1,)).item())
-        generator = torch.Generator().manual_seed(seed)
-        mean, std = self.pixel_normalisation or (None, None)
-        return augment_batch(images, augment, generator, mean=mean, std=std)
+    def key_view(self, images: Tensor, views: tuple[Tensor, ...]) -> Tensor:
+        """The key view of ``views``, checked against the query view ``images``."""
+        if len(views) != 1 or views[0].shape != images.shape:
+            shapes = [tuple(view.shape) for view in views]
+            raise PipelineError(
+                f"paco needs one key view of the query's shape {tuple(images.shape)}, got "
+                f"{shapes}: ask the loader for views=method.view_augmentations()"
+            )
+        return views[0]
 
     @torch.no_grad()
     def key_projections(self, images: Tensor) -> Tensor:

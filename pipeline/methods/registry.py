@@ -18,7 +18,7 @@ from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.gml_student import GMLStudent
 from pipeline.methods.gml_teacher import GMLTeacher
-from pipeline.methods.options import option_defaults, parse_options
+from pipeline.methods.options import OptionSweep, find_sweep, option_defaults, parse_options
 from pipeline.methods.paco import ParametricContrastive
 from pipeline.models import build_backbone, closest_hint, seeded_initialisation
 
@@ -59,6 +59,12 @@ def build_options(kind: str, options: Mapping[str, Any] | None) -> Any:
     return parse_options(method_class(kind).Options, options, kind)
 
 
+def method_sweep(kind: str, options: Mapping[str, Any] | None) -> OptionSweep | None:
+    """The option of method ``kind`` given several values to choose from on val, if any
+    (checked, see :func:`~pipeline.methods.options.find_sweep`)."""
+    return find_sweep(method_class(kind).Options, options, kind)
+
+
 def build_method(
     kind: str,
     *,
@@ -68,7 +74,6 @@ def build_method(
     options: Mapping[str, Any] | None = None,
     seed: int | None = None,
     teacher: Method | None = None,
-    normalisation: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Method:
     """Build method ``kind`` around a fresh backbone with one class per entry of the counts.
 
@@ -81,8 +86,6 @@ def build_method(
         seed: seed of every initial weight (backbone and method heads); ``None`` draws them
             from torch's default generator.
         teacher: the trained teacher of a method whose ``needs_teacher`` is set.
-        normalisation: per-channel ``(mean, std)`` of the images in [0, 1] pixel units, for
-            methods that augment views with pixel policies (PaCo's ``key_augment: simclr``).
 
     Returns:
         The method on the CPU, in training mode.
@@ -102,7 +105,4 @@ def build_method(
     with seeded_initialisation(seed):
         network = build_backbone(backbone, num_classes=counts.numel(), in_channels=in_channels)
         method = method_type(network, counts, parsed_options, **extra)
-    if normalisation is not None:
-        mean, std = normalisation
-        method.pixel_normalisation = (tuple(map(float, mean)), tuple(map(float, std)))
     return method

@@ -367,7 +367,7 @@ def test_method_loss_wires_the_heads_into_eq11(
 def test_options_defaults_and_parsing() -> None:
     assert (BIBOptions().a, BIBOptions().b) == (0.0, 0.0)
     assert (MBIBOptions().a, MBIBOptions().b) == (0.1, 0.3)
-    assert (MBIBOptions().beta, MBIBOptions().gamma, MBIBOptions().m) == (1.0, 0.0, 0.1)
+    assert (MBIBOptions().beta, MBIBOptions().gamma, MBIBOptions().m) == (5.0, 0.0, 0.1)
     parsed = parse_options(MBIBOptions, {"beta": 2, "z_dim": 32}, "mbib")
     assert parsed == MBIBOptions(beta=2.0, z_dim=32)
     with pytest.raises(PipelineError, match="MBIBOptions.gama is not an option"):

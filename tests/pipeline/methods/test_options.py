@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 
+from core.constraints import NON_NEGATIVE, Rule, check_constraints
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.methods.options import option_defaults, parse_options
+from pipeline.methods.options import OptionSweep, find_sweep, option_defaults, parse_options
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,61 @@ def test_a_field_without_default_is_a_programming_error() -> None:
 
     with pytest.raises(TypeError, match="needs a plain default"):
         option_defaults(Broken)
+
+
+@dataclass(frozen=True)
+class CheckedOptions:
+    """Options with declared constraints and a rule tying two of them together."""
+
+    alpha: float = 0.01
+    beta: float = 1.0
+    queue_size: int = 1024
+    dims: tuple[int, ...] = (64, 32)
+    learnable: bool = False
+    mode: str = "paper"
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        if self.alpha > self.beta:
+            raise ConfigError("CheckedOptions", "alpha", "must not exceed beta", self.alpha)
+
+
+def test_a_list_for_a_numeric_option_is_a_sweep_in_the_order_given() -> None:
+    given = {"beta": [5, 0.5, 2], "mode": "code"}
+    sweep = find_sweep(CheckedOptions, given, "example")
+    assert sweep == OptionSweep("beta", (5.0, 0.5, 2.0))
+    assert all(isinstance(value, float) for value in sweep.values)
+    assert sweep.candidates(given) == [{"beta": value, "mode": "code"} for value in (5.0, 0.5, 2.0)]
+    assert [sweep.label(value) for value in sweep.values] == ["beta=5.0", "beta=0.5", "beta=2.0"]
+    assert find_sweep(CheckedOptions, {"queue_size": [256, 1024]}, "example").values == (256, 1024)
+
+
+def test_single_values_and_lists_of_list_valued_options_are_no_sweep() -> None:
+    assert find_sweep(CheckedOptions, {"beta": 2.0, "dims": [8, 4]}, "example") is None
+    assert find_sweep(CheckedOptions, None, "example") is None
+
+
+@pytest.mark.parametrize(
+    ("given", "field", "problem"),
+    [
+        ({"beta": []}, "beta", "must list at least one value"),
+        ({"beta": [1, 2, 1]}, "beta", "lists 1 twice"),
+        ({"beta": [1, "2"]}, "beta", "items must be a number"),
+        ({"queue_size": [256, 0.5]}, "queue_size", "items must be an integer"),
+        ({"beta": [1, True]}, "beta", "items must be a number"),
+        ({"beta": [1, -2]}, "beta", "lists -2.0, which must be >= 0"),
+        ({"beta": [1, float("inf")]}, "beta", "must be finite"),
+        ({"beta": [1, 2], "alpha": [0, 1]}, "alpha", "besides 'beta': sweep one option at a time"),
+        ({"mode": ["paper", "code"]}, "mode", "takes one name: only numeric options"),
+        ({"learnable": [True, False]}, "learnable", "takes one flag"),
+        ({"alpha": 0.5, "beta": [1, 0.2]}, "alpha", "must not exceed beta when beta is 0.2"),
+        ({"beta": [1, 2], "alpha": -1.0}, "alpha", "must be >= 0"),
+    ],
+)
+def test_bad_sweeps_name_the_option_and_the_problem(given: dict, field: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        find_sweep(CheckedOptions, given, "example")
+    assert (caught.value.owner, caught.value.field) == ("CheckedOptions", field)
+    assert problem in caught.value.problem

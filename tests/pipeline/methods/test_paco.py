@@ -42,6 +42,11 @@ def batch(size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tor
     return images, labels, torch.arange(size)
 
 
+def key_view(images: torch.Tensor) -> tuple[torch.Tensor]:
+    """A key view of the same images other than the query (the loader's draw in training)."""
+    return (images.flip(3),)
+
+
 def paco_by_hand(
     centre_logits: list[list[float]],
     labels: list[int],
@@ -122,11 +127,11 @@ def test_paco_loss_ignores_what_the_mask_removes() -> None:
 
 
 def test_first_step_is_the_equation_with_the_log_prior_on_the_centres() -> None:
-    """Key view "none" and a fresh key encoder: the keys are the detached queries and the
-    queue is empty, so A(i) is the other B - 1 keys of the batch."""
+    """Key view "none" of un-augmented images and a fresh key encoder: the keys are the
+    detached queries and the queue is empty, so A(i) is the other B - 1 keys of the batch."""
     method = build(replace(SMALL, key_augment="none"))
     images, labels, index = batch()
-    output = method.training_step(images, labels, index)
+    output = method.training_step(images, labels, index, images)
     pooled = method.pooled_features(images).detach()
     logits = method.backbone.fc(pooled).double()
     queries = torch.nn.functional.normalize(method.projector(pooled), dim=1).double()
@@ -153,7 +158,7 @@ def test_first_step_is_the_equation_with_the_log_prior_on_the_centres() -> None:
 def test_gradients_reach_the_query_encoder_and_centres_only() -> None:
     method = build()
     images, labels, index = batch()
-    method.training_step(images, labels, index).loss.backward()
+    method.training_step(images, labels, index, *key_view(images)).loss.backward()
     for name, parameter in method.named_parameters():
         if name.startswith(("key_backbone.", "key_projector.")):
             assert not parameter.requires_grad and parameter.grad is None, name
@@ -198,7 +203,7 @@ def test_queue_is_a_fifo_ring_for_any_batch_size(pushes: list[int]) -> None:
 def test_contrast_set_masks_empty_slots_and_the_own_key() -> None:
     method = build()
     images, labels, index = batch()
-    method.training_step(images, labels, index)
+    method.training_step(images, labels, index, *key_view(images))
     queries = torch.zeros(8, SMALL.projection_dim)
     keys, key_labels, mask = method.contrast_set(queries, queries, labels)
     assert keys.shape == (8 + SMALL.queue_size, SMALL.projection_dim)
@@ -223,7 +228,7 @@ def test_a_training_step_sgd_step_and_momentum_update() -> None:
     images, labels, index = batch()
     key_before = [p.detach().clone() for p in method.key_parameters()]
     optimizer = torch.optim.SGD(method.parameter_groups(), lr=0.1, momentum=0.9)
-    output = method.training_step(images, labels, index)
+    output = method.training_step(images, labels, index, *key_view(images))
     optimizer.zero_grad()
     output.loss.backward()
     optimizer.step()
@@ -246,7 +251,7 @@ def test_state_dict_round_trips_and_resumes_identically() -> None:
     torch.manual_seed(3)
     for step in range(4):
         images, labels, index = batch(seed=step)
-        method.training_step(images, labels, index).loss.backward()
+        method.training_step(images, labels, index, *key_view(images)).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         method.after_optimizer_step()
@@ -258,25 +263,40 @@ def test_state_dict_round_trips_and_resumes_identically() -> None:
     assert int(restored.queue.filled) == SMALL.queue_size and int(restored.queue.pointer) == 8
     images, labels, index = batch(seed=9)
     torch.manual_seed(4)
-    loss = method.training_step(images, labels, index).loss
+    loss = method.training_step(images, labels, index, *key_view(images)).loss
     torch.manual_seed(4)
-    restored_loss = restored.training_step(images, labels, index).loss
+    restored_loss = restored.training_step(images, labels, index, *key_view(images)).loss
     assert torch.equal(loss, restored_loss)
     assert torch.equal(method.queue.keys, restored.queue.keys)
 
 
-def test_key_view_draws_from_the_global_generator_only() -> None:
-    method = build()
-    images, _, _ = batch()
-    torch.manual_seed(7)
-    first = method.key_view(images)
-    torch.manual_seed(7)
-    assert torch.equal(first, method.key_view(images))
-    assert not torch.equal(first, images)
-    plain = build(replace(SMALL, key_augment="none"))
+def test_the_keys_come_from_the_key_view_the_loader_drew() -> None:
+    """The key view is a draw of key_augment from the raw image, made by the loader
+    (tests/pipeline/data/test_loaders.py); the method encodes it as given, never re-augmenting
+    the query."""
+    method = build(replace(SMALL, key_augment="simclr"))
+    assert method.view_augmentations() == ("simclr",)
+    images, labels, index = batch()
+    (keys_view,) = key_view(images)
+    with torch.no_grad():
+        expected = method.key_projections(keys_view)
+        from_query = method.key_projections(images)
     state = torch.get_rng_state()
-    assert plain.key_view(images) is images
-    assert torch.equal(state, torch.get_rng_state())
+    method(images, labels, index, keys_view)
+    assert torch.equal(state, torch.get_rng_state()), "the step drew random numbers"
+    assert torch.allclose(method.queue.keys[:8], expected, atol=1e-6)
+    assert not torch.allclose(method.queue.keys[:8], from_query, atol=1e-3)
+
+
+@pytest.mark.parametrize("views", [(), "two", "shape"])
+def test_a_step_without_its_one_key_view_is_refused(views: object) -> None:
+    method = build()
+    images, labels, index = batch()
+    given = {(): (), "two": (images, images), "shape": (images[:4],)}[views]
+    with pytest.raises(PipelineError, match="key view|extra view"):
+        method(images, labels, index, *given)
+    with pytest.raises(PipelineError, match="paco needs one key view"):
+        method.training_step(images, labels, index, *given)
 
 
 def test_predict_is_the_plain_linear_head_and_embed_adds_the_projection() -> None:
@@ -294,7 +314,7 @@ def test_predict_is_the_plain_linear_head_and_embed_adds_the_projection() -> Non
 def test_a_batch_larger_than_the_queue_keeps_its_last_keys() -> None:
     method = build(replace(SMALL, queue_size=5))
     images, labels, index = batch()
-    method.training_step(images, labels, index)
+    method.training_step(images, labels, index, *key_view(images))
     slots, pointer, filled = queue_by_hand(5, [labels.tolist()])
     assert int(method.queue.filled) == filled == 5 and int(method.queue.pointer) == pointer
     assert method.queue.labels.tolist() == slots
@@ -333,10 +353,10 @@ def test_out_of_range_options_name_their_key(key: str, value: object) -> None:
 def test_base_temperature_scales_the_loss() -> None:
     images, labels, index = batch()
     torch.manual_seed(0)
-    loss = build().training_step(images, labels, index).loss
+    loss = build().training_step(images, labels, index, *key_view(images)).loss
     torch.manual_seed(0)
     halved = build(replace(SMALL, base_temperature=2 * SMALL.temperature))
-    assert halved.training_step(images, labels, index).loss.item() == pytest.approx(
+    assert halved.training_step(images, labels, index, *key_view(images)).loss.item() == pytest.approx(
         loss.item() / 2, rel=1e-6
     )
 
@@ -348,21 +368,41 @@ def test_a_distributed_world_of_one_enqueues_the_gathered_keys(tmp_path: Path) -
     try:
         method = build()
         images, labels, index = batch()
-        method.training_step(images, labels, index)
+        method.training_step(images, labels, index, *key_view(images))
         assert int(method.queue.filled) == 8 and torch.equal(method.queue.labels[:8], labels)
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_simclr_key_views_need_and_use_the_pixel_normalisation() -> None:
-    images, labels, index = batch()
-    method = build(replace(SMALL, key_augment="simclr"))
-    with pytest.raises(PipelineError, match="needs the data's normalisation"):
-        method.key_view(images)
-    method.pixel_normalisation = ((0.3,), (0.4,))
-    torch.manual_seed(1)
-    view = method.key_view(images)
-    torch.manual_seed(1)
-    assert torch.equal(view, method.key_view(images))
-    assert view.shape == images.shape and not torch.equal(view, images)
-    assert torch.isfinite(method.training_step(images, labels, index).loss)
+def test_training_with_loader_drawn_key_views_is_deterministic_for_a_seed() -> None:
+    from pipeline.data import load_source, make_loader, make_splits
+    from pipeline.engine import OptimConfig, ScheduleConfig, TrainConfig, train
+
+    source = load_source("digits_lt", "unused")
+    splits = make_splits(source, imbalance_factor=5, val_per_class=4, test_per_class=4,
+                         max_per_class=12, seed=0)
+
+    def trained(seed: int) -> dict[str, torch.Tensor]:
+        method = build_method_for(source, splits, seed)
+        cpu = torch.device("cpu")
+        loader = make_loader(source, splits.train, batch_size=16, train=True, augment="crop",
+                             seed=seed, device=cpu)
+        val = make_loader(source, splits.val, batch_size=64, train=False, device=cpu)
+        config = TrainConfig(epochs=1, optim=OptimConfig(lr=0.05), seed=seed,
+                             schedule=ScheduleConfig(kind="cosine"))
+        train(method, loader, val, config, device=cpu)
+        return method.state_dict()
+
+    first, again, other = trained(0), trained(0), trained(1)
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not torch.equal(first["queue.keys"], other["queue.keys"])
+
+
+def build_method_for(source, splits, seed: int) -> ParametricContrastive:
+    from pipeline.methods import build_method
+
+    options = {"queue_size": 16, "projection_dim": 8, "key_augment": "crop_flip"}
+    method = build_method("paco", backbone="resnet20", in_channels=source.channels,
+                          class_counts=splits.class_counts.tolist(), options=options, seed=seed)
+    assert isinstance(method, ParametricContrastive)
+    return method
