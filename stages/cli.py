@@ -350,6 +350,36 @@ def compare(
     _run(debug, lambda: print(stage.run(_params(params), first, second)))
 
 
+FindingsOption = typer.Option(None, "--out", help="Also write the findings as JSON here.")
+ReproOption = typer.Option(False, "--repro", help="Run `dvc repro` of every method's classify "
+                           "and dlsa stages first.")
+
+
+@app.command()
+def fidelity(
+    params: Path = ParamsOption,
+    out: Path = FindingsOption,
+    repro: bool = ReproOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Each paper claim (BSCE > CE, BIB >= BSCE, MBIB >= BIB, student >= teacher, PaCo > BSCE,
+    decoupled > joint CE head, DLSA > base per backbone) on this data set and these seeds.
+
+    Prints a markdown table: both accuracies, the difference with its 95 % interval (the wider
+    of the paired bootstrap over test rows and, with 2 or more seeds, the t interval across
+    seeds) and a verdict: holds, fails or inconclusive. For several seeds:
+    `dvc exp run -S 'seeds=[0,1,2,3,4]'`, then `tailbank fidelity`.
+    """
+    from stages import fidelity as stage
+
+    def work() -> None:
+        if out is not None and out.exists() and not out.is_file():
+            raise StageError(f"--out {out}: a folder is there; name a file")
+        print(stage.run(_params(params), out=out, repro=repro))
+
+    _run(debug, work)
+
+
 @app.command()
 def route(
     model: Path = CascadeOption,

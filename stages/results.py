@@ -1,6 +1,6 @@
 """Reading what the per-seed stages left: metrics, predictions, and which result a name means.
 
-A result is named ``method[:classifier][+dlsa|+dlsa_paper]``:
+A result is named ``method[:classifier][+dlsa|+dlsa_paper|+dlsa_base]``:
 
 - ``ce``: the classifier of method ce with the best val accuracy (mean over the seeds);
 - ``ce:cosine``: its cosine classifier;
@@ -8,7 +8,9 @@ A result is named ``method[:classifier][+dlsa|+dlsa_paper]``:
   result the dlsa stage reports as its main one);
 - ``ce:cosine+dlsa``: DLSA on top of the cosine base (a kind of ``dlsa.base_kinds``);
 - ``ce:cosine+dlsa_paper``: the same with every filter (the paper's cascade), not the number
-  the val gate chose.
+  the val gate chose;
+- ``ce:cosine+dlsa_base``: the cosine base as the dlsa stage fitted it (its epochs chosen on
+  the half of val that chose the cascade's), the B side of the stage's DLSA differences.
 
 Used by ``tailbank compare`` and the report; both read the files of every seed of ``seeds:``.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +38,18 @@ from stages.layout import classify_results, dlsa_results
 from stages.params import Params
 
 SPEC = re.compile(
-    r"(?P<method>[A-Za-z][A-Za-z0-9_]*)(?::(?P<kind>[A-Za-z_]+))?(?P<dlsa>\+dlsa(?:_paper)?)?"
+    r"(?P<method>[A-Za-z][A-Za-z0-9_]*)(?::(?P<kind>[A-Za-z_]+))?"
+    r"(?P<dlsa>\+dlsa(?:_paper|_base)?)?"
 )
+
+
+BASE_SUFFIX = "+dlsa_base"
 
 
 @dataclass(frozen=True)
 class ResultName:
-    """A parsed ``method[:classifier][+dlsa|+dlsa_paper]``; ``kind`` None means "chosen on
-    val"; ``suffix`` is "", "+dlsa" or "+dlsa_paper"."""
+    """A parsed ``method[:classifier][+dlsa|+dlsa_paper|+dlsa_base]``; ``kind`` None means
+    "chosen on val"; ``suffix`` is "", "+dlsa", "+dlsa_paper" or "+dlsa_base"."""
 
     method: str
     kind: str | None
@@ -64,7 +71,8 @@ def parse_name(text: str, params: Params) -> ResultName:
     """
     found = SPEC.fullmatch(text)
     if found is None:
-        raise StageError(f"'{text}': name a result as method[:classifier][+dlsa|+dlsa_paper], "
+        raise StageError(f"'{text}': name a result as "
+                         "method[:classifier][+dlsa|+dlsa_paper|+dlsa_base], "
                          "e.g. ce, ce:cosine, ce+dlsa or ce:cosine+dlsa_paper")
     name = ResultName(found["method"], found["kind"], found["dlsa"] or "")
     params.method(name.method)
@@ -94,7 +102,14 @@ def chosen_kind(name: ResultName, params: Params) -> str:
     over the seeds (the first listed on a tie)."""
     if name.kind is not None:
         return name.kind
-    kinds = params.dlsa.base_kinds if name.dlsa else params.classify.kinds
+    return best_on_val(name, params.dlsa.base_kinds if name.dlsa else params.classify.kinds,
+                       params)
+
+
+def best_on_val(name: ResultName, kinds: Sequence[str], params: Params) -> str:
+    """Of ``kinds``, the one whose result (``name`` with that kind) has the best mean val
+    accuracy over the seeds (the first listed on a tie)."""
+    kinds = list(kinds)
     scores = {kind: [] for kind in kinds}
     for seed in params.seeds:
         if name.dlsa:
@@ -121,7 +136,7 @@ def predictions_of(name: ResultName, params: Params) -> tuple[SeededPredictions,
     per_seed, counts = [], None
     for seed in params.seeds:
         folder = (dlsa_results if name.dlsa else classify_results)(name.method, seed)
-        key = f"{kind}{name.suffix}"
+        key = kind if name.suffix == BASE_SUFFIX else f"{kind}{name.suffix}"
         try:
             per_seed.append(load_predictions(folder / PREDICTIONS_FILE, key))
             counts = _class_counts(folder / PREDICTIONS_FILE)

@@ -89,7 +89,7 @@ def test_compare_finds_the_known_difference(project: Path) -> None:
 
 def test_compare_names_a_bad_name_in_one_line(project: Path) -> None:
     for args, fragment in ((["compare", "ce:nope", "bsce"], "'nope' is not in classify.kinds"),
-                           (["compare", "ce-x", "bsce"], "method[:classifier][+dlsa|+dlsa_paper]"),
+                           (["compare", "ce-x", "bsce"], "method[:classifier][+dlsa|+dlsa_paper|+dlsa_base]"),
                            (["compare", "paco", "bsce"], "no method 'paco'")):
         done = CliRunner().invoke(app, args)
         assert done.exit_code == 2 and fragment in done.output, done.output
