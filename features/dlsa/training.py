@@ -329,7 +329,7 @@ def _run_epoch(
         if not torch.isfinite(loss):
             raise FeaturesError(
                 f"flow filter {name!r}: non-finite loss at epoch {epoch} step {step}; lower "
-                "FlowTrainConfig.lr or check the features for extreme values"
+                "the flow's learning rate (lr) or check the features for extreme values"
             )
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
