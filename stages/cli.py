@@ -27,6 +27,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from stages.version import tailbank_version
+
+        print(f"tailbank {tailbank_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print tailbank's version and exit."),
+) -> None:
+    """Long-tailed recognition pipeline: pretrain backbones, dump HDF5 feature banks, train
+    classifiers on the banks. `dvc repro` runs every stage; these commands run one. Each reads
+    its own sections of params.yaml."""
+
+
 ParamsOption = typer.Option(
     Path("params.yaml"), "--params", "-p", help="The params file to read.", show_default=True
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from stages.params import Params, section_digest
 from stages.prepare import open_source
 from stages.pretrain import load_model_payload, load_splits, restore_method
 from stages.progress import StepProgress, log
+from stages.version import tailbank_version
 
 SPLITS = ("train", "val", "test")
 
@@ -60,7 +60,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
         class_counts=splits.class_counts,
         class_names=source.class_names,
         augment="none",
-        tailbank_version=version("tailbank"),
+        tailbank_version=tailbank_version(),
     )
     sizes = {split: loader.num_samples for split, loader in loaders.items()}
     check_space(target, estimated_bank_bytes(sizes, meta, _extra_width(method, loaders)))
