@@ -136,7 +136,6 @@ def fit(
         options=options,
         seed=seed,
         teacher=teacher,
-        normalisation=(source.mean, source.std),
     )
     common = {"batch_size": recipe.batch_size, "seed": seed, "device": CPU}
     train_loader = make_loader(source, splits.train, train=True, sampling=method.sampling,
