@@ -20,6 +20,8 @@ def tailbank_version(pyproject: Path = PYPROJECT) -> str:
         return metadata.version("tailbank")
     except metadata.PackageNotFoundError:
         pass
+    if tomllib is None:
+        return "unknown"
     try:
         return str(tomllib.loads(pyproject.read_text("utf-8"))["project"]["version"])
     except (OSError, KeyError, TypeError, UnicodeDecodeError, tomllib.TOMLDecodeError):

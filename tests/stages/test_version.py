@@ -6,7 +6,6 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
 from typer.testing import CliRunner
 
 from stages import version
@@ -21,6 +20,7 @@ def not_installed(name: str) -> str:
 
 def test_an_uninstalled_checkout_reads_its_pyproject(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
+    tomllib = pytest.importorskip("tomllib")
     monkeypatch.setattr(version.metadata, "version", not_installed)
     expected = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert version.tailbank_version() == expected
