@@ -15,17 +15,14 @@ from core.constraints import ConfigFieldError
 from stages.errors import USER_ERRORS, StageError
 from stages.outputs import install_interrupt_handlers
 
+# The app's help is the docstring of its callback, main().
 app = typer.Typer(
     name="tailbank",
-    help=(
-        "Long-tailed recognition pipeline: pretrain backbones, dump HDF5 feature banks, "
-        "train classifiers on the banks. `dvc repro` runs every stage; these commands run one. "
-        "Each reads its own sections of params.yaml."
-    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
 
 def _print_version(asked: bool) -> None:
     if asked:
@@ -35,11 +32,12 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+VersionOption = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                             help="Print tailbank's version and exit.")
+
+
 @app.callback()
-def main(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Print tailbank's version and exit."),
-) -> None:
+def main(version: bool = VersionOption) -> None:
     """Long-tailed recognition pipeline: pretrain backbones, dump HDF5 feature banks, train
     classifiers on the banks. `dvc repro` runs every stage; these commands run one. Each reads
     its own sections of params.yaml."""
