@@ -446,8 +446,9 @@ class AnalysisConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
     kmeans: KmeansConfig = field(default_factory=KmeansConfig)
     separability: SeparabilityConfig = field(default_factory=SeparabilityConfig)
-    many_above: int = 100
-    few_below: int = 20
+    # the shot groups' own defaults, so that they are written once
+    many_above: int = ShotGroups.many_above
+    few_below: int = ShotGroups.few_below
     tail_max_count: int = 50
     index_split: str = "train"
     query_split: str = "test"

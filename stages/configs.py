@@ -25,41 +25,33 @@ from features.configs import (
 )
 from pipeline.engine.config import OptimConfig, ScheduleConfig, TrainConfig
 from stages.errors import StageError
+from stages.params import (
+    ANALYSIS,
+    ANALYSIS_SHOTS,
+    CASCADE,
+    CASCADE_CLASSIFIER,
+    FLOW,
+    KMEANS,
+    KNN,
+    OPTIM,
+    PROBE,
+    SCHEDULE,
+    SEPARABILITY,
+    SHOTS,
+    SOURCES,
+    TRAIN,
+)
+from stages.sections import values
 
 if TYPE_CHECKING:
     from stages.params import ClassifyParams, DLSAParams, EvalParams, Params, TrainParams
 
 QUERY_SPLIT = "test"
 
-# Library fields whose params key is not <section>.<field>, per config class.
-_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
-    "TrainConfig": ("train", {"seed": "seeds"}),
-    "OptimConfig": ("train.optim", {}),
-    "ScheduleConfig": ("train.schedule", {}),
-    "ProbeConfig": ("classify", {"seed": "seeds"}),
-    "FlowTrainConfig": ("dlsa.flow", {"seed": "seeds", "device": "dlsa.device"}),
-    "CascadeConfig": ("dlsa", {
-        "seed": "seeds",
-        "classifier_epochs": "dlsa.classifier.epochs",
-        "classifier_batch_size": "dlsa.classifier.batch_size",
-        "classifier_lr": "dlsa.classifier.lr",
-        "classifier_momentum": "dlsa.classifier.momentum",
-        "classifier_weight_decay": "dlsa.classifier.weight_decay",
-        "min_val_rows": "dlsa.classifier.min_val_rows",
-    }),
-    "ShotGroups": ("eval", {}),
-    "KnnConfig": ("analyze", {"seed": "seeds"}),
-    "KmeansConfig": ("analyze", {
-        "seed": "seeds",
-        "n_clusters": "analyze.kmeans_clusters",
-        "niter": "analyze.kmeans_niter",
-        "max_train_rows": "analyze.kmeans_max_rows",
-    }),
-    "SeparabilityConfig": ("analyze", {
-        "seed": "seeds", "max_rows_per_group": "analyze.probe_max_rows",
-    }),
-    "AnalysisConfig": ("analyze", {"many_above": "eval.many_above",
-                                   "few_below": "eval.few_below"}),
+# Library fields that no section holds: the stage passes them in, from these params keys.
+_STAGE_KEYS: dict[tuple[str, str], str] = {
+    ("FlowTrainConfig", "device"): "dlsa.device",
+    ("ProbeConfig", "device"): "classify.device",
 }
 _TRAIN_OWNERS = {"TrainConfig": "", "OptimConfig": "optim.", "ScheduleConfig": "schedule."}
 
@@ -78,14 +70,16 @@ def params_key(error: ConfigFieldError, method: str | None = None,
     owner, field = error.owner, error.field
     if owner.endswith("Options"):
         return f"methods.{method or '<method>'}.options.{field}"
-    if owner in _TRAIN_OWNERS and method is not None and field != "seed":
+    if field == "seed":
+        return "seeds"
+    if owner in _TRAIN_OWNERS and method is not None:
         relative = f"{_TRAIN_OWNERS[owner]}{field}"
         if _has_key(overrides or {}, relative):
             return f"methods.{method}.train.{relative}"
-    if owner not in _SECTIONS:
-        return f"{owner}.{field}"
-    section, renamed = _SECTIONS[owner]
-    return renamed.get(field, f"{section}.{field}")
+    for source in SOURCES:
+        if source.config.__name__ == owner and field in source.keys:
+            return f"{source.section}.{source.keys[field]}"
+    return _STAGE_KEYS.get((owner, field), f"{owner}.{field}")
 
 
 def restate(error: ConfigFieldError, origin: str, method: str | None = None,
@@ -107,21 +101,11 @@ def in_params_terms(origin: str, method: str | None = None,
 
 def train_config(recipe: TrainParams, seed: int) -> TrainConfig:
     """The engine's recipe from the ``train`` params (with a method's overrides merged)."""
-    schedule = recipe.schedule
     return TrainConfig(
-        epochs=recipe.epochs,
-        optim=OptimConfig(**recipe.optim.model_dump()),
-        schedule=ScheduleConfig(
-            kind=schedule.kind,
-            warmup_epochs=schedule.warmup_epochs,
-            milestones=tuple(schedule.milestones),
-            gamma=schedule.gamma,
-        ),
+        **values(TRAIN, recipe),
+        optim=OptimConfig(**values(OPTIM, recipe.optim)),
+        schedule=ScheduleConfig(**values(SCHEDULE, recipe.schedule)),
         seed=seed,
-        max_grad_norm=recipe.max_grad_norm,
-        sync_batchnorm=recipe.sync_batchnorm,
-        precision=recipe.precision,
-        deterministic=recipe.deterministic,
     )
 
 
@@ -133,19 +117,7 @@ def probe_config(section: ClassifyParams, seed: int, device: str) -> ProbeConfig
         seed: the run's seed.
         device: the resolved device ("cpu", "cuda:0", ...), which is no params of the result.
     """
-    return ProbeConfig(
-        epochs=section.epochs,
-        batch_size=section.batch_size,
-        lr=section.lr,
-        momentum=section.momentum,
-        weight_decay=section.weight_decay,
-        cosine_scale=section.cosine_scale,
-        crt_epochs=section.crt_epochs,
-        lws_epochs=section.lws_epochs,
-        tau_grid=tuple(section.tau_grid),
-        seed=seed,
-        device=device,
-    )
+    return ProbeConfig(**values(PROBE, section), seed=seed, device=device)
 
 
 def cascade_config(section: DLSAParams, num_classes: int, seed: int, device: str) -> CascadeConfig:
@@ -158,60 +130,30 @@ def cascade_config(section: DLSAParams, num_classes: int, seed: int, device: str
         seed: the run's seed.
         device: the resolved device.
     """
-    flow = section.flow
-    flow_config = FlowTrainConfig(
-        num_clusters=flow.num_clusters or max(2, num_classes // 2),
-        **flow.model_dump(exclude={"num_clusters"}),
-        seed=seed,
-        device=device,
-    )
-    classifier = section.classifier
+    flow = values(FLOW, section.flow)
+    flow["num_clusters"] = flow["num_clusters"] or max(2, num_classes // 2)
     return CascadeConfig(
-        num_filters=section.num_filters,
-        routed_share=section.routed_share,
-        flow=flow_config,
-        latent=section.latent,
-        classifier_epochs=classifier.epochs,
-        classifier_batch_size=classifier.batch_size,
-        classifier_lr=classifier.lr,
-        classifier_momentum=classifier.momentum,
-        classifier_weight_decay=classifier.weight_decay,
-        min_val_rows=classifier.min_val_rows,
-        tail_max_count=section.tail_max_count,
-        remainder=section.remainder,
-        init=section.init,
-        gate_share=section.gate_share,
+        **values(CASCADE, section),
+        **values(CASCADE_CLASSIFIER, section.classifier),
+        flow=FlowTrainConfig(**flow, seed=seed, device=device),
         seed=seed,
     )
 
 
 def shot_groups(section: EvalParams) -> ShotGroups:
     """The shot-group thresholds of the ``eval`` params."""
-    return ShotGroups(many_above=section.many_above, few_below=section.few_below)
+    return ShotGroups(**values(SHOTS, section))
 
 
 def analysis_config(params: Params, seed: int) -> AnalysisConfig:
     """The analysis library's settings from the ``analyze`` and ``eval`` params and a seed."""
     section = params.analyze
     return AnalysisConfig(
-        knn=KnnConfig(
-            k=section.k,
-            chunk_rows=section.chunk_rows,
-            ivf_above=section.ivf_above,
-            nprobe=section.nprobe,
-            use_gpu=section.use_gpu,
-            seed=seed,
-        ),
-        kmeans=KmeansConfig(
-            n_clusters=section.kmeans_clusters,
-            niter=section.kmeans_niter,
-            max_train_rows=section.kmeans_max_rows,
-            seed=seed,
-        ),
-        separability=SeparabilityConfig(max_rows_per_group=section.probe_max_rows, seed=seed),
-        many_above=params.eval.many_above,
-        few_below=params.eval.few_below,
-        tail_max_count=section.tail_max_count,
+        knn=KnnConfig(**values(KNN, section), seed=seed),
+        kmeans=KmeansConfig(**values(KMEANS, section), seed=seed),
+        separability=SeparabilityConfig(**values(SEPARABILITY, section), seed=seed),
+        **values(ANALYSIS, section),
+        **values(ANALYSIS_SHOTS, params.eval),
         query_split=QUERY_SPLIT,
     )
 
@@ -222,7 +164,7 @@ def check_library_configs(params: Params, origin: str) -> None:
     Raises:
         StageError: the first value a library refuses, named by its params key.
     """
-    from pipeline.methods import build_options, method_sweep
+    from pipeline.methods.kinds import build_options, method_sweep
 
     seed = max(params.seeds)  # the seed fields' range is the same for every seed
     with in_params_terms(origin):

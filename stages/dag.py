@@ -209,9 +209,9 @@ def code_dependencies(module: str, method_modules: Iterable[str] = ()) -> list[s
 def method_dependencies(kind: str) -> set[str]:
     """The modules of `pipeline.methods` that method ``kind`` runs: its own module, what it
     imports from the package, and the shared interface."""
-    from pipeline.methods import METHODS
+    from pipeline.methods.kinds import METHOD_KINDS
 
-    own = METHODS[kind].__module__
+    own = METHOD_KINDS[kind].module
     # the package __init__ and the registry import every method: shared, but not followed
     closure = import_closure(
         [own], skip=lambda name: not name.startswith(METHODS_PACKAGE + ".")
@@ -255,6 +255,7 @@ def _imports(module: str) -> frozenset[str]:
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
+    found |= _lazy_exports(tree)
     resolved = set()
     for name in found:
         # "a.b.c" may name a module, or a package's attribute: keep the longest module
@@ -267,6 +268,20 @@ def _imports(module: str) -> frozenset[str]:
                 resolved.add(parent)
                 parent = parent.rpartition(".")[0]
     return frozenset(resolved)
+
+
+def _lazy_exports(tree: ast.Module) -> set[str]:
+    """The modules a package's ``__init__`` exports lazily (`core.lazy`): the values of its
+    module-level ``_EXPORTS`` dict. Importing the package may import any of them, so they
+    count as its imports, as eager imports did."""
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) else None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "_EXPORTS" and isinstance(
+                value, ast.Dict):
+            return {item.value for item in value.values if isinstance(item, ast.Constant)}
+    return set()
 
 
 def _is_ours(name: str) -> bool:

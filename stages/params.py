@@ -12,16 +12,15 @@ section re-runs only the stages that depend on it:
 
 from __future__ import annotations
 
-import difflib
 import json
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     Strict,
@@ -29,26 +28,90 @@ from pydantic import (
     field_validator,
 )
 
+from core.constraints import SEED
+from core.names import closest, did_you_mean, name_problem
+from features.configs import (
+    CLASSIFIER_KINDS,
+    AnalysisConfig,
+    CascadeConfig,
+    FlowTrainConfig,
+    KmeansConfig,
+    KnnConfig,
+    ProbeConfig,
+    SeparabilityConfig,
+    ShotGroups,
+)
+from pipeline.data.names import AUGMENTATIONS, DATASETS
+from pipeline.engine.config import OptimConfig, ScheduleConfig, TrainConfig
+from pipeline.methods.kinds import METHOD_KINDS, method_options_fields
+from pipeline.models.names import BACKBONES
 from stages.errors import StageError
-from stages.names import name_problem
+from stages.sections import (
+    Bool,
+    Device,
+    Float,
+    Int,
+    Source,
+    Str,
+    StrictSection,
+    one_of,
+    section_model,
+)
 
 SchemaModel = type[BaseModel]
 # numpy, torch and faiss all take seeds below 2**30, with room for per-stream offsets
-MAX_SEED = 2**30 - 1
+MAX_SEED = SEED.high
+_Strict = StrictSection
 
-# Values are never coerced: `epochs: true` or `lr: "0.1"` are errors, not 1 and 0.1. An int is
-# a valid float (YAML writes 1.0 as 1 when a user types it so).
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
-Bool = Annotated[bool, Strict()]
-Str = Annotated[str, Strict()]
+# The library fields each section holds. A section's default, type and range of such a field
+# are the library config's (see `stages.sections`); the stage adds only its own keys.
+OPTIM = Source.of(OptimConfig, "train.optim")
+SCHEDULE = Source.of(ScheduleConfig, "train.schedule")
+TRAIN = Source.of(TrainConfig, "train", exclude=("optim", "schedule", "seed"))
+PROBE = Source.of(ProbeConfig, "classify", exclude=("seed", "device"))
+FLOW = Source.of(FlowTrainConfig, "dlsa.flow", exclude=("seed", "device"),
+                 nullable=("num_clusters",))
+CASCADE = Source.of(CascadeConfig, "dlsa", fields=(
+    "num_filters", "routed_share", "latent", "remainder", "init", "gate_share", "tail_max_count",
+))
+CASCADE_CLASSIFIER = Source.of(CascadeConfig, "dlsa.classifier", rename={
+    "classifier_epochs": "epochs",
+    "classifier_batch_size": "batch_size",
+    "classifier_lr": "lr",
+    "classifier_momentum": "momentum",
+    "classifier_weight_decay": "weight_decay",
+    "min_val_rows": "min_val_rows",
+})
+SHOTS = Source.of(ShotGroups, "eval")
+KNN = Source.of(KnnConfig, "analyze", fields=("k", "chunk_rows", "ivf_above", "nprobe", "use_gpu"))
+KMEANS = Source.of(KmeansConfig, "analyze", rename={
+    "n_clusters": "kmeans_clusters", "niter": "kmeans_niter", "max_train_rows": "kmeans_max_rows",
+})
+SEPARABILITY = Source.of(SeparabilityConfig, "analyze",
+                         rename={"max_rows_per_group": "probe_max_rows"})
+ANALYSIS = Source.of(AnalysisConfig, "analyze", fields=("tail_max_count",))
+# AnalysisConfig's shot groups are the eval section's (not fields of the analyze section).
+ANALYSIS_SHOTS = Source.of(AnalysisConfig, "eval", fields=("many_above", "few_below"))
+SOURCES: tuple[Source, ...] = (
+    OPTIM, SCHEDULE, TRAIN, PROBE, FLOW, CASCADE, CASCADE_CLASSIFIER, SHOTS, KNN, KMEANS,
+    SEPARABILITY, ANALYSIS, ANALYSIS_SHOTS,
+)
 
 
-class _Strict(BaseModel):
-    """Base of every section: unknown keys are errors, values are never coerced silently, and
-    numbers are finite."""
+def _known(choices: tuple[str, ...]) -> AfterValidator:
+    """A validator of a name among ``choices`` (a torch-free registry's names)."""
+    return AfterValidator(lambda name: one_of(name, choices))
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+def _kinds_of(what: str) -> AfterValidator:
+    """A validator of a list of classifier kinds (``what`` names them in errors)."""
+    return AfterValidator(lambda kinds: _kinds(kinds, what))
+
+
+Dataset = Annotated[str, Strict(), _known(DATASETS)]
+Backbone = Annotated[str, Strict(), _known(BACKBONES)]
+Augmentation = Annotated[str, Strict(), _known(AUGMENTATIONS)]
+MethodKindName = Annotated[str, Strict(), _known(tuple(METHOD_KINDS))]
 
 
 class SplitLists(_Strict):
@@ -66,7 +129,7 @@ class DataParams(_Strict):
     trains on the same images and is tested on the same rows (paired comparisons need that).
     """
 
-    dataset: Str = "digits_lt"
+    dataset: Dataset = "digits_lt"
     root: Str = "data/raw"
     download: Bool = False
     split_seed: Int = Field(0, ge=0, le=MAX_SEED)
@@ -76,77 +139,27 @@ class DataParams(_Strict):
     test_per_class: Int = Field(40, ge=1)
     lists: SplitLists = SplitLists()
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from pipeline.data import DATASETS
 
-        return _one_of(name, DATASETS)
-
-
-class OptimParams(_Strict):
-    """SGD with momentum (every paper's optimiser)."""
-
-    lr: Float = Field(0.1, gt=0)
-    momentum: Float = Field(0.9, ge=0, lt=1)
-    weight_decay: Float = Field(5e-4, ge=0)
-    nesterov: Bool = False
-
-
-class ScheduleParams(_Strict):
-    """Linear warm-up, then step decay at milestones or cosine decay to zero."""
-
-    kind: Literal["step", "cosine"] = "cosine"
-    warmup_epochs: Int = Field(0, ge=0)
-    milestones: tuple[Int, ...] = ()
-    gamma: Float = Field(0.1, gt=0, le=1)
-
-
-class TrainParams(_Strict):
-    """Stage-1 training recipe shared by every method (a method may override any key)."""
-
-    backbone: Str = "resnet32"
-    epochs: Int = Field(30, ge=1)
-    batch_size: Int = Field(64, ge=1)
-    augment: Str = "none"
-    num_workers: Int = Field(0, ge=0)
-    device: Str = "auto"
+OptimParams = section_model("OptimParams", "SGD with momentum (every paper's optimiser).",
+                            [OPTIM])
+ScheduleParams = section_model(
+    "ScheduleParams", "Linear warm-up, then step decay at milestones or cosine decay to zero.",
+    [SCHEDULE],
+)
+TrainParams = section_model(
+    "TrainParams",
+    "Stage-1 training recipe shared by every method (a method may override any key).",
+    [TRAIN],
+    backbone=(Backbone, "resnet32"),
+    batch_size=(Int, Field(64, ge=1)),
+    augment=(Augmentation, "none"),
+    num_workers=(Int, Field(0, ge=0)),
+    device=(Device, "auto"),
     # Data-parallel ranks (torchrun; one per GPU); batch_size is the global batch.
-    processes: Int = Field(1, ge=1)
-    sync_batchnorm: Bool = True
-    precision: Str = "fp32"
-    deterministic: Bool = False
-    max_grad_norm: Float | None = Field(None, gt=0)
-    optim: OptimParams = OptimParams()
-    schedule: ScheduleParams = ScheduleParams()
-
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, name: str) -> str:
-        from pipeline.models import BACKBONES
-
-        return _one_of(name, BACKBONES)
-
-    @field_validator("augment")
-    @classmethod
-    def _known_augment(cls, name: str) -> str:
-        from pipeline.data import AUGMENTATIONS
-
-        return _one_of(name, AUGMENTATIONS)
-
-    @field_validator("precision")
-    @classmethod
-    def _known_precision(cls, name: str) -> str:
-        from pipeline.engine.config import PRECISIONS
-
-        return _one_of(name, PRECISIONS)
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, name: str) -> str:
-        if name in ("auto", "cpu", "cuda") or name.startswith("cuda:"):
-            return name
-        raise ValueError(f"'{name}' is not a device; use auto, cpu, cuda or cuda:N")
+    processes=(Int, Field(1, ge=1)),
+    optim=(OptimParams, OptimParams()),
+    schedule=(ScheduleParams, ScheduleParams()),
+)
 
 
 class MethodParams(_Strict):
@@ -161,17 +174,10 @@ class MethodParams(_Strict):
         train: overrides of any key of the ``train`` section for this method.
     """
 
-    kind: Str
+    kind: MethodKindName
     teacher: Str | None = None
     options: dict[Str, Any] = {}
     train: dict[Str, Any] = {}
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, name: str) -> str:
-        from pipeline.methods import METHODS
-
-        return _one_of(name, tuple(METHODS))
 
 
 class DumpParams(_Strict):
@@ -181,118 +187,36 @@ class DumpParams(_Strict):
     device: Str = "auto"
 
 
-class ClassifyParams(_Strict):
-    """Classifiers trained on the frozen features of each bank."""
-
-    kinds: tuple[Str, ...] = ("head", "linear", "balanced_softmax", "cbs_linear", "cosine")
-    epochs: Int = Field(30, ge=1)
-    batch_size: Int = Field(128, ge=1)
-    lr: Float = Field(0.1, gt=0)
-    momentum: Float = Field(0.9, ge=0, lt=1)
-    weight_decay: Float = Field(5e-4, ge=0)
-    cosine_scale: Float = Field(16.0, gt=0)
-    crt_epochs: Int = Field(10, ge=1)
-    lws_epochs: Int = Field(10, ge=1)
-    tau_grid: tuple[Float, ...] = tuple(round(0.1 * i, 1) for i in range(21))
-    device: Str = "auto"
-
-    @field_validator("kinds")
-    @classmethod
-    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        return _kinds(kinds, "classifier kind")
-
-
-class FlowParams(_Strict):
-    """One DLSA flow filter (DLSA supplement; ``num_clusters: null`` = half the classes)."""
-
-    num_clusters: Int | None = Field(None, ge=1)
-    epochs: Int = Field(30, ge=1)
-    batch_size: Int = Field(256, ge=1)
-    lr: Float = Field(0.01, gt=0)
-    lr_scale: Str = "weight"
-    momentum: Float = Field(0.0, ge=0, lt=1)
-    weight_decay: Float = Field(0.0, ge=0)
-    q: Float = Field(2.0, ge=0)
-    lambda_bal: Float = Field(1.0, ge=0)
-    lambda_pure: Float = Field(0.02, ge=0)
-    eta: Float = Field(0.7, ge=0, lt=1)
-    weighted_mle: Bool = True
-    use_balance: Bool = True
-    use_purity: Bool = True
-    mle: Str = "eq7"
-    mle_sampler: Str = "instance"
-    selection: Str = "purity"
-    purity_threshold: Float = Field(0.7, ge=0, lt=1)
-    min_cluster_size: Int = Field(10, ge=0)
-    sigma: Float | None = Field(None, gt=0)
-    affine: Str = "maf"
-
-    @field_validator("selection")
-    @classmethod
-    def _known_selection(cls, name: str) -> str:
-        return _one_of(name, ("purity", "likelihood"))
-
-
-class CascadeClassifierParams(_Strict):
-    """The cluster-aided classifier of each filter (constant learning rate, chosen on val)."""
-
-    epochs: Int = Field(50, ge=1)
-    batch_size: Int = Field(128, ge=1)
-    lr: Float = Field(0.01, gt=0)
-    momentum: Float = Field(0.0, ge=0, lt=1)
-    weight_decay: Float = Field(0.0, ge=0)
-    min_val_rows: Int = Field(10, ge=0)
-
-
-class DLSAParams(_Strict):
-    """DLSA: cascaded flow filters and cluster-aided classifiers on top of base classifiers."""
-
-    base_kinds: tuple[Str, ...] = ("balanced_softmax", "cbs_linear", "cosine")
-    num_filters: Int = Field(3, ge=1)
-    routed_share: Float = Field(0.3, gt=0, lt=1)
-    latent: Str = "flow"
-    remainder: Str = "refit"
-    init: Str = "head"
-    gate_share: Float = 0.5
-    tail_max_count: Int = Field(50, ge=0)
-    device: Str = "auto"
-    flow: FlowParams = FlowParams()
-    classifier: CascadeClassifierParams = CascadeClassifierParams()
-
-    @field_validator("base_kinds")
-    @classmethod
-    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        return _kinds(kinds, "base classifier kind")
-
-    @field_validator("latent")
-    @classmethod
-    def _known_latent(cls, name: str) -> str:
-        return _one_of(name, ("flow", "feature"))
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, name: str) -> str:
-        return TrainParams._known_device(name)
-
-
-class AnalyzeParams(_Strict):
-    """Feature-quality analysis of each bank (faiss kNN, k-means, rho, head/tail probe, t-SNE).
-
-    Shot groups come from ``eval``; tail means at most ``tail_max_count`` training images.
-    """
-
-    k: Int = Field(10, ge=1)
-    chunk_rows: Int = Field(8192, ge=1)
-    ivf_above: Int = Field(200_000, ge=1)
-    nprobe: Int = Field(32, ge=1)
-    kmeans_clusters: Int | None = Field(None, ge=1)
-    kmeans_niter: Int = Field(20, ge=1)
-    kmeans_max_rows: Int = Field(100_000, ge=1)
-    probe_max_rows: Int = Field(20_000, ge=1)
-    tail_max_count: Int = Field(50, ge=0)
-    tsne_samples: Int = Field(500, ge=0)
-    confusion_bins: Int = Field(10, ge=1)
-    use_gpu: Bool | Literal["auto"] = "auto"
+ClassifyParams = section_model(
+    "ClassifyParams", "Classifiers trained on the frozen features of each bank.", [PROBE],
+    kinds=(Annotated[tuple[Str, ...], _kinds_of("classifier kind")],
+           ("head", "linear", "balanced_softmax", "cbs_linear", "cosine")),
+    device=(Device, "auto"),
+)
+FlowParams = section_model(
+    "FlowParams", "One DLSA flow filter (DLSA supplement; ``num_clusters: null`` = half the "
+    "classes).", [FLOW],
+)
+CascadeClassifierParams = section_model(
+    "CascadeClassifierParams", "The cluster-aided classifier of each filter (constant learning "
+    "rate, chosen on val).", [CASCADE_CLASSIFIER],
+)
+DLSAParams = section_model(
+    "DLSAParams", "DLSA: cascaded flow filters and cluster-aided classifiers on top of base "
+    "classifiers.", [CASCADE],
+    base_kinds=(Annotated[tuple[Str, ...], _kinds_of("base classifier kind")],
+                ("balanced_softmax", "cbs_linear", "cosine")),
+    device=(Device, "auto"),
+    flow=(FlowParams, FlowParams()),
+    classifier=(CascadeClassifierParams, CascadeClassifierParams()),
+)
+AnalyzeParams = section_model(
+    "AnalyzeParams", "Feature-quality analysis of each bank (faiss kNN, k-means, rho, head/tail "
+    "probe, t-SNE).\n\nShot groups come from ``eval``; tail means at most ``tail_max_count`` "
+    "training images.", [KNN, KMEANS, SEPARABILITY, ANALYSIS],
+    tsne_samples=(Int, Field(500, ge=0)),
+    confusion_bins=(Int, Field(10, ge=1)),
+)
 
 
 class MemoryParams(_Strict):
@@ -310,12 +234,11 @@ class MemoryParams(_Strict):
         return None if self.budget_mb is None else int(self.budget_mb * 2**20)
 
 
-class EvalParams(_Strict):
-    """Shot groups (many > many_above, few < few_below training images) and calibration bins."""
-
-    many_above: Int = Field(100, ge=1)
-    few_below: Int = Field(20, ge=1)
-    ece_bins: Int = Field(15, ge=1)
+EvalParams = section_model(
+    "EvalParams", "Shot groups (many > many_above, few < few_below training images) and "
+    "calibration bins.", [SHOTS],
+    ece_bins=(Int, Field(15, ge=1)),
+)
 
 
 class Params(_Strict):
@@ -361,7 +284,7 @@ class Params(_Strict):
         if name not in self.methods:
             raise StageError(
                 f"{self._origin}: no method '{name}' under 'methods:'"
-                f"{_suggestion(name, tuple(self.methods))}; "
+                f"{did_you_mean(name, tuple(self.methods))}; "
                 f"defined: {', '.join(self.methods)}"
             )
         return self.methods[name]
@@ -418,9 +341,7 @@ def _check_teacher(
     name: str, entry: MethodParams, methods: dict[str, MethodParams], origin: str
 ) -> None:
     """A distilling method names another method as its teacher; no other method names one."""
-    from pipeline.methods import METHODS
-
-    needs_teacher = METHODS[entry.kind].needs_teacher
+    needs_teacher = METHOD_KINDS[entry.kind].needs_teacher
     if entry.teacher is None and not needs_teacher:
         return
     key = f"methods.{name}.teacher"
@@ -447,14 +368,14 @@ def section_digest(*sections: Any) -> str:
 
 
 def _check_method_options(name: str, entry: MethodParams, origin: str) -> None:
-    from pipeline.methods import method_options_fields
-
+    """Each key of ``methods.<name>.options`` is an option of the method's kind (their values
+    are checked by building the options, see `stages.configs.check_library_configs`)."""
     valid = tuple(method_options_fields(entry.kind))
+    prefix = f"methods.{name}.options."
     for key in entry.options:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
             hint = (
-                f" (did you mean 'methods.{name}.options.{close[0]}'?)" if close
+                did_you_mean(key, valid, prefix=prefix) if closest(key, valid)
                 else f"; valid: {', '.join(valid)}" if valid
                 else f"; method kind '{entry.kind}' takes no options"
             )
@@ -476,8 +397,7 @@ def _describe(error: ValidationError, model: SchemaModel, origin: str, prefix: s
     if first["type"] == "extra_forbidden":
         siblings = _field_names(model, location[:-1])
         parent = key[: len(key) - len(location[-1])]
-        close = difflib.get_close_matches(location[-1], siblings, n=1, cutoff=0.6)
-        hint = f" (did you mean '{parent}{close[0]}'?)" if close else (
+        hint = did_you_mean(location[-1], siblings, prefix=parent) or (
             f"; valid keys here: {', '.join(siblings)}" if siblings else "")
         return f"{origin}: unknown key '{key}'{hint}"
     if first["type"] == "missing":
@@ -518,26 +438,12 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def _suggestion(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _one_of(name: str, choices: tuple[str, ...]) -> str:
-    if name in choices:
-        return name
-    raise ValueError(f"unknown name '{name}'{_suggestion(name, choices)}; choose one of: "
-                     f"{', '.join(choices)}")
-
-
 def _kinds(kinds: tuple[str, ...], what: str) -> tuple[str, ...]:
     """Known classifier kinds, each listed once (a repeated kind would be trained twice)."""
-    from features.configs import CLASSIFIER_KINDS
-
     if not kinds:
         raise ValueError(f"list at least one {what}")
     for kind in kinds:
-        _one_of(kind, CLASSIFIER_KINDS)
+        one_of(kind, CLASSIFIER_KINDS)
         if kinds.count(kind) > 1:
             raise ValueError(f"lists '{kind}' twice; list each {what} once")
     return kinds

@@ -9,7 +9,6 @@ code and sees the change with ``git diff params.yaml``.
 
 from __future__ import annotations
 
-import difflib
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from core.names import did_you_mean, name_problem
 from stages.errors import StageError
 from stages.io import write_bytes
-from stages.names import name_problem
 from stages.params import parse_params
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -48,8 +47,7 @@ def read_preset(name: str) -> dict[str, Any]:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         names = tuple(available())
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, names, cutoff=0.5)
         raise StageError(f"unknown preset '{name}'{hint}; available: {', '.join(names)}")
     return yaml.safe_load(path.read_text()) or {}
 

@@ -1,32 +1,30 @@
 """Datasets, long-tail splits, shot groups, samplers, transforms and loaders of stage 1."""
 
-from pipeline.data.dataset_source import DatasetSource, ImagePool
-from pipeline.data.loaders import SAMPLINGS, Batch, EpochLoader, default_device, make_loader
-from pipeline.data.longtail import SHOT_GROUPS, exponential_profile, make_splits, shot_groups
-from pipeline.data.samplers import ClassBalancedSampler, class_balanced_indices, instance_indices
-from pipeline.data.sources import DATASETS, load_source
-from pipeline.data.splits import SPLIT_NAMES, SplitPart, Splits
-from pipeline.data.transforms import AUGMENTATIONS
+from core.lazy import lazy_exports
 
-__all__ = [
-    "AUGMENTATIONS",
-    "DATASETS",
-    "SAMPLINGS",
-    "SHOT_GROUPS",
-    "SPLIT_NAMES",
-    "Batch",
-    "ClassBalancedSampler",
-    "DatasetSource",
-    "EpochLoader",
-    "ImagePool",
-    "SplitPart",
-    "Splits",
-    "class_balanced_indices",
-    "default_device",
-    "exponential_profile",
-    "instance_indices",
-    "load_source",
-    "make_loader",
-    "make_splits",
-    "shot_groups",
-]
+# Each name is imported from its module on first use: validating params imports the
+# torch-free modules of this package (names, options, configs) without torch.
+_EXPORTS: dict[str, str] = {
+    "DatasetSource": "pipeline.data.dataset_source",
+    "ImagePool": "pipeline.data.dataset_source",
+    "SAMPLINGS": "pipeline.data.loaders",
+    "Batch": "pipeline.data.loaders",
+    "EpochLoader": "pipeline.data.loaders",
+    "default_device": "pipeline.data.loaders",
+    "make_loader": "pipeline.data.loaders",
+    "SHOT_GROUPS": "pipeline.data.longtail",
+    "exponential_profile": "pipeline.data.longtail",
+    "make_splits": "pipeline.data.longtail",
+    "shot_groups": "pipeline.data.longtail",
+    "ClassBalancedSampler": "pipeline.data.samplers",
+    "class_balanced_indices": "pipeline.data.samplers",
+    "instance_indices": "pipeline.data.samplers",
+    "DATASETS": "pipeline.data.names",
+    "load_source": "pipeline.data.sources",
+    "SPLIT_NAMES": "pipeline.data.splits",
+    "SplitPart": "pipeline.data.splits",
+    "Splits": "pipeline.data.splits",
+    "AUGMENTATIONS": "pipeline.data.names",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,8 +27,6 @@ import torch
 if TYPE_CHECKING:  # torchvision is imported where a policy is built: it costs seconds
     from torchvision.transforms import v2
 
-POLICY_AUGMENTATIONS: tuple[str, ...] = ("autoaugment", "randaugment", "simclr")
-
 RANDAUGMENT_NUM_OPS = 2
 # Magnitude 10 on the 0..10 scale of the RandAugment paper and of timm's "rand-n2-m10" (PaCo):
 # the strongest setting. torchvision maps magnitude m to m / (bins - 1) of each op's maximum,

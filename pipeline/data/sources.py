@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from core.names import valid_hint
 from pipeline.data.dataset_source import DatasetSource, ImagePool
 from pipeline.data.list_sources import LIST_DATASETS, load_list_source
+from pipeline.data.names import DATASETS
 from pipeline.data.torchvision_sources import TORCHVISION_DATASETS, load_torchvision_source
 from pipeline.errors import PipelineError
 
-DATASETS: tuple[str, ...] = (
-    "digits_lt",
-    "mnist_lt",
-    "fashion_mnist_lt",
-    "cifar10_lt",
-    "cifar100_lt",
-    "imagenet_lt",
-    "places_lt",
-    "inat2018",
-)
+# The names live in `pipeline.data.names`, which validation imports without torch.
+__all__ = ["DATASETS", "load_digits_source", "load_source"]
 
 # scikit-learn's digits store ink as 0..16; the pipeline's images are uint8 0..255.
 DIGITS_MAX_VALUE = 16
@@ -54,7 +47,8 @@ def load_source(
         PipelineError: an unknown name, or missing / malformed files.
     """
     if name not in DATASETS:
-        raise PipelineError(f"data.dataset: unknown dataset '{name}'{_closest_hint(name)}")
+        hint = valid_hint(name, DATASETS, cutoff=0.4)
+        raise PipelineError(f"data.dataset: unknown dataset '{name}'{hint}")
     root_path = Path(root).expanduser().absolute()
     if name == "digits_lt":
         return load_digits_source()
@@ -86,9 +80,3 @@ def load_digits_source() -> DatasetSource:
         has_test_pool=False,
         class_names=tuple(str(digit) for digit in range(10)),
     )
-
-
-def _closest_hint(name: str) -> str:
-    matches = difflib.get_close_matches(name, DATASETS, n=1, cutoff=0.4)
-    suggestion = f"; did you mean '{matches[0]}'?" if matches else ";"
-    return f"{suggestion} valid: {', '.join(DATASETS)}"

@@ -25,16 +25,14 @@ import torch.nn.functional as functional
 from PIL import Image
 
 from pipeline.data.augmentations import (
-    POLICY_AUGMENTATIONS,
     apply_seeded,
     fill_colour,
     large_image_policy,
     policy_batch,
     policy_seeds,
 )
+from pipeline.data.names import AUGMENTATIONS, POLICY_AUGMENTATIONS
 from pipeline.errors import PipelineError
-
-AUGMENTATIONS: tuple[str, ...] = ("none", "crop", "crop_flip", *POLICY_AUGMENTATIONS)
 
 # torchvision's RandomResizedCrop defaults (Szegedy et al. 2015's "Inception" crop).
 CROP_SCALE = (0.08, 1.0)

@@ -3,27 +3,25 @@
 Knows nothing of DVC, params.yaml or HDF5: it takes a method, two loaders and a recipe.
 """
 
-from pipeline.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from pipeline.engine.config import SCHEDULES, OptimConfig, ScheduleConfig, TrainConfig
-from pipeline.engine.errors import NonFiniteError
-from pipeline.engine.loop import evaluate_accuracy, train
-from pipeline.engine.records import EpochRecord, TrainResult
-from pipeline.engine.schedule import lr_at
-from pipeline.engine.seeding import set_seed
+from core.lazy import lazy_exports
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "SCHEDULES",
-    "EpochRecord",
-    "NonFiniteError",
-    "OptimConfig",
-    "ScheduleConfig",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate_accuracy",
-    "load_checkpoint",
-    "lr_at",
-    "save_checkpoint",
-    "set_seed",
-    "train",
-]
+# Each name is imported from its module on first use: validating params imports the
+# torch-free modules of this package (names, options, configs) without torch.
+_EXPORTS: dict[str, str] = {
+    "CHECKPOINT_FORMAT": "pipeline.engine.checkpoint",
+    "load_checkpoint": "pipeline.engine.checkpoint",
+    "save_checkpoint": "pipeline.engine.checkpoint",
+    "SCHEDULES": "pipeline.engine.config",
+    "OptimConfig": "pipeline.engine.config",
+    "ScheduleConfig": "pipeline.engine.config",
+    "TrainConfig": "pipeline.engine.config",
+    "NonFiniteError": "pipeline.engine.errors",
+    "evaluate_accuracy": "pipeline.engine.loop",
+    "train": "pipeline.engine.loop",
+    "EpochRecord": "pipeline.engine.records",
+    "TrainResult": "pipeline.engine.records",
+    "lr_at": "pipeline.engine.schedule",
+    "set_seed": "pipeline.engine.seeding",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -77,7 +77,8 @@ class TrainConfig:
     """Everything the training loop needs besides the method and the data.
 
     Attributes:
-        epochs: passes over the training loader.
+        epochs: passes over the training loader (30: the default data set, scikit-learn's
+            digits, needs few; the papers' CIFAR recipe is 200).
         optim: the SGD settings.
         schedule: the learning-rate schedule; its warm-up must end, and its milestones fall,
             within ``epochs`` (otherwise the rate never reaches its target or never decays).
@@ -90,7 +91,7 @@ class TrainConfig:
         deterministic: on CUDA, deterministic kernels for bit-identical runs (slower).
     """
 
-    epochs: int
+    epochs: int = 30
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0

@@ -6,35 +6,27 @@ mixture likelihood distillation) and ``bib`` / ``mbib`` (balanced information bo
 A new method is a module with a :class:`Method` subclass, added to :data:`METHODS`.
 """
 
-from pipeline.methods.base import SAMPLINGS, Embedding, Method, NoOptions, StepOutput
-from pipeline.methods.bsce import BalancedSoftmax
-from pipeline.methods.cbs import ClassBalancedSampling
-from pipeline.methods.ce import CrossEntropy
-from pipeline.methods.losses import balanced_softmax_cross_entropy, log_class_prior
-from pipeline.methods.options import OptionSweep
-from pipeline.methods.registry import (
-    METHODS,
-    build_method,
-    build_options,
-    method_options_fields,
-    method_sweep,
-)
+from core.lazy import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "SAMPLINGS",
-    "BalancedSoftmax",
-    "ClassBalancedSampling",
-    "CrossEntropy",
-    "Embedding",
-    "Method",
-    "NoOptions",
-    "OptionSweep",
-    "StepOutput",
-    "balanced_softmax_cross_entropy",
-    "build_method",
-    "build_options",
-    "log_class_prior",
-    "method_options_fields",
-    "method_sweep",
-]
+# Each name is imported from its module on first use: validating params imports the
+# torch-free modules of this package (names, options, configs) without torch.
+_EXPORTS: dict[str, str] = {
+    "SAMPLINGS": "pipeline.methods.base",
+    "Embedding": "pipeline.methods.base",
+    "Method": "pipeline.methods.base",
+    "NoOptions": "pipeline.methods.kinds",
+    "StepOutput": "pipeline.methods.base",
+    "BalancedSoftmax": "pipeline.methods.bsce",
+    "ClassBalancedSampling": "pipeline.methods.cbs",
+    "CrossEntropy": "pipeline.methods.ce",
+    "balanced_softmax_cross_entropy": "pipeline.methods.losses",
+    "log_class_prior": "pipeline.methods.losses",
+    "OptionSweep": "pipeline.methods.options",
+    "METHODS": "pipeline.methods.registry",
+    "build_method": "pipeline.methods.registry",
+    "build_options": "pipeline.methods.kinds",
+    "method_options_fields": "pipeline.methods.kinds",
+    "method_sweep": "pipeline.methods.kinds",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

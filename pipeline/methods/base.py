@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.errors import PipelineError
+from pipeline.methods.kinds import NoOptions
 from pipeline.models import Backbone
 
 SAMPLINGS: tuple[str, ...] = ("instance", "class_balanced")
@@ -46,11 +47,6 @@ class Embedding:
     features: Tensor
     logits: Tensor
     extra: dict[str, Tensor]
-
-
-@dataclass(frozen=True)
-class NoOptions:
-    """The options of a method without hyper-parameters of its own."""
 
 
 class Method(nn.Module, ABC):

@@ -9,66 +9,18 @@ exit classifiers h and u are not built at all. Prediction is the mean of f(v3) a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
 
-from core.constraints import NON_NEGATIVE, NON_NEGATIVE_INT, Rule, check_constraints
-from pipeline.errors import ConfigError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.bib_loss import class_temperatures, class_weights, mbib_loss
+from pipeline.methods.kinds import BIBOptions, MBIBOptions
 from pipeline.methods.losses import log_class_prior
 from pipeline.models import Backbone
 
 # Names of the intermediate exits, in the order of Eq. 11's weights (a, b).
 EXIT_NAMES: tuple[str, str] = ("v1", "v2")
-
-
-@dataclass(frozen=True)
-class BIBOptions:
-    """Hyper-parameters of BIB / MBIB (Sec. 3.2, 3.3 and 4.2).
-
-    Attributes:
-        a: weight of ``BIB(v1, z)`` in Eq. 11 (0: no v1 exit, as in BIB).
-        b: weight of ``BIB(v2, z)`` in Eq. 11 (0: no v2 exit, as in BIB).
-        beta: weight of the self-distillation term of every BIB (Eq. 9). The paper picks it
-            from {0, ..., 5} per dataset (Sec. 4.2, App. I) without stating the pick; its code
-            listing (Appendix J) hard-codes 5, the default here. At lr 0.05 on digits_lt an
-            unclipped run with 5 diverges (bench/grad_clipping.py): clip the gradient norm
-            (``max_grad_norm``) or lower the rate.
-        gamma: exponent of the class temperatures ``T_c = (n_max / n_c)^gamma``; 0 on
-            CIFAR-100-LT, 0.5 on ImageNet-LT and iNaturalist 2018 (Sec. 4.2).
-        m: exponent of the class weights ``w_c ~ (1/n_c)^m`` of Eq. 7 (0.1 in the paper).
-        z_dim: width of the bottleneck z; 0 means the width of v3 (the backbone's feature_dim).
-    """
-
-    a: float = 0.0
-    b: float = 0.0
-    beta: float = 5.0
-    gamma: float = 0.0
-    m: float = 0.1
-    z_dim: int = 0
-
-    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
-        "a": NON_NEGATIVE,
-        "b": NON_NEGATIVE,
-        "beta": NON_NEGATIVE,
-        "gamma": NON_NEGATIVE,
-        "m": NON_NEGATIVE,
-        "z_dim": NON_NEGATIVE_INT,
-    }
-
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
-
-@dataclass(frozen=True)
-class MBIBOptions(BIBOptions):
-    """BIB's options with the MBIB exit weights of Sec. 4.2 (a = 0.1, b = 0.3)."""
-
-    a: float = 0.1
-    b: float = 0.3
 
 
 class BalancedInformationBottleneck(Method):

@@ -64,17 +64,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.constraints import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    Flag,
-    ListOf,
-    OneOf,
-    Rule,
-    check_constraints,
-)
-from pipeline.data.transforms import AUGMENTATIONS
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.distributed import gather_from_all_ranks
@@ -86,86 +75,10 @@ from pipeline.methods.gml_teacher import (
     log_label_prior,
     trainable_parameters_without,
 )
+from pipeline.methods.kinds import TRAIN_AUGMENT, GMLStudentOptions
 from pipeline.models import Backbone
 
 NAME = "gml_student"
-# independent: classifier, query and key views are separate draws of the raw image (official
-# code); shared: one view feeds all three (ablation).
-VIEW_MODES: tuple[str, ...] = ("independent", "shared")
-# view_augment value meaning "the training loader's own augmentation" (train.augment).
-TRAIN_AUGMENT = "train"
-
-
-@dataclass(frozen=True)
-class GMLStudentOptions:
-    """Hyper-parameters of the GML student (CIFAR-LT defaults of Table A.1).
-
-    Attributes:
-        scale: s = 1 / tau_s of the cosine classifier.
-        queue_size: K, the total number of contrast slots (16384 on ImageNet-LT).
-        k_min: k_m, the least queue length of a class (Eq. 5).
-        tau_g: tau_g of Eq. 3, the initial value if ``learn_tau`` (0.07 on ImageNet-LT).
-        learn_tau: train tau_g through the own-sample-excluded copy of L_GML (Sec. 3.3).
-        projector_dims: widths of the query MLP, input first (must equal the student's
-            feature width); the key MLP has the same widths after its input, which is the
-            teacher's feature width. ImageNet-LT: (2048, 2048, 1024).
-        gamma: weight of L_cls.
-        beta: weight of L_GML.
-        alpha_kd: weight of the distillation term (0 on ImageNet-LT and iNaturalist).
-        kd_temperature: softmax temperature T of the distillation term.
-        prior_weight: alpha of Eq. 10, the weight of log p(c) in L_GML (1 gives Eq. 4).
-        enqueue_first: enqueue the batch's teacher features before computing the loss, as
-            the official code does (False: after).
-        mlp_batchnorm: batch norm after each hidden layer of both MLPs (official code).
-        views: "independent" (classifier, query and key views are separate draws of the raw
-            image, as the official code) or "shared" (one view for all three; ablation).
-        view_augment: augmentation of the query and key views: "train" (the loader's own,
-            ``train.augment``; CIFAR) or a name of ``AUGMENTATIONS`` ("simclr" on
-            ImageNet-LT, Table A.1 Aug_GML).
-    """
-
-    scale: float = 30.0
-    queue_size: int = 4096
-    k_min: int = 2
-    tau_g: float = 0.1
-    learn_tau: bool = False
-    projector_dims: tuple[int, ...] = (64, 64, 32)
-    gamma: float = 1.0
-    beta: float = 1.0
-    alpha_kd: float = 1.0
-    kd_temperature: float = 4.0
-    prior_weight: float = 1.0
-    enqueue_first: bool = True
-    mlp_batchnorm: bool = True
-    views: str = "independent"
-    view_augment: str = TRAIN_AUGMENT
-
-    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
-        "scale": POSITIVE,
-        "queue_size": POSITIVE_INT,
-        "k_min": POSITIVE_INT,
-        "tau_g": POSITIVE,
-        "learn_tau": Flag(),
-        "projector_dims": ListOf(POSITIVE_INT, repeats=True),
-        "gamma": NON_NEGATIVE,
-        "beta": NON_NEGATIVE,
-        "alpha_kd": NON_NEGATIVE,
-        "kd_temperature": POSITIVE,
-        "prior_weight": NON_NEGATIVE,
-        "enqueue_first": Flag(),
-        "mlp_batchnorm": Flag(),
-        "views": OneOf(VIEW_MODES),
-        "view_augment": OneOf((TRAIN_AUGMENT, *AUGMENTATIONS)),
-    }
-
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-        if self.views == "shared" and self.view_augment != TRAIN_AUGMENT:
-            raise ConfigError("GMLStudentOptions", "view_augment", "needs views: independent "
-                              "(a shared view has no query or key view of its own); drop "
-                              "view_augment or set views: independent", self.view_augment)
-
-
 @dataclass(frozen=True)
 class TeacherTargets:
     """What the frozen teacher gives one student step.

@@ -10,35 +10,16 @@ the student trains the very same head and loss.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.constraints import POSITIVE, Rule, check_constraints
-from pipeline.errors import ConfigError
 from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.kinds import GMLTeacherOptions
 from pipeline.methods.losses import log_class_prior
 from pipeline.models import Backbone
-
-
-@dataclass(frozen=True)
-class GMLTeacherOptions:
-    """Hyper-parameters of the GML teacher.
-
-    Attributes:
-        scale: s = 1 / tau_s, the inverse softmax temperature of the cosine classifier
-            (tau_s = 1/30 in every experiment of the paper, Sec. 4.2).
-    """
-
-    scale: float = 30.0
-
-    CONSTRAINTS: ClassVar[dict[str, Rule]] = {"scale": POSITIVE}
-
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 class CosineClassifier(nn.Module):

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.constraints import Interval, ListOf
+from core.names import valid_hint
 from pipeline.errors import ConfigError
-from pipeline.models import closest_hint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def parse_options(options_type: type, given: Mapping[str, Any] | None, kind: str
     for key, value in (given or {}).items():
         if key not in defaults:
             valid = tuple(defaults)
-            hint = closest_hint(key, valid) if valid else f"; '{kind}' takes no options"
+            hint = valid_hint(key, valid) if valid else f"; '{kind}' takes no options"
             raise ConfigError(owner, key, f"is not an option{hint}", value)
         values[key] = coerce_like(defaults[key], value, owner, key)
     return options_type(**values)

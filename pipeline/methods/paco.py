@@ -34,83 +34,20 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.constraints import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    Flag,
-    Interval,
-    OneOf,
-    Rule,
-    check_constraints,
-)
-from pipeline.data.transforms import AUGMENTATIONS
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.distributed import gather_from_all_ranks
+from pipeline.methods.kinds import PaCoOptions
 from pipeline.methods.losses import log_class_prior
 from pipeline.methods.paco_loss import paco_loss
 from pipeline.methods.paco_queue import LabelledKeyQueue
 from pipeline.models import Backbone
-
-# Every augmentation the loaders draw can make the key view ("none": the raw image).
-KEY_AUGMENTATIONS: tuple[str, ...] = AUGMENTATIONS
-
-
-@dataclass(frozen=True)
-class PaCoOptions:
-    """Hyper-parameters of PaCo.
-
-    Attributes:
-        alpha: weight of each same-class sample among the positives (CIFAR: 0.01).
-        beta: weight of the query's own class centre (1 in the paper and the official code).
-        temperature: T of the sample scores q.k / T (CIFAR: 0.05).
-        base_temperature: T_base; the loss is scaled by T / T_base. 0 means T_base = T.
-        queue_size: K, the number of past keys kept (CIFAR: 1024).
-        projection_dim: width of the projected, L2-normalised queries and keys (CIFAR: 32).
-        momentum: m of the key encoder update ``theta_k <- m theta_k + (1 - m) theta_q``.
-        key_augment: augmentation of the key view, one of :data:`KEY_AUGMENTATIONS`, drawn
-            from the raw image independently of the query's (the official CIFAR code: the
-            SimCLR view, "simclr"; "none" makes the key the un-augmented image).
-        contrast_queries: also contrast each query with the batch's other queries (with
-            gradient), as the official code does.
-        own_key_positive: keep the query's own key as a positive (weight alpha), as the
-            official code does; False removes it from the contrast set.
-    """
-
-    alpha: float = 0.05
-    beta: float = 1.0
-    temperature: float = 0.2
-    base_temperature: float = 0.0
-    queue_size: int = 8192
-    projection_dim: int = 128
-    momentum: float = 0.999
-    key_augment: str = "crop_flip"
-    contrast_queries: bool = True
-    own_key_positive: bool = True
-
-    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
-        "alpha": NON_NEGATIVE,
-        "beta": POSITIVE,  # the class centre is every query's positive
-        "temperature": POSITIVE,
-        "base_temperature": NON_NEGATIVE,
-        "queue_size": POSITIVE_INT,
-        "projection_dim": POSITIVE_INT,
-        "momentum": Interval(0, 1),  # 1 freezes the key encoder
-        "key_augment": OneOf(KEY_AUGMENTATIONS),
-        "contrast_queries": Flag(),
-        "own_key_positive": Flag(),
-    }
-
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 def projection_head(feature_dim: int, projection_dim: int) -> nn.Sequential:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from core.names import valid_hint
 from pipeline.errors import PipelineError
 from pipeline.methods.base import Method
 from pipeline.methods.bib import (
@@ -18,9 +19,10 @@ from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
 from pipeline.methods.gml_student import GMLStudent
 from pipeline.methods.gml_teacher import GMLTeacher
-from pipeline.methods.options import OptionSweep, find_sweep, option_defaults, parse_options
+from pipeline.methods.kinds import build_options, method_options_fields, method_sweep
+from pipeline.methods.options import parse_options
 from pipeline.methods.paco import ParametricContrastive
-from pipeline.models import build_backbone, closest_hint, seeded_initialisation
+from pipeline.models import build_backbone, seeded_initialisation
 
 METHODS: dict[str, type[Method]] = {
     method.name: method
@@ -36,6 +38,10 @@ METHODS: dict[str, type[Method]] = {
     )
 }
 
+# Validation reads the torch-free `pipeline.methods.kinds`; these are re-exported here.
+__all__ = ["METHODS", "build_method", "build_options", "method_class", "method_options_fields",
+           "method_sweep"]
+
 
 def method_class(kind: str) -> type[Method]:
     """The class registered for ``kind``.
@@ -44,25 +50,8 @@ def method_class(kind: str) -> type[Method]:
         PipelineError: unknown kind, with the valid kinds and the closest one.
     """
     if kind not in METHODS:
-        raise PipelineError(f"unknown method kind '{kind}'{closest_hint(kind, tuple(METHODS))}")
+        raise PipelineError(f"unknown method kind '{kind}'{valid_hint(kind, tuple(METHODS))}")
     return METHODS[kind]
-
-
-def method_options_fields(kind: str) -> dict[str, Any]:
-    """Option names of method ``kind`` mapped to their defaults (for params validation)."""
-    return option_defaults(method_class(kind).Options)
-
-
-def build_options(kind: str, options: Mapping[str, Any] | None) -> Any:
-    """Method ``kind``'s ``Options`` dataclass from plain values (checked, see
-    :func:`~pipeline.methods.options.parse_options`)."""
-    return parse_options(method_class(kind).Options, options, kind)
-
-
-def method_sweep(kind: str, options: Mapping[str, Any] | None) -> OptionSweep | None:
-    """The option of method ``kind`` given several values to choose from on val, if any
-    (checked, see :func:`~pipeline.methods.options.find_sweep`)."""
-    return find_sweep(method_class(kind).Options, options, kind)
 
 
 def build_method(

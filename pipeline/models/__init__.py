@@ -4,15 +4,16 @@ Every backbone follows timm's API (``forward_features``, ``forward_head``, ``fc`
 ``forward_stages``, the pooled outputs of its three stages.
 """
 
-from pipeline.models.base import Backbone, global_average_pool
-from pipeline.models.init import seeded_initialisation
-from pipeline.models.registry import BACKBONES, build_backbone, closest_hint
+from core.lazy import lazy_exports
 
-__all__ = [
-    "BACKBONES",
-    "Backbone",
-    "build_backbone",
-    "closest_hint",
-    "global_average_pool",
-    "seeded_initialisation",
-]
+# Each name is imported from its module on first use: validating params imports the
+# torch-free modules of this package (names, options, configs) without torch.
+_EXPORTS: dict[str, str] = {
+    "Backbone": "pipeline.models.base",
+    "global_average_pool": "pipeline.models.base",
+    "seeded_initialisation": "pipeline.models.init",
+    "BACKBONES": "pipeline.models.names",
+    "build_backbone": "pipeline.models.registry",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

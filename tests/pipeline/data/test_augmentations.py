@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.augmentations import POLICY_AUGMENTATIONS, policy_batch
+from pipeline.data.augmentations import policy_batch
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.loaders import EpochLoader, make_loader
 from pipeline.data.longtail import make_splits
+from pipeline.data.names import POLICY_AUGMENTATIONS
 from pipeline.data.randomness import AUGMENT_STREAM, epoch_torch_generator
 from pipeline.data.sources import load_source
 from pipeline.data.splits import SplitPart
