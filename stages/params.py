@@ -8,6 +8,11 @@ section re-runs only the stages that depend on it:
 - ``data``, ``dump``                          -> dump@<m>
 - ``seed``, ``classify``, ``eval``              -> classify@<m>
 - ``seed``, ``analyze``, ``eval``               -> analyze@<m>
+
+A section that configures a library is generated from the library's config dataclass (see
+`stages.sections`): ``dlsa.flow`` holds `features.configs.FlowTrainConfig`'s fields with its
+types, defaults and constraints, so a default is written once, in the library. The stage layer
+writes only its own keys (devices, seeds, data, what to run, method entries).
 """
 
 from __future__ import annotations
@@ -61,7 +66,6 @@ from stages.sections import (
 SchemaModel = type[BaseModel]
 # numpy, torch and faiss all take seeds below 2**30, with room for per-stream offsets
 MAX_SEED = SEED.high
-_Strict = StrictSection
 
 # The library fields each section holds. A section's default, type and range of such a field
 # are the library config's (see `stages.sections`); the stage adds only its own keys.
@@ -114,7 +118,7 @@ Augmentation = Annotated[str, Strict(), _known(AUGMENTATIONS)]
 MethodKindName = Annotated[str, Strict(), _known(tuple(METHOD_KINDS))]
 
 
-class SplitLists(_Strict):
+class SplitLists(StrictSection):
     """Split list files of the list datasets (ImageNet-LT, Places-LT, iNaturalist 2018)."""
 
     train: Str | None = None
@@ -122,7 +126,7 @@ class SplitLists(_Strict):
     test: Str | None = None
 
 
-class DataParams(_Strict):
+class DataParams(StrictSection):
     """Which images, and how the long-tailed train / balanced val / test splits are made.
 
     ``split_seed`` draws the splits; it is not one of the training ``seeds``, so every seed
@@ -162,7 +166,7 @@ TrainParams = section_model(
 )
 
 
-class MethodParams(_Strict):
+class MethodParams(StrictSection):
     """One entry of ``methods:``.
 
     Attributes:
@@ -180,11 +184,11 @@ class MethodParams(_Strict):
     train: dict[Str, Any] = {}
 
 
-class DumpParams(_Strict):
+class DumpParams(StrictSection):
     """Feature dumping: batch size of the un-augmented forward passes."""
 
     batch_size: Int = Field(512, ge=1)
-    device: Str = "auto"
+    device: Device = "auto"
 
 
 ClassifyParams = section_model(
@@ -219,7 +223,7 @@ AnalyzeParams = section_model(
 )
 
 
-class MemoryParams(_Strict):
+class MemoryParams(StrictSection):
     """Stage 2's memory budget for bank rows (classify, dlsa, analyze).
 
     A bank whose rows do not fit is read from disk in windows instead of loaded whole. The
@@ -241,7 +245,7 @@ EvalParams = section_model(
 )
 
 
-class Params(_Strict):
+class Params(StrictSection):
     """The whole of params.yaml."""
 
     seeds: tuple[Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)], ...] = (0,)

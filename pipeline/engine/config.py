@@ -52,8 +52,8 @@ class OptimConfig:
 class ScheduleConfig:
     """Linear warm-up, then step decay at milestones (epochs) or a cosine decay to zero.
 
-    The defaults are params.yaml's (cosine, no warm-up); the papers' CIFAR recipe is step
-    decay with ``warmup_epochs=5, milestones=(160, 180)`` over 200 epochs.
+    The defaults (cosine, no warm-up) are also the params' defaults; the papers' CIFAR recipe
+    is step decay with ``warmup_epochs=5, milestones=(160, 180)`` over 200 epochs.
     """
 
     kind: str = "cosine"
