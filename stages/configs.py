@@ -4,7 +4,7 @@ with the params key.
 Every stage builds its library configs here, and ``tailbank check`` builds all of them, so a
 value a library refuses is refused before any work starts, named as the user wrote it
 (``dlsa.flow.lr``), never as the library calls it (``FlowTrainConfig.lr``). Which section key
-holds which library field is declared once, by the `stages.sections.Source`\ s of
+holds which library field is declared once, by the `stages.sections.Source` declarations of
 `stages.params`: building a config and naming a key both read them.
 """
 
