@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from features.knn import knn_purity
+from features.analysis.knn import knn_purity
 
 CLASSES = 100
 NOISE = 3.0

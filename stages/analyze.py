@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from features.analysis import analyze_bank
+from features.analysis.tsne import tsne_rows
 from features.bank import Bank
+from features.bank.rows import load_rows
 from features.metrics import frequency_confusion
-from features.rows import load_rows
-from features.tsne import tsne_rows
 from stages.configs import QUERY_SPLIT, analysis_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json

@@ -29,7 +29,7 @@ from features.comparison import (
 )
 from features.errors import FeaturesError
 from features.report import ReportInput, ReportSettings, render_report
-from features.report_text import chosen_classifier
+from features.report.text import chosen_classifier
 from features.seeds import ACCURACY_COLUMNS, accuracy_intervals, gain_intervals, leaders, mean_tree
 from stages.errors import StageError
 from stages.io import json_ready, write_bytes, write_json

@@ -2,13 +2,13 @@
 
 Pure rendering: plain dicts and lists in (one `ReportInput` per method, read from the stages'
 outputs by the caller), text out. This module assembles both formats section by section; the
-pieces live beside it:
+pieces live beside it, in `features.report`:
 
-- `features.report_inputs`: `ReportInput`, `ReportSettings` and lenient lookups of their values.
-- `features.report_text`: summary rows, the classifier chosen on val, ranking sentences.
-- `features.report_tables`: headers and text cells of every table.
-- `features.report_plots`: the matplotlib figures as PNG bytes.
-- `features.report_html`: escaping, tables, images and the page around the sections.
+- `features.report.inputs`: `ReportInput`, `ReportSettings` and lenient lookups of their values.
+- `features.report.text`: summary rows, the classifier chosen on val, ranking sentences.
+- `features.report.tables`: headers and text cells of every table.
+- `features.report.plots`: the matplotlib figures as PNG bytes.
+- `features.report.html`: escaping, tables, images and the page around the sections.
 
 Plots are embedded as base64 data URIs, so the page needs no other file, and the same input
 gives the same bytes. Anything missing for a method (no DLSA run, no analysis) is said in its
@@ -20,16 +20,15 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 
-from features.report_html import Section, html_bold, html_page, html_table, img, note, paragraph
-from features.report_inputs import (
-    METRIC_COLUMNS,
+from features.report.html import Section, html_bold, html_page, html_table, img, note, paragraph
+from features.report.inputs import (
     SHOT_COLUMNS,
     ReportInput,
     ReportSettings,
     dig,
     fmt,
 )
-from features.report_plots import (
+from features.report.plots import (
     cluster_plot,
     confusion_plot,
     per_class_plot,
@@ -39,7 +38,7 @@ from features.report_plots import (
     shot_group_plot,
     tsne_plot,
 )
-from features.report_tables import (
+from features.report.tables import (
     DLSA_HEADER,
     FILTER_HEADER,
     SEPARABILITY_HEADER,
@@ -51,7 +50,7 @@ from features.report_tables import (
     separability_cells,
     summary_cells,
 )
-from features.report_text import (
+from features.report.text import (
     MARKS_LEGEND,
     SummaryRow,
     chosen_classifier,
@@ -59,23 +58,8 @@ from features.report_text import (
     missing_notes,
     ranking,
     seeds_line,
-    spearman,
     summary_rows,
 )
-
-__all__ = [
-    "METRIC_COLUMNS",
-    "SHOT_COLUMNS",
-    "ReportInput",
-    "ReportSettings",
-    "SummaryRow",
-    "chosen_classifier",
-    "missing_notes",
-    "ranking",
-    "render_report",
-    "spearman",
-    "summary_rows",
-]
 
 
 def render_report(

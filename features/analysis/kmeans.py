@@ -13,9 +13,9 @@ from typing import Any
 import faiss
 import numpy as np
 
+from features.analysis.knn import ChunkSource, array_chunks, normalized_rows, seeded_rows, take_rows
 from features.configs import KmeansConfig
 from features.errors import FeaturesError
-from features.knn import ChunkSource, array_chunks, normalized_rows, seeded_rows, take_rows
 from features.metrics import shot_groups
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.analysis.separability import head_tail_separability
 from features.configs import SeparabilityConfig
 from features.errors import FeaturesError
-from features.separability import head_tail_separability
 from tests.features.synthetic import blobs
 
 

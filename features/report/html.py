@@ -11,8 +11,8 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from features.report_inputs import ReportSettings
-from features.report_text import groups_line
+from features.report.inputs import ReportSettings
+from features.report.text import groups_line
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;

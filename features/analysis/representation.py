@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from features.analysis.knn import ChunkSource, array_chunks, class_means
+from features.bank.rows import FeatureRows
 from features.errors import FeaturesError
-from features.knn import ChunkSource, array_chunks, class_means
 from features.metrics import SHOT_GROUPS, shot_groups, softmax
-from features.rows import FeatureRows
 
 # Logit rows per block of the mean positive posterior, for an array or a bank alike.
 POSTERIOR_ROWS = 8192

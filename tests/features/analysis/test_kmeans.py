@@ -8,10 +8,10 @@ import faiss
 import numpy as np
 import pytest
 
-import features.kmeans as kmeans
+import features.analysis.kmeans as kmeans
+from features.analysis.kmeans import ClusterReport, kmeans_clusters
 from features.configs import KmeansConfig
 from features.errors import FeaturesError
-from features.kmeans import ClusterReport, kmeans_clusters
 from tests.features.synthetic import blobs
 
 

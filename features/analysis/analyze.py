@@ -2,7 +2,7 @@
 
 For every view of the bank (`features` and each `extra/<name>`), `analyze_bank` reports
 
-- kNN purity and kNN-classifier accuracy (cosine, faiss; `features.knn`) of the query split
+- kNN purity and kNN-classifier accuracy (cosine, faiss; `features.analysis.knn`) of the query split
   (test) against the index split (train), and of the index split against itself;
 - spherical k-means on the index split: cluster purity, sizes, and whether each cluster's
   majority label is a head or a tail class;
@@ -24,20 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from features.bank import Bank
-from features.configs import AnalysisConfig, KmeansConfig, KnnConfig, SeparabilityConfig
-from features.errors import FeaturesError
-from features.kmeans import kmeans_chunks
-from features.knn import bank_chunks, class_means, knn_bank_queries, use_gpu
-from features.metrics import shot_groups
-from features.representation import (
+from features.analysis.kmeans import kmeans_chunks
+from features.analysis.knn import bank_chunks, class_means, knn_bank_queries, use_gpu
+from features.analysis.representation import (
     POSTERIOR_ROWS,
     class_group_means,
     posterior_from_chunks,
     representation_stats,
 )
-from features.rows import load_rows
-from features.separability import separability_chunks
+from features.analysis.separability import separability_chunks
+from features.bank import Bank
+from features.bank.rows import load_rows
+from features.configs import AnalysisConfig, KmeansConfig, KnnConfig, SeparabilityConfig
+from features.errors import FeaturesError
+from features.metrics import shot_groups
 
 __all__ = ["AnalysisConfig", "KmeansConfig", "KnnConfig", "SeparabilityConfig", "analyze_bank"]
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from features.bank import Bank
+from features.bank.rows import ArrayRows, BankRows, column_moments, load_rows, window_rows
 from features.classifiers import fit_classifier
 from features.configs import CascadeConfig, FlowTrainConfig, ProbeConfig
 from features.dlsa.fit import fit_dlsa
@@ -18,7 +19,6 @@ from features.dlsa.io import save_dlsa_model
 from features.dlsa.model import BankProvenance
 from features.dlsa.report import filter_report
 from features.errors import FeaturesError
-from features.rows import ArrayRows, BankRows, column_moments, load_rows, window_rows
 from tests.features.synthetic import write_bank
 
 
@@ -190,7 +190,7 @@ def test_a_subset_of_all_rows_in_order_is_no_copy() -> None:
 
 
 def test_representation_stats_of_streamed_rows_are_identical(bank: Bank) -> None:
-    from features.representation import representation_stats
+    from features.analysis.representation import representation_stats
 
     labels, counts = bank.labels("train"), bank.meta.class_counts
     memory = representation_stats(bank.features("train"), labels, counts)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from features.analysis import analyze_bank
+from features.analysis.representation import mean_positive_posterior, representation_stats
 from features.bank import Bank
 from features.configs import AnalysisConfig, KmeansConfig, KnnConfig
 from features.errors import FeaturesError
-from features.representation import mean_positive_posterior, representation_stats
 from tests.features.synthetic import COUNTS, write_bank
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.tsne import stratified_rows
+from features.analysis.tsne import stratified_rows
 
 
 def test_stratified_rows_take_every_class_alike() -> None:

@@ -9,7 +9,7 @@ import torch
 from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
-from features.rows import FeatureRows
+from features.bank.rows import FeatureRows
 
 _MAX_PERPLEXITY = 30.0
 

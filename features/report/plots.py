@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from features.report_inputs import (
+from features.report.inputs import (
     SHOT_COLUMNS,
     ReportInput,
     ReportSettings,
@@ -25,7 +25,7 @@ from features.report_inputs import (
     nan_if_missing,
     number,
 )
-from features.report_text import chosen_classifier
+from features.report.text import chosen_classifier
 
 _DPI = 100
 _HEAD, _TAIL = "#1f77b4", "#ff7f0e"

@@ -7,14 +7,14 @@ from itertools import product
 import numpy as np
 import pytest
 
-import features.representation as representation
-from features.errors import FeaturesError
-from features.representation import (
+import features.analysis.representation as representation
+from features.analysis.representation import (
     class_group_means,
     mean_positive_posterior,
     pairwise_distance_sums,
     representation_stats,
 )
+from features.errors import FeaturesError
 
 # --- Eq. 15-17 ---------------------------------------------------------------------------------
 

@@ -9,10 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from features.bank import Bank, BankMeta, BankWriter
-from features.configs import KnnConfig
-from features.errors import FeaturesError
-from features.knn import (
+from features.analysis.knn import (
     array_chunks,
     class_means,
     group_means,
@@ -25,6 +22,9 @@ from features.knn import (
     take_rows,
     use_gpu,
 )
+from features.bank import Bank, BankMeta, BankWriter
+from features.configs import KnnConfig
+from features.errors import FeaturesError
 
 
 @pytest.fixture(autouse=True)

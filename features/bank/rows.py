@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from features.arrays import float_matrix
 from features.bank import Bank, position_vector
+from features.bank.arrays import float_matrix
 from features.errors import FeaturesError
 
 # Rows per block of the column statistics: fixed, so the float64 sums add up in the same order

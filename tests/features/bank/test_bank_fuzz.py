@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from features.bank import Bank
 from features.errors import FeaturesError
-from tests.features.test_bank import write_bank
+from tests.features.bank.test_bank import write_bank
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from features.analysis.knn import ChunkSource, array_chunks, seeded_rows, take_rows
+from features.bank.rows import ArrayRows, FeatureRows
 from features.configs import SeparabilityConfig
 from features.errors import FeaturesError
-from features.knn import ChunkSource, array_chunks, seeded_rows, take_rows
-from features.rows import ArrayRows, FeatureRows
 
 # Standardising a feature that is constant on the probe's rows would divide by zero.
 # Test rows scored at once: a constant, so decisions do not depend on where rows are held.

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from features.report_inputs import METRIC_COLUMNS, SHOT_COLUMNS, ReportInput, dig, fmt, number
-from features.report_text import SummaryRow
+from features.report.inputs import METRIC_COLUMNS, SHOT_COLUMNS, ReportInput, dig, fmt, number
+from features.report.text import SummaryRow
 
 SUMMARY_HEADER = ["method", "classifier", "overall", "many", "medium", "few", "MCC", "NMI", "ECE"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from features.report_inputs import (
+from features.report.inputs import (
     ReportInput,
     ReportSettings,
     analysis_view,
