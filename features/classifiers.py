@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from features.bank.arrays import label_vector
+from features.arrays import label_vector
 from features.bank.rows import FeatureRows, as_rows, column_moments
 from features.configs import CLASSIFIER_KINDS, ProbeConfig
 from features.devices import state_snapshot, torch_device

@@ -18,34 +18,38 @@ Tail, for the probe and the k-means flags, means at most `tail_max_count` traini
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
-from features.analysis.kmeans import kmeans_chunks
-from features.analysis.knn import bank_chunks, class_means, knn_bank_queries, use_gpu
-from features.analysis.representation import (
-    POSTERIOR_ROWS,
-    class_group_means,
-    posterior_from_chunks,
-    representation_stats,
+from features.analysis.groups import class_group_means, class_means
+from features.analysis.kmeans import kmeans_rows
+from features.analysis.knn import KnnResult, knn_bank, use_gpu
+from features.analysis.records import json_value
+from features.analysis.representation import POSTERIOR_ROWS, posterior_of_rows, representation_stats
+from features.analysis.result import (
+    AnalysisResult,
+    GroupMeans,
+    KmeansSummary,
+    KnnScores,
+    KnnSummary,
+    PerClass,
+    Representation,
+    ViewPerClass,
+    ViewResult,
 )
-from features.analysis.separability import separability_chunks
+from features.analysis.separability import separability_rows
 from features.bank import Bank
-from features.bank.rows import load_rows
-from features.configs import AnalysisConfig, KmeansConfig, KnnConfig, SeparabilityConfig
+from features.bank.rows import BankRows, load_rows
+from features.configs import AnalysisConfig
 from features.errors import FeaturesError
 from features.metrics import shot_groups
-
-__all__ = ["AnalysisConfig", "KmeansConfig", "KnnConfig", "SeparabilityConfig", "analyze_bank"]
 
 
 def analyze_bank(
     bank: Bank, config: AnalysisConfig | None = None, budget_bytes: int | None = None
-) -> dict[str, Any]:
-    """Every analysis of this module on every view of a bank, as a JSON-ready dict.
+) -> AnalysisResult:
+    """Every analysis of this module on every view of a bank.
 
     Args:
         bank: An open bank with the index and query splits.
@@ -55,12 +59,11 @@ def analyze_bank(
             always read in `config.knn.chunk_rows` blocks.
 
     Returns:
-        Nested dict of plain Python values (NaN as None): the settings, per-class arrays
-        (class counts, shot groups, tail flags, mean positive posterior), the posterior per
-        shot group, and under "views" one entry per analysed view with kNN (query against
-        index, and index against itself), k-means, representation statistics, separability
-        and per-class kNN purity / accuracy / D_intra / D_inter. The same bank and config give
-        the same dict.
+        The settings, per-class values (class counts, shot groups, tail flags, mean positive
+        posterior), the posterior per shot group, and one `ViewResult` per analysed view with
+        kNN (query against index, and index against itself), k-means, representation
+        statistics, separability and per-class kNN purity / accuracy / D_intra / D_inter.
+        The same bank and config give the same result; `to_json()` is `analysis.json`.
     """
     config = config or AnalysisConfig()
     for split in (config.index_split, config.query_split):
@@ -72,22 +75,24 @@ def analyze_bank(
     counts = bank.meta.class_counts
     groups = (config.many_above, config.few_below)
     posterior = _posterior(bank, config)
-    report = {
-        "method": bank.meta.method,
-        "backbone": bank.meta.backbone,
-        "dataset": bank.meta.dataset,
-        "config": asdict(config),
-        "per_class": {
-            "class_counts": counts,
-            "shot_group": shot_groups(counts, *groups),
-            "is_tail": counts <= config.tail_max_count,
-            "mean_positive_posterior": posterior,
-        },
-        "posterior": None if posterior is None else class_group_means(posterior, counts, *groups),
-        "views": {view: _analyze_view(bank, view, config, budget_bytes)
-                  for view in _views(bank, config)},
-    }
-    return _jsonable(report)
+    return AnalysisResult(
+        method=bank.meta.method,
+        backbone=bank.meta.backbone,
+        dataset=bank.meta.dataset,
+        config=json_value(asdict(config)),
+        per_class=PerClass(
+            class_counts=_json_tuple(counts),
+            shot_group=_json_tuple(shot_groups(counts, *groups)),
+            is_tail=_json_tuple(counts <= config.tail_max_count),
+            mean_positive_posterior=None if posterior is None else _json_tuple(posterior),
+        ),
+        posterior=(
+            None if posterior is None
+            else GroupMeans(**json_value(class_group_means(posterior, counts, *groups)))
+        ),
+        views={view: _analyze_view(bank, view, config, budget_bytes)
+               for view in _views(bank, config)},
+    )
 
 
 def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
@@ -107,37 +112,39 @@ def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
 def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
     if not bank.has(config.query_split, "logits"):
         return None
-    blocks = bank_chunks(bank, config.query_split, "logits", POSTERIOR_ROWS)
-    return posterior_from_chunks(blocks, bank.labels(config.query_split), bank.meta.num_classes)
+    logits = BankRows(bank, config.query_split, "logits", window_rows=POSTERIOR_ROWS)
+    return posterior_of_rows(logits, bank.labels(config.query_split), bank.meta.num_classes)
 
 
 def _analyze_view(
     bank: Bank, view: str, config: AnalysisConfig, budget_bytes: int | None
-) -> dict[str, Any]:
+) -> ViewResult:
     index_split, query_split = config.index_split, config.query_split
     counts = bank.meta.class_counts
     groups = {"many_above": config.many_above, "few_below": config.few_below}
     index_y, query_y = bank.labels(index_split), bank.labels(query_split)
     query_x = load_rows(bank, [(query_split, view)], budget_bytes)[query_split, view]
-    index_chunks = bank_chunks(bank, index_split, view, config.knn.chunk_rows)
+    # the index split is streamed, never held: its blocks are those the kNN index is built from
+    index_x = BankRows(bank, index_split, view, window_rows=config.knn.chunk_rows)
     # one index of the train rows answers both the test queries and the train rows' own
-    knn = knn_bank_queries(
+    knn = knn_bank(
         bank, config.knn, index_split=index_split, query_splits=(query_split, index_split),
         field=view,
     )
     knn_query, knn_self = knn[query_split], knn[index_split]
-    clusters = kmeans_chunks(
-        index_chunks,
+    clusters = kmeans_rows(
+        index_x,
         index_y,
         counts,
         config.kmeans,
         tail_max_count=config.tail_max_count,
+        chunk_rows=config.knn.chunk_rows,
         use_gpu=use_gpu(config.knn),
         **groups,
     )
     representation = representation_stats(query_x, query_y, counts, **groups)
-    separability = separability_chunks(
-        index_chunks,
+    separability = separability_rows(
+        index_x,
         index_y,
         query_x,
         query_y,
@@ -146,42 +153,33 @@ def _analyze_view(
         tail_max_count=config.tail_max_count,
     )
     num_classes = len(counts)
-    return {
-        "dim": query_x.dim,
-        "knn": {
-            "index": knn_query.index_kind,
-            "query": knn_query.summary(counts, **groups),
-            "self": knn_self.summary(counts, **groups),
-        },
-        "kmeans": clusters.summary(),
-        "representation": representation.summary(),
-        "separability": separability.summary(),
-        "per_class": {
-            "knn_purity": class_means(knn_query.purity, query_y, num_classes),
-            "knn_accuracy": class_means(knn_query.correct, query_y, num_classes),
-            "knn_purity_self": class_means(knn_self.purity, index_y, num_classes),
-            "d_intra": representation.intra,
-            "d_inter": representation.inter,
-        },
-    }
+    return ViewResult(
+        dim=query_x.dim,
+        knn=KnnSummary(
+            index_kind=knn_query.index_kind,
+            query=_knn_scores(knn_query, counts, groups),
+            itself=_knn_scores(knn_self, counts, groups),
+        ),
+        kmeans=KmeansSummary.from_json(json_value(clusters.summary())),
+        representation=Representation.from_json(json_value(representation.summary())),
+        separability=separability,
+        per_class=ViewPerClass(
+            knn_purity=_json_tuple(class_means(knn_query.purity, query_y, num_classes)),
+            knn_accuracy=_json_tuple(class_means(knn_query.correct, query_y, num_classes)),
+            knn_purity_self=_json_tuple(class_means(knn_self.purity, index_y, num_classes)),
+            d_intra=_json_tuple(representation.intra),
+            d_inter=_json_tuple(representation.inter),
+        ),
+    )
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain Python values for json.dump: arrays to lists, numpy scalars to Python, NaN to None."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return str(value)
-    if value is None:
-        return None
-    raise TypeError(f"cannot make {type(value).__name__} JSON-ready")
+def _knn_scores(result: KnnResult, counts: np.ndarray, groups: dict[str, int]) -> KnnScores:
+    summary = json_value(result.summary(counts, **groups))
+    return KnnScores(
+        purity=GroupMeans(**summary["purity"]), accuracy=GroupMeans(**summary["accuracy"])
+    )
+
+
+def _json_tuple(values: np.ndarray) -> tuple:
+    """The JSON values of an array [C] (NaN as None), as a tuple."""
+    return tuple(json_value(values))

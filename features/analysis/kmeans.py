@@ -13,7 +13,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from features.analysis.knn import ChunkSource, array_chunks, normalized_rows, seeded_rows, take_rows
+from features.analysis.cosine import normalized_rows
+from features.analysis.sample import seeded_rows
+from features.bank.rows import ArrayRows, FeatureRows
 from features.configs import KmeansConfig
 from features.errors import FeaturesError
 from features.metrics import shot_groups
@@ -85,7 +87,7 @@ def kmeans_clusters(
     chunk_rows: int = 8192,
     use_gpu: bool = False,
 ) -> ClusterReport:
-    """Spherical k-means of in-memory rows; see `kmeans_chunks`.
+    """Spherical k-means of in-memory rows (held as float32, like a bank's); see `kmeans_rows`.
 
     Args:
         x: float [N, D].
@@ -104,20 +106,21 @@ def kmeans_clusters(
     x = np.asarray(x)
     if x.ndim != 2 or len(x) != len(y):
         raise FeaturesError(f"x: expected [N, D] rows with N = len(y) = {len(y)}, got {x.shape}")
-    return kmeans_chunks(
-        array_chunks(x, chunk_rows),
+    return kmeans_rows(
+        ArrayRows(x, "x"),
         np.asarray(y, np.int64),
         class_counts,
         config,
         tail_max_count=tail_max_count,
         many_above=many_above,
         few_below=few_below,
+        chunk_rows=chunk_rows,
         use_gpu=use_gpu,
     )
 
 
-def kmeans_chunks(
-    chunks: ChunkSource,
+def kmeans_rows(
+    rows: FeatureRows,
     labels: np.ndarray,
     class_counts: np.ndarray,
     config: KmeansConfig,
@@ -125,18 +128,20 @@ def kmeans_chunks(
     tail_max_count: int = 50,
     many_above: int = 100,
     few_below: int = 20,
+    chunk_rows: int = 8192,
     use_gpu: bool = False,
 ) -> ClusterReport:
     """Spherical k-means: centroids fitted on a seeded sample, then every row assigned.
 
     Args:
-        chunks: Blocks float [r, D] of the N rows.
+        rows: float32 [N, D], the rows to cluster, in memory or read from a bank.
         labels: int64 [N], labels in [0, C).
         class_counts: int [C], training rows per class.
         config: k-means settings.
         tail_max_count: A class with at most this many training rows is tail.
         many_above: See `features.metrics.shot_groups`.
         few_below: See `features.metrics.shot_groups`.
+        chunk_rows: Rows per block assigned at once.
         use_gpu: Cluster on the GPU.
 
     Returns:
@@ -151,8 +156,8 @@ def kmeans_chunks(
             "set n_clusters lower"
         )
     # at least one row per cluster, even when max_train_rows is set lower
-    rows = seeded_rows(num_rows, max(config.max_train_rows, n_clusters), config.seed)
-    sample = normalized_rows(take_rows(chunks, rows))
+    picked = seeded_rows(num_rows, max(config.max_train_rows, n_clusters), config.seed)
+    sample = normalized_rows(rows.take_numpy(picked))
     kmeans = faiss.Kmeans(
         sample.shape[1],
         n_clusters,
@@ -167,7 +172,10 @@ def kmeans_chunks(
     )
     kmeans.train(sample, init_centroids=_kmeans_plus_plus(sample, n_clusters, config))
     assigned = np.concatenate(
-        [kmeans.index.search(normalized_rows(block), 1)[1][:, 0] for block in chunks()]
+        [
+            kmeans.index.search(normalized_rows(block), 1)[1][:, 0]
+            for block in rows.numpy_blocks(chunk_rows)
+        ]
     ).astype(np.int64)
     majority, majority_count = _majorities(assigned, labels, n_clusters, num_classes)
     return ClusterReport(

@@ -1,11 +1,12 @@
 """k-nearest-neighbour purity and accuracy of a bank's rows on cosine similarity (faiss).
 
 Rows are L2-normalised, so the inner product that the faiss index ranks by is the cosine
-similarity. The train side is added to the index block by block and the queries are searched
-block by block, so neither split has to be one array in memory; faiss holds the index itself.
-Arrays and banks go through the same blocked code, so both give the same numbers.
+similarity. The index rows are added block by block and the queries are searched block by
+block (`FeatureRows.numpy_blocks`), so neither split has to be one array in memory; faiss
+holds the index itself. Arrays (`knn_arrays`) and banks (`knn_bank`) are both `FeatureRows`
+and take the same code, so both give the same numbers.
 
-Index: exact `IndexFlatIP` up to `KnnConfig.ivf_above` train rows, `IndexIVFFlat` (nlist ~
+Index: exact `IndexFlatIP` up to `KnnConfig.ivf_above` index rows, `IndexIVFFlat` (nlist ~
 4 sqrt(N) inverted lists, trained on a seeded sample, `nprobe` lists searched) above it;
 on the GPU when faiss sees one and `use_gpu` allows.
 """
@@ -13,24 +14,22 @@ on the GPU when faiss sees one and `use_gpu` allows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
+from features.analysis.cosine import normalized_rows
+from features.analysis.groups import group_means
+from features.analysis.sample import seeded_rows
 from features.bank import Bank
+from features.bank.rows import ArrayRows, BankRows, FeatureRows
 from features.configs import KnnConfig
 from features.errors import ConfigError, FeaturesError
-from features.metrics import SHOT_GROUPS, shot_groups
-
-# A split's rows of one field, as consecutive blocks; called again for each pass over them.
-ChunkSource = Callable[[], Iterator[np.ndarray]]
 
 # Rows of the IVF training sample per inverted list: faiss warns below 39 and samples 256.
 _IVF_TRAIN_PER_LIST = 64
-# Zero rows stay zero instead of dividing by zero; their similarity to everything is 0.
-_MIN_NORM = 1e-12
 
 
 def use_gpu(config: KnnConfig) -> bool:
@@ -81,64 +80,19 @@ class KnnResult:
         }
 
 
-def knn_purity(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    query_x: np.ndarray,
-    query_y: np.ndarray,
-    k: int,
-    *,
-    exclude_self: bool,
-    chunk_rows: int = 8192,
-    use_gpu: bool | str = "auto",
-) -> np.ndarray:
-    """Share of each query's k nearest train rows (cosine) that carry the query's label.
+@dataclass(frozen=True)
+class _Queries:
+    """One set of query rows searched in a built index.
 
-    Args:
-        train_x: float [N, D], the indexed rows.
-        train_y: int [N], their labels.
-        query_x: float [M, D]; with `exclude_self`, the train rows themselves (M = N).
-        query_y: int [M].
-        k: Neighbours per query.
-        exclude_self: Query i is train row i and is not its own neighbour.
-        chunk_rows: Rows per block added or searched.
-        use_gpu: See `KnnConfig.use_gpu`.
-
-    Returns:
-        float64 [M].
+    Attributes:
+        rows: float32 [M, D] query rows.
+        labels: int64 [M], their classes.
+        exclude_self: Query i is index row i and is not its own neighbour.
     """
-    config = KnnConfig(k=k, chunk_rows=chunk_rows, use_gpu=use_gpu)
-    return knn_arrays(train_x, train_y, query_x, query_y, config, exclude_self=exclude_self).purity
 
-
-def knn_accuracy(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    query_x: np.ndarray,
-    query_y: np.ndarray,
-    k: int,
-    *,
-    exclude_self: bool,
-    chunk_rows: int = 8192,
-    use_gpu: bool | str = "auto",
-) -> np.ndarray:
-    """Whether the kNN classifier (see `majority_vote`) gets each query right.
-
-    Args:
-        train_x: float [N, D], the indexed rows.
-        train_y: int [N], their labels.
-        query_x: float [M, D]; with `exclude_self`, the train rows themselves (M = N).
-        query_y: int [M].
-        k: Neighbours per query.
-        exclude_self: Query i is train row i and is not its own neighbour.
-        chunk_rows: Rows per block added or searched.
-        use_gpu: See `KnnConfig.use_gpu`.
-
-    Returns:
-        float64 [M], 1 for a correct vote, else 0.
-    """
-    config = KnnConfig(k=k, chunk_rows=chunk_rows, use_gpu=use_gpu)
-    return knn_arrays(train_x, train_y, query_x, query_y, config, exclude_self=exclude_self).correct
+    rows: FeatureRows
+    labels: np.ndarray
+    exclude_self: bool
 
 
 def knn_arrays(
@@ -150,7 +104,7 @@ def knn_arrays(
     *,
     exclude_self: bool,
 ) -> KnnResult:
-    """kNN search of in-memory rows.
+    """kNN search of in-memory rows (held as float32, like a bank's).
 
     Args:
         train_x: float [N, D], the indexed rows.
@@ -172,14 +126,8 @@ def knn_arrays(
             f"exclude_self needs the train rows as queries, but there are {len(query_x)} "
             f"queries for {len(train_x)} train rows; pass exclude_self=False"
         )
-    return knn_search(
-        array_chunks(train_x, config.chunk_rows),
-        train_y,
-        array_chunks(query_x, config.chunk_rows),
-        query_y,
-        config,
-        exclude_self=exclude_self,
-    )
+    queries = {"query": _Queries(ArrayRows(query_x, "query_x"), query_y, exclude_self)}
+    return _knn(ArrayRows(train_x, "train_x"), train_y, queries, config)["query"]
 
 
 def knn_bank(
@@ -187,115 +135,84 @@ def knn_bank(
     config: KnnConfig,
     *,
     index_split: str = "train",
-    query_split: str = "test",
+    query_splits: tuple[str, ...] = ("test",),
     field: str = "features",
-) -> KnnResult:
-    """kNN search of one split of a bank against another, streamed in `chunk_rows` blocks.
+) -> dict[str, KnnResult]:
+    """kNN search of splits of a bank against one index, built (and read) once.
 
-    When `query_split == index_split` each row is left out of its own neighbours.
+    Rows are read in `config.chunk_rows` blocks. A query split equal to `index_split` leaves
+    each row out of its own neighbours.
 
     Args:
         bank: An open bank.
         config: Index and search settings.
         index_split: Split whose rows are indexed.
-        query_split: Split whose rows are searched.
+        query_splits: Splits whose rows are searched.
         field: `features` or `extra/<name>`, the view of the rows.
 
     Returns:
-        Neighbours, purity and votes of every query row.
+        Query split -> neighbours, purity and votes of its rows.
     """
-    return knn_bank_queries(
-        bank, config, index_split=index_split, query_splits=(query_split,), field=field
-    )[query_split]
 
+    def rows(split: str) -> BankRows:
+        return BankRows(bank, split, field, window_rows=config.chunk_rows)
 
-def knn_bank_queries(
-    bank: Bank,
-    config: KnnConfig,
-    *,
-    index_split: str,
-    query_splits: tuple[str, ...],
-    field: str = "features",
-) -> dict[str, KnnResult]:
-    """`knn_bank` of several query splits against one index, built (and read) once.
-
-    Returns:
-        Query split -> its neighbours, purity and votes.
-    """
-    train_y = bank.labels(index_split)
-    for split in query_splits:
-        config.check_k(len(train_y), split == index_split)
-    index, kind, _resources = _build_index(
-        bank_chunks(bank, index_split, field, config.chunk_rows), len(train_y), config
-    )
-    return {
-        split: _search(index, kind, train_y,
-                       bank_chunks(bank, split, field, config.chunk_rows), bank.labels(split),
-                       config, exclude_self=split == index_split)
+    queries = {
+        split: _Queries(rows(split), bank.labels(split), split == index_split)
         for split in query_splits
     }
+    return _knn(rows(index_split), bank.labels(index_split), queries, config)
 
 
-def knn_search(
-    train: ChunkSource,
-    train_y: np.ndarray,
-    queries: ChunkSource,
-    query_y: np.ndarray,
+def _knn(
+    index_rows: FeatureRows,
+    index_y: np.ndarray,
+    queries: Mapping[str, _Queries],
     config: KnnConfig,
-    *,
-    exclude_self: bool,
-) -> KnnResult:
-    """kNN search of blocks of rows; the common path of arrays and banks.
+) -> dict[str, KnnResult]:
+    """Builds one index of `index_rows` and searches each set of queries in it.
 
     Args:
-        train: Blocks float [r, D] of the N indexed rows.
-        train_y: int64 [N], their labels.
-        queries: Blocks float [r, D] of the M query rows; with `exclude_self`, the train rows.
-        query_y: int64 [M].
+        index_rows: float32 [N, D], the indexed rows.
+        index_y: int64 [N], their labels.
+        queries: Name -> query rows, their labels and whether they are the index rows.
         config: Index and search settings.
-        exclude_self: Query i is train row i and is not its own neighbour.
 
     Returns:
-        Neighbours, purity and votes of every query.
+        Name -> neighbours, purity and votes of those queries.
     """
-    config.check_k(len(train_y), exclude_self)
-    index, kind, _resources = _build_index(train, len(train_y), config)
-    return _search(index, kind, train_y, queries, query_y, config, exclude_self=exclude_self)
+    for query in queries.values():
+        config.check_k(len(index_y), query.exclude_self)
+    index, kind, _resources = _build_index(index_rows, len(index_y), config)
+    return {name: _search(index, kind, index_y, query, config) for name, query in queries.items()}
 
 
 def _search(
-    index: faiss.Index,
-    kind: str,
-    train_y: np.ndarray,
-    queries: ChunkSource,
-    query_y: np.ndarray,
-    config: KnnConfig,
-    *,
-    exclude_self: bool,
+    index: faiss.Index, kind: str, index_y: np.ndarray, query: _Queries, config: KnnConfig
 ) -> KnnResult:
-    """Searches blocks of query rows in a built index (see `knn_search`)."""
-    wanted = config.k + 1 if exclude_self else config.k
+    """Searches the query rows, block by block, in a built index."""
+    wanted = config.k + 1 if query.exclude_self else config.k
     neighbors, purity, prediction = [], [], []
     start = 0
-    for block in queries():
+    for block in query.rows.numpy_blocks(config.chunk_rows):
         block = normalized_rows(block)
         sims, ids = index.search(block, wanted)
-        if exclude_self:
+        if query.exclude_self:
             sims, ids = _drop_self(sims, ids, np.arange(start, start + len(block)))
-        labels = query_y[start : start + len(block)]
+        labels = query.labels[start : start + len(block)]
         valid = ids >= 0
-        neighbor_labels = np.where(valid, train_y[np.maximum(ids, 0)], -1)
+        neighbor_labels = np.where(valid, index_y[np.maximum(ids, 0)], -1)
         matches = ((neighbor_labels == labels[:, None]) & valid).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             purity.append(matches / valid.sum(axis=1))
         prediction.append(majority_vote(neighbor_labels, sims, valid))
         neighbors.append(ids.astype(np.int64))
         start += len(block)
-    if start != len(query_y):
-        raise FeaturesError(f"the query blocks hold {start} rows but {len(query_y)} labels")
+    if start != len(query.labels):
+        raise FeaturesError(f"the query blocks hold {start} rows but {len(query.labels)} labels")
     empty = np.zeros((0, config.k), np.int64)
     return KnnResult(
-        labels=np.asarray(query_y, np.int64),
+        labels=np.asarray(query.labels, np.int64),
         neighbors=np.concatenate(neighbors) if neighbors else empty,
         purity=np.concatenate(purity) if purity else np.zeros(0),
         prediction=np.concatenate(prediction) if prediction else np.zeros(0, np.int64),
@@ -330,110 +247,18 @@ def majority_vote(labels: np.ndarray, sims: np.ndarray, valid: np.ndarray) -> np
     return np.where(valid.any(axis=1), chosen, -1).astype(np.int64)
 
 
-def group_means(
-    values: np.ndarray,
-    labels: np.ndarray,
-    class_counts: np.ndarray,
-    many_above: int = 100,
-    few_below: int = 20,
-) -> dict[str, float | None]:
-    """Mean of per-row values over all rows and over the rows of each shot group.
-
-    Args:
-        values: float [N], NaN entries are skipped.
-        labels: int [N], each row's class.
-        class_counts: int [C], training rows per class (defines the groups).
-        many_above: See `features.metrics.shot_groups`.
-        few_below: See `features.metrics.shot_groups`.
-
-    Returns:
-        {"overall", "many", "medium", "few"} -> mean, None for no (non-NaN) rows.
-    """
-    values = np.asarray(values, np.float64)
-    row_group = shot_groups(class_counts, many_above, few_below)[np.asarray(labels, np.int64)]
-    means = {"overall": _nan_mean(values)}
-    means |= {group: _nan_mean(values[row_group == group]) for group in SHOT_GROUPS}
-    return means
-
-
-def class_means(values: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Mean of per-row values over each class's rows.
-
-    Args:
-        values: float [N], NaN entries are skipped.
-        labels: int [N] in [0, C).
-        num_classes: C.
-
-    Returns:
-        float64 [C], NaN for a class without (non-NaN) rows.
-    """
-    values = np.asarray(values, np.float64)
-    keep = ~np.isnan(values)
-    labels = np.asarray(labels, np.int64)[keep]
-    totals = np.bincount(labels, weights=values[keep], minlength=num_classes)
-    counts = np.bincount(labels, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, totals / counts, np.nan)
-
-
-def normalized_rows(block: np.ndarray) -> np.ndarray:
-    """float32 [r, D] rows scaled to unit L2 norm (zero rows stay zero), C-contiguous."""
-    block = np.asarray(block, dtype=np.float64)
-    norms = np.linalg.norm(block, axis=1, keepdims=True)
-    return np.ascontiguousarray(block / np.maximum(norms, _MIN_NORM), dtype=np.float32)
-
-
-def array_chunks(x: np.ndarray, rows: int) -> ChunkSource:
-    """The rows of an array as a `ChunkSource` of `rows`-row blocks."""
-    return lambda: (x[start : start + rows] for start in range(0, len(x), rows))
-
-
-def bank_chunks(bank: Bank, split: str, field: str, rows: int) -> ChunkSource:
-    """One field of a bank's split as a `ChunkSource` of `rows`-row blocks."""
-    return lambda: bank.iter_chunks(split, field, rows=rows)
-
-
-def take_rows(chunks: ChunkSource, rows: np.ndarray) -> np.ndarray:
-    """Gathers rows by index in one pass over the blocks.
-
-    Args:
-        chunks: The blocks of a split.
-        rows: int [m], sorted ascending, unique row indices.
-
-    Returns:
-        [m, ...] the rows, in the order of `rows`.
-    """
-    picked, start = [], 0
-    for block in chunks():
-        stop = start + len(block)
-        low, high = np.searchsorted(rows, [start, stop])
-        picked.append(np.asarray(block)[rows[low:high] - start])
-        start = stop
-    return np.concatenate(picked)
-
-
-def seeded_rows(num_rows: int, size: int, seed: int) -> np.ndarray:
-    """int64 [min(size, num_rows)], sorted distinct rows drawn uniformly with `seed`."""
-    if size >= num_rows:
-        return np.arange(num_rows, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(num_rows, size=size, replace=False)).astype(np.int64)
-
-
 def _build_index(
-    train: ChunkSource, num_train: int, config: KnnConfig
+    rows: FeatureRows, num_rows: int, config: KnnConfig
 ) -> tuple[faiss.Index, str, object]:
-    """Index of the normalised train rows; returns it, its kind and what must outlive it."""
-    first = next(iter(train()))
-    dim = first.shape[1]
-    if num_train > config.ivf_above:
-        index, kind = _trained_ivf(train, num_train, dim, config), "ivf"
+    """Index of the normalised rows; returns it, its kind and what must outlive it."""
+    if num_rows > config.ivf_above:
+        index, kind = _trained_ivf(rows, num_rows, rows.dim, config), "ivf"
     else:
-        index, kind = faiss.IndexFlatIP(dim), "flat"
-    for block in train():
+        index, kind = faiss.IndexFlatIP(rows.dim), "flat"
+    for block in rows.numpy_blocks(config.chunk_rows):
         index.add(normalized_rows(block))
-    if index.ntotal != num_train:
-        raise FeaturesError(f"the train blocks hold {index.ntotal} rows but {num_train} labels")
+    if index.ntotal != num_rows:
+        raise FeaturesError(f"the train blocks hold {index.ntotal} rows but {num_rows} labels")
     if not use_gpu(config):
         return index, kind, None
     # Built on the CPU and copied: one code path for both devices.
@@ -442,14 +267,15 @@ def _build_index(
 
 
 def _trained_ivf(
-    train: ChunkSource, num_train: int, dim: int, config: KnnConfig
+    rows: FeatureRows, num_rows: int, dim: int, config: KnnConfig
 ) -> faiss.IndexIVFFlat:
-    nlist = config.nlist or max(1, round(4 * math.sqrt(num_train)))
-    nlist = min(nlist, num_train)
+    """An IVF index whose coarse quantiser is trained on a seeded sample of the rows."""
+    nlist = config.nlist or max(1, round(4 * math.sqrt(num_rows)))
+    nlist = min(nlist, num_rows)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = config.seed
-    rows = seeded_rows(num_train, _IVF_TRAIN_PER_LIST * nlist, config.seed)
-    index.train(normalized_rows(take_rows(train, rows)))
+    sample = seeded_rows(num_rows, _IVF_TRAIN_PER_LIST * nlist, config.seed)
+    index.train(normalized_rows(rows.take_numpy(sample)))
     index.nprobe = min(config.nprobe, nlist)
     return index
 
@@ -468,11 +294,6 @@ def _drop_self(
     keep = ~is_self
     rows, width = ids.shape
     return sims[keep].reshape(rows, width - 1), ids[keep].reshape(rows, width - 1)
-
-
-def _nan_mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else None
 
 
 def _float_rows(values: np.ndarray, name: str, width: int | None = None) -> np.ndarray:

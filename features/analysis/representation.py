@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from features.analysis.knn import ChunkSource, array_chunks, class_means
+from features.analysis.groups import class_means, nan_mean
 from features.bank.rows import FeatureRows
 from features.errors import FeaturesError
 from features.metrics import SHOT_GROUPS, shot_groups, softmax
@@ -136,8 +136,8 @@ def pairwise_distance_sums(points: np.ndarray) -> np.ndarray:
 
 
 def _rho_terms(intra: np.ndarray, inter: np.ndarray) -> dict[str, float | None]:
-    d_intra = _nan_mean(intra)
-    d_inter = _nan_mean(inter)
+    d_intra = nan_mean(intra)
+    d_inter = nan_mean(inter)
     rho = d_intra / d_inter if d_intra is not None and d_inter else None
     return {"d_intra": d_intra, "d_inter": d_inter, "rho": rho}
 
@@ -160,43 +160,30 @@ def mean_positive_posterior(logits: np.ndarray, labels: np.ndarray, num_classes:
         raise FeaturesError(
             f"logits: expected [{len(labels)}, {num_classes}] (rows x classes), got {logits.shape}"
         )
-    return posterior_from_chunks(
-        array_chunks(logits, POSTERIOR_ROWS), np.asarray(labels, np.int64), num_classes
-    )
+    labels = np.asarray(labels, np.int64)
+    # in memory as given (float64 logits stay float64): the softmax is row-wise, so one block
+    # gives what blocks of a bank's float32 logits give
+    return class_means(_positive_posterior(logits, labels), labels, num_classes)
 
 
-def posterior_from_chunks(chunks: ChunkSource, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """`mean_positive_posterior` of logits given as blocks float [r, C] of the N rows."""
+def posterior_of_rows(logits: FeatureRows, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """`mean_positive_posterior` of logits read in blocks of `POSTERIOR_ROWS` rows.
+
+    Args:
+        logits: float32 [N, C] rows, e.g. a bank's `<split>/logits`.
+        labels: int64 [N], in [0, C).
+        num_classes: C.
+
+    Returns:
+        float64 [C], NaN for a class without rows.
+    """
     positive, start = [], 0
-    for block in chunks():
-        rows = labels[start : start + len(block)]
-        positive.append(softmax(block)[np.arange(len(block)), rows])
+    for block in logits.numpy_blocks(POSTERIOR_ROWS):
+        positive.append(_positive_posterior(block, labels[start : start + len(block)]))
         start += len(block)
     return class_means(np.concatenate(positive), labels, num_classes)
 
 
-def class_group_means(
-    per_class: np.ndarray, class_counts: np.ndarray, many_above: int = 100, few_below: int = 20
-) -> dict[str, float | None]:
-    """Mean of a per-class value over all classes and over each shot group's classes.
-
-    Args:
-        per_class: float [C], NaN entries (classes without rows) are skipped.
-        class_counts: int [C], training rows per class.
-        many_above: See `features.metrics.shot_groups`.
-        few_below: See `features.metrics.shot_groups`.
-
-    Returns:
-        {"overall", "many", "medium", "few"} -> mean, None when no class counts.
-    """
-    per_class = np.asarray(per_class, np.float64)
-    groups = shot_groups(class_counts, many_above, few_below)
-    means = {"overall": _nan_mean(per_class)}
-    means |= {group: _nan_mean(per_class[groups == group]) for group in SHOT_GROUPS}
-    return means
-
-
-def _nan_mean(values: np.ndarray) -> float | None:
-    values = np.asarray(values, np.float64)
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else None
+def _positive_posterior(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float64 [r], q(y_j | x_j): the softmax probability of each row's own class."""
+    return softmax(logits)[np.arange(len(logits)), labels]

@@ -7,14 +7,12 @@ balanced accuracy says how linearly a backbone's features keep tail rows apart f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from features.analysis.knn import ChunkSource, array_chunks, seeded_rows, take_rows
+from features.analysis.result import Separability
+from features.analysis.sample import seeded_rows
 from features.bank.rows import ArrayRows, FeatureRows
 from features.configs import SeparabilityConfig
 from features.errors import FeaturesError
@@ -23,31 +21,6 @@ from features.errors import FeaturesError
 # Test rows scored at once: a constant, so decisions do not depend on where rows are held.
 _TEST_ROWS = 4096
 _MIN_STD = 1e-6
-
-
-@dataclass(frozen=True)
-class Separability:
-    """How well a linear probe tells head from tail rows of the query split.
-
-    Attributes:
-        balanced_accuracy: (head recall + tail recall) / 2; None when it cannot be measured.
-        head_recall: Share of head rows predicted head.
-        tail_recall: Share of tail rows predicted tail.
-        num_head_classes: Classes with more than tail_max_count training rows.
-        num_tail_classes: Classes with at most tail_max_count training rows.
-        reason: Why the scores are None, else None.
-    """
-
-    balanced_accuracy: float | None
-    head_recall: float | None
-    tail_recall: float | None
-    num_head_classes: int
-    num_tail_classes: int
-    reason: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """The fields as a dict."""
-        return asdict(self)
 
 
 def head_tail_separability(
@@ -60,7 +33,7 @@ def head_tail_separability(
     *,
     tail_max_count: int = 50,
 ) -> Separability:
-    """Balanced accuracy of a head-vs-tail logistic probe; see `separability_chunks`.
+    """Balanced accuracy of a head-vs-tail logistic probe; see `separability_rows`.
 
     Args:
         train_x: float [N, D], rows the probe is fitted on.
@@ -80,8 +53,8 @@ def head_tail_separability(
             f"train_x: expected [N, D] rows with N = len(train_y) = {len(train_y)}, "
             f"got {train_x.shape}"
         )
-    return separability_chunks(
-        array_chunks(train_x, 8192),
+    return separability_rows(
+        ArrayRows(train_x, "train_x"),
         np.asarray(train_y, np.int64),
         test_x,
         test_y,
@@ -91,8 +64,8 @@ def head_tail_separability(
     )
 
 
-def separability_chunks(
-    train: ChunkSource,
+def separability_rows(
+    train: FeatureRows,
     train_y: np.ndarray,
     test_x: np.ndarray | FeatureRows,
     test_y: np.ndarray,
@@ -109,7 +82,8 @@ def separability_chunks(
     weights start at zero, so the fit is deterministic.
 
     Args:
-        train: Blocks float [r, D] of the N train rows.
+        train: float32 [N, D] train rows, in memory or read from a bank; the probe gathers
+            a seeded sample of them.
         train_y: int64 [N], their labels.
         test_x: float [M, D], an array or rows read from a bank; scored in blocks.
         test_y: int [M].
@@ -128,7 +102,7 @@ def separability_chunks(
     if reason is not None:
         return Separability(None, None, None, reason=reason, **counts)
     rows = _probe_rows(train_tail, config)
-    x = take_rows(train, rows).astype(np.float32)
+    x = train.take_numpy(rows).astype(np.float32)
     target = train_tail[rows]
     # Statistics in float64: float32 sums over many rows lose digits.
     mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)

@@ -1,11 +1,11 @@
 """Feature rows held in memory or read from a bank split, so stage 2 fits a memory budget.
 
 Stage 2 reads feature rows three ways: minibatches in a shuffled order (training),
-consecutive blocks (scoring and column statistics) and subsets (the rows a DLSA filter passes
-on). `FeatureRows` offers those three over an array in memory (`ArrayRows`) and over a bank
-split read chunk by chunk (`BankRows`). Both return the same tensors for the same request,
-so a stage run with the whole bank in memory and one under a small budget write the same
-bytes.
+consecutive blocks (scoring, column statistics, the kNN index and its queries) and subsets
+or gathered rows (the rows a DLSA filter passes on, the seeded samples of the analysis).
+`FeatureRows` offers those three over an array in memory (`ArrayRows`) and over a bank split
+read chunk by chunk (`BankRows`). Both return the same tensors for the same request, so a
+stage run with the whole bank in memory and one under a small budget write the same bytes.
 
 To keep that promise, every block size that touches arithmetic (`MOMENT_ROWS` here, the eval
 blocks of the callers) is a constant. The budget only sets how many rows a training window
@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from features.arrays import float_matrix
 from features.bank import Bank, position_vector
-from features.bank.arrays import float_matrix
 from features.errors import FeaturesError
 
 # Rows per block of the column statistics: fixed, so the float64 sums add up in the same order
@@ -87,6 +87,17 @@ class FeatureRows(ABC):
         for start in range(0, self.num_rows, rows):
             stop = min(start + rows, self.num_rows)
             yield self.take(torch.arange(start, stop, dtype=torch.int64))
+
+    def numpy_blocks(self, rows: int) -> Iterator[np.ndarray]:
+        """`blocks` as float32 [r, D] NumPy arrays on the CPU, for libraries such as faiss."""
+        for block in self.blocks(rows):
+            yield block.detach().cpu().numpy()
+
+    def take_numpy(self, positions: np.ndarray) -> np.ndarray:
+        """`take` of NumPy positions (int [B], any order, repeats allowed), as float32 [B, D]
+        NumPy rows on the CPU; a bank is read one run of chunks at a time (`Bank.gather`)."""
+        picked = torch.from_numpy(position_vector(positions, "row positions"))
+        return self.take(picked).detach().cpu().numpy()
 
 
 class ArrayRows(FeatureRows):
@@ -226,6 +237,14 @@ class BankRows(FeatureRows):
         for start in range(0, self.num_rows, rows):
             block = self.bank.read_rows(self.split, self.field, start, start + rows)
             yield torch.from_numpy(block.astype(np.float32, copy=False)).to(self.device)
+
+    def numpy_blocks(self, rows: int) -> Iterator[np.ndarray]:
+        if self.positions is not None:
+            yield from super().numpy_blocks(rows)
+            return
+        # straight from the file: the blocks of a whole split need no round trip through torch
+        for block in self.bank.iter_chunks(self.split, self.field, rows=rows):
+            yield block.astype(np.float32, copy=False)
 
 
 def as_rows(values: np.ndarray | FeatureRows, name: str, dim: int | None = None) -> FeatureRows:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.bank.arrays import float_matrix, label_vector
+from features.arrays import float_matrix, label_vector
 from features.bank.rows import FeatureRows, as_rows
 from features.configs import CascadeConfig
 from features.devices import torch_device

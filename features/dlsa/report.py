@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from features.bank.arrays import label_vector
+from features.arrays import label_vector
 from features.classifiers import INPUT_LOGITS
 from features.dlsa.cascade import Cascade, Walk
 from features.dlsa.model import DLSAModel

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from core.atomic import save_torch_atomically
-from features.bank.arrays import label_vector
+from features.arrays import label_vector
 from features.bank.rows import ArrayRows, FeatureRows, as_rows, column_moments
 from features.configs import FlowTrainConfig
 from features.devices import state_snapshot, torch_device

@@ -1,9 +1,9 @@
 """What the report reads: one `ReportInput` per method, `ReportSettings`, and lenient lookups.
 
-The inputs are plain dicts and lists read from the stages' outputs, so any level may be
-missing, null or non-finite; the helpers here turn such a value into None (or NaN for a plot,
-or an en dash for a table) instead of failing, and every other report module reads through
-them.
+The inputs are plain dicts and lists read from the stages' outputs (the analysis as a typed
+`AnalysisResult`, read leniently), so any level may be missing, null or non-finite; the
+helpers here turn such a value into None (or NaN for a plot, or an en dash for a table)
+instead of failing, and every other report module reads through them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from features.analysis.result import AnalysisResult, ViewResult
 
 SHOT_COLUMNS = ("overall", "many", "medium", "few")
 METRIC_COLUMNS = (*SHOT_COLUMNS, "mcc", "nmi", "ece")
@@ -31,7 +33,7 @@ class ReportInput:
             column -> {"value", "low", "high"} of base + DLSA minus base}.
         dlsa_filters: One dict per DLSA filter: index, threshold, routed_share / seen_share /
             separation_accuracy / tail_share_seen per split, cluster_sizes, cluster_purity, ...
-        analysis: The dict of `features.analysis.analyze_bank`.
+        analysis: The feature analysis (`features.analysis.analyze.analyze_bank`).
         tsne: Rows {x, y, label, group} with group "head" or "tail".
         confusion: {"matrix": [B][B] row-normalised, "bins": [{classes, min_count, max_count}]},
             classes sorted by training frequency, most frequent bin first.
@@ -45,7 +47,7 @@ class ReportInput:
     per_class: Mapping[str, Sequence[Mapping[str, Any]]] | None = None
     dlsa: Mapping[str, Mapping[str, Any]] | None = None
     dlsa_filters: Sequence[Mapping[str, Any]] | None = None
-    analysis: Mapping[str, Any] | None = None
+    analysis: AnalysisResult | None = None
     tsne: Sequence[Mapping[str, Any]] | None = None
     confusion: Mapping[str, Any] | None = None
     pretrain: Mapping[str, Any] | None = None
@@ -120,6 +122,6 @@ def dig(value: Any, path: Sequence[str]) -> Any:
     return value
 
 
-def analysis_view(item: ReportInput, view: str) -> Mapping[str, Any] | None:
+def analysis_view(item: ReportInput, view: str) -> ViewResult | None:
     """One view's section of a method's analysis (`features`, `extra/z`, ...); None if absent."""
-    return dig(item.analysis, ("views", view))
+    return None if item.analysis is None else item.analysis.view(view)

@@ -21,6 +21,7 @@ from features.report.inputs import (
     SHOT_COLUMNS,
     ReportInput,
     ReportSettings,
+    analysis_view,
     dig,
     nan_if_missing,
     number,
@@ -154,13 +155,7 @@ def confusion_plot(inputs: list[ReportInput]) -> bytes | None:
 
 def rho_plot(analysed: list[ReportInput]) -> bytes | None:
     """Bars of \u03c1 = D_intra / D_inter per shot group of the `features` view, per method."""
-    values = {
-        item.method: [
-            nan_if_missing(dig(item.analysis, ("views", "features", "representation", g, "rho")))
-            for g in SHOT_COLUMNS
-        ]
-        for item in analysed
-    }
+    values = {item.method: _feature_rhos(item) for item in analysed}
     if all(np.isnan(v).all() for v in values.values()):
         return None
     figure = _figure(max(6.0, 0.9 * len(values) + 2.0), 3.2)
@@ -172,13 +167,23 @@ def rho_plot(analysed: list[ReportInput]) -> bytes | None:
     return _png(figure)
 
 
+def _feature_rhos(item: ReportInput) -> list[float]:
+    """rho of the `features` view per shot column; NaN where missing."""
+    view = analysis_view(item, "features")
+    return [
+        nan_if_missing(None if view is None else view.representation.of(g).rho)
+        for g in SHOT_COLUMNS
+    ]
+
+
 def cluster_plot(analysed: list[ReportInput]) -> bytes | None:
     """k-means cluster sizes (log y) and purities, largest cluster first, per method."""
     series = []
     for item in analysed:
-        clusters = dig(item.analysis, ("views", "features", "kmeans", "clusters"))
+        view = analysis_view(item, "features")
+        clusters = None if view is None else view.kmeans.clusters
         if clusters:
-            ordered = sorted(clusters, key=lambda cluster: -int(cluster["size"]))
+            ordered = sorted(clusters, key=lambda cluster: -int(cluster.size))
             series.append((item.method, ordered))
     if not series:
         return None
@@ -190,7 +195,7 @@ def cluster_plot(analysed: list[ReportInput]) -> bytes | None:
         colour = _colour(index)
         sizes_axes.plot(
             ranks,
-            [max(int(c["size"]), 1) for c in clusters],
+            [max(int(c.size), 1) for c in clusters],
             marker=".",
             color=colour,
             label=method,
@@ -198,7 +203,7 @@ def cluster_plot(analysed: list[ReportInput]) -> bytes | None:
         )
         purity_axes.plot(
             ranks,
-            [nan_if_missing(c["purity"]) for c in clusters],
+            [nan_if_missing(c.purity) for c in clusters],
             marker=".",
             color=colour,
             label=method,

@@ -134,7 +134,7 @@ def _summary_blocks(inputs: list[ReportInput], settings: ReportSettings) -> list
     backbones = [
         [
             item.method,
-            item.backbone or str(dig(item.analysis, ("backbone",)) or "\u2013"),
+            item.backbone or str((item.analysis and item.analysis.backbone) or "\u2013"),
             fmt(dig(item.pretrain, ("best_epoch",)), digits=0),
             fmt(dig(item.pretrain, ("best_val_acc",))),
         ]

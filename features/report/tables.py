@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from features.analysis.result import ViewResult
 from features.report.inputs import METRIC_COLUMNS, SHOT_COLUMNS, ReportInput, dig, fmt, number
 from features.report.text import SummaryRow
 
@@ -118,24 +119,24 @@ def separability_cells(analysed: list[ReportInput]) -> list[list[str]]:
     cells = []
     for item in analysed:
         for view, section in ordered_views(item):
-            rho = [dig(section, ("representation", g, "rho")) for g in SHOT_COLUMNS]
-            purity = [dig(section, ("knn", "query", "purity", g)) for g in SHOT_COLUMNS]
+            rho = [section.representation.of(g).rho for g in SHOT_COLUMNS]
+            purity = [section.knn.query.purity.of(g) for g in SHOT_COLUMNS]
             cells.append(
                 [
                     item.method,
                     view,
                     *map(fmt, rho),
                     *map(fmt, purity),
-                    fmt(dig(section, ("kmeans", "purity"))),
-                    fmt(dig(section, ("separability", "balanced_accuracy"))),
+                    fmt(section.kmeans.purity),
+                    fmt(section.separability.balanced_accuracy),
                 ]
             )
     return cells
 
 
-def ordered_views(item: ReportInput) -> list[tuple[str, Mapping[str, Any]]]:
+def ordered_views(item: ReportInput) -> list[tuple[str, ViewResult]]:
     """The analysed views, `features` first, then the extra views by name."""
-    views = (item.analysis or {}).get("views") or {}
+    views = {} if item.analysis is None else item.analysis.views
     return sorted(views.items(), key=lambda entry: (entry[0] != "features", entry[0]))
 
 
@@ -144,7 +145,7 @@ def probe_reasons(analysed: list[ReportInput]) -> list[str]:
     reasons = []
     for item in analysed:
         for view, section in ordered_views(item):
-            reason = dig(section, ("separability", "reason"))
+            reason = section.separability.reason
             if reason:
                 reasons.append(f"{item.method} {view}: {reason}")
     return reasons
@@ -153,9 +154,9 @@ def probe_reasons(analysed: list[ReportInput]) -> list[str]:
 def posterior_cells(analysed: list[ReportInput]) -> list[list[str]]:
     """Rows [method, *SHOT_COLUMNS] of the mean positive posterior, for methods that have it."""
     return [
-        [item.method, *(fmt(dig(item.analysis, ("posterior", g))) for g in SHOT_COLUMNS)]
+        [item.method, *(fmt(item.analysis.posterior.of(g)) for g in SHOT_COLUMNS)]
         for item in analysed
-        if item.analysis.get("posterior") is not None
+        if item.analysis.posterior is not None
     ]
 
 

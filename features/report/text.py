@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from features.analysis.result import ViewResult
 from features.report.inputs import (
     ReportInput,
     ReportSettings,
@@ -32,6 +33,16 @@ MARKS_LEGEND = (
     "over the test rows (p < 0.05); \u2248: tied for best, a difference the test rows do not "
     "resolve. MCC, NMI and ECE are not tested and never bold."
 )
+
+
+def _rho(view: ViewResult) -> float | None:
+    """rho of the view over all classes: a statistic the ranking sentences compare."""
+    return view.representation.overall.rho
+
+
+def _few_shot_purity(view: ViewResult) -> float | None:
+    """Few-shot test kNN purity of the view: a statistic the ranking sentences compare."""
+    return view.knn.query.purity.few
 
 
 def seeds_line(settings: ReportSettings) -> str:
@@ -146,14 +157,15 @@ def ranking(
             sentences.append(_leader_sentence(rows, best, column, label, marks or {}))
     sentences += _dlsa_sentences(inputs)
     features = {item.method: analysis_view(item, "features") for item in inputs}
-    picks = (  # label, where in a view's analysis, higher is better
-        ("lowest \u03c1 (features, overall)", ("representation", "overall", "rho"), False),
-        ("highest few-shot test kNN purity", ("knn", "query", "purity", "few"), True),
-        ("best head/tail linear separability", ("separability", "balanced_accuracy"), True),
-        ("purest k-means clusters", ("kmeans", "purity"), True),
+    picks = (  # label, the statistic of a view's analysis, higher is better
+        ("lowest \u03c1 (features, overall)", _rho, False),
+        ("highest few-shot test kNN purity", _few_shot_purity, True),
+        ("best head/tail linear separability", lambda view: view.separability.balanced_accuracy,
+         True),
+        ("purest k-means clusters", lambda view: view.kmeans.purity, True),
     )
-    for label, path, higher in picks:
-        values = {m: number(dig(view, path)) for m, view in features.items()}
+    for label, statistic, higher in picks:
+        values = {m: number(statistic(view)) for m, view in features.items() if view is not None}
         values = {m: v for m, v in values.items() if v is not None}
         if values:
             # sorted() is stable: on a tie the method listed first wins
@@ -232,7 +244,7 @@ def _resolved_gains(inputs: Sequence[ReportInput], column: str) -> tuple[int, in
 
 
 def _why_sentences(
-    inputs: Sequence[ReportInput], features: Mapping[str, Mapping[str, Any] | None]
+    inputs: Sequence[ReportInput], features: Mapping[str, ViewResult | None]
 ) -> list[str]:
     """Rank correlations between feature statistics and few-shot accuracy across methods."""
     few = {}
@@ -243,14 +255,14 @@ def _why_sentences(
             few[item.method] = value
     sentences = []
     statistics = (
-        ("\u03c1 (features, overall)", ("representation", "overall", "rho")),
-        ("few-shot kNN purity", ("knn", "query", "purity", "few")),
+        ("\u03c1 (features, overall)", _rho),
+        ("few-shot kNN purity", _few_shot_purity),
     )
-    for label, path in statistics:
+    for label, statistic in statistics:
         pairs = [
             (value, few[m])
             for m, view in features.items()
-            if m in few and (value := number(dig(view, path))) is not None
+            if m in few and view is not None and (value := number(statistic(view))) is not None
         ]
         if len(pairs) < 3:
             continue

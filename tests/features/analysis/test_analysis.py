@@ -10,7 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-from features.analysis import analyze_bank
+from features.analysis import AnalysisResult
+from features.analysis.analyze import analyze_bank
 from features.analysis.representation import mean_positive_posterior, representation_stats
 from features.bank import Bank
 from features.configs import AnalysisConfig, KmeansConfig, KnnConfig
@@ -38,9 +39,12 @@ SMALL = AnalysisConfig(knn=KnnConfig(k=3, chunk_rows=16), kmeans=KmeansConfig(ni
 def test_analyze_bank_reports_everything_as_json(tmp_path: Path) -> None:
     write_bank(tmp_path / "ce.h5")
     with Bank.open(tmp_path / "ce.h5") as bank:
-        report = analyze_bank(bank, SMALL)
+        result = analyze_bank(bank, SMALL)
         again = analyze_bank(bank, SMALL)
-    assert json.dumps(report, allow_nan=False) == json.dumps(again, allow_nan=False)
+    report = result.to_json()  # analysis.json: its keys are the contract with the report
+    assert json.dumps(report, allow_nan=False) == json.dumps(again.to_json(), allow_nan=False)
+    assert AnalysisResult.from_json(report) == result
+    assert result.views["features"].dim == 6 and result.views["extra/z"].knn.index_kind == "flat"
     assert set(report) == {
         "method",
         "backbone",
@@ -92,8 +96,8 @@ def test_analyze_bank_agrees_with_the_array_functions(tmp_path: Path) -> None:
         test_x, test_y = bank.features("test"), bank.labels("test")
         posterior = mean_positive_posterior(bank.logits("test"), test_y, 5)
         rho = representation_stats(test_x, test_y, COUNTS).summary()["overall"]["rho"]
-    np.testing.assert_allclose(report["per_class"]["mean_positive_posterior"], posterior)
-    assert report["views"]["features"]["representation"]["overall"]["rho"] == pytest.approx(rho)
+    np.testing.assert_allclose(report.per_class.mean_positive_posterior, posterior)
+    assert report.views["features"].representation.overall.rho == pytest.approx(rho)
 
 
 def test_analyze_bank_without_logits_and_with_chosen_views(tmp_path: Path) -> None:
@@ -101,9 +105,9 @@ def test_analyze_bank_without_logits_and_with_chosen_views(tmp_path: Path) -> No
     config = AnalysisConfig(knn=KnnConfig(k=3), kmeans=KmeansConfig(niter=5), views=("extra/z",))
     with Bank.open(tmp_path / "ce.h5") as bank:
         report = analyze_bank(bank, config)
-        assert report["posterior"] is None
-        assert report["per_class"]["mean_positive_posterior"] is None
-        assert list(report["views"]) == ["extra/z"]
+        assert report.posterior is None
+        assert report.per_class.mean_positive_posterior is None
+        assert list(report.views) == ["extra/z"]
         with pytest.raises(
             FeaturesError,
             match=r"views \['extra/v'\] are not in both 'train' and 'test'; choose from \['features', 'extra/z'\]",

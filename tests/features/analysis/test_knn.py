@@ -1,4 +1,4 @@
-"""Tests of the faiss kNN purity and accuracy against brute force, chunked and in memory."""
+"""Tests of the faiss kNN purity and accuracy against brute force, streamed and in memory."""
 
 from __future__ import annotations
 
@@ -9,20 +9,11 @@ import faiss
 import numpy as np
 import pytest
 
-from features.analysis.knn import (
-    array_chunks,
-    class_means,
-    group_means,
-    knn_accuracy,
-    knn_arrays,
-    knn_bank,
-    knn_purity,
-    majority_vote,
-    seeded_rows,
-    take_rows,
-    use_gpu,
-)
+from features.analysis.groups import class_means, group_means
+from features.analysis.knn import knn_arrays, knn_bank, majority_vote, use_gpu
+from features.analysis.sample import seeded_rows
 from features.bank import Bank, BankMeta, BankWriter
+from features.bank.rows import ArrayRows, BankRows
 from features.configs import KnnConfig
 from features.errors import FeaturesError
 
@@ -92,13 +83,12 @@ def test_purity_and_accuracy_match_brute_force(exclude_self: bool) -> None:
     np.testing.assert_array_equal(np.sort(result.neighbors, axis=1), np.sort(neighbours, axis=1))
     np.testing.assert_allclose(result.purity, purity, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(result.prediction, votes)
-    np.testing.assert_array_equal(
-        knn_purity(train_x, train_y, query_x, query_y, k, exclude_self=exclude_self), result.purity
+    # the default blocks (one block here) give the same purity as blocks of 50 rows
+    default = knn_arrays(
+        train_x, train_y, query_x, query_y, KnnConfig(k=k), exclude_self=exclude_self
     )
-    np.testing.assert_array_equal(
-        knn_accuracy(train_x, train_y, query_x, query_y, k, exclude_self=exclude_self),
-        (votes == query_y).astype(np.float64),
-    )
+    np.testing.assert_array_equal(default.purity, result.purity)
+    np.testing.assert_array_equal(default.correct, (votes == query_y).astype(np.float64))
     assert result.index_kind == "flat"
 
 
@@ -136,13 +126,13 @@ def test_k_larger_than_train_rows_is_one_clear_error() -> None:
         FeaturesError,
         match=r"^KnnConfig.k is larger than the 10 neighbours available \(10 train rows\); set k <= 10 or use a bigger bank, got 11",
     ):
-        knn_purity(x, y, x[:3], y[:3], 11, exclude_self=False)
+        knn_arrays(x, y, x[:3], y[:3], KnnConfig(k=11), exclude_self=False)
     with pytest.raises(
         FeaturesError,
         match=r"KnnConfig.k is larger than the 9 neighbours available \(10 train rows minus the query itself\); set k <= 9",
     ):
-        knn_purity(x, y, x, y, 10, exclude_self=True)
-    assert knn_purity(x, y, x, y, 9, exclude_self=True).shape == (10,)
+        knn_arrays(x, y, x, y, KnnConfig(k=10), exclude_self=True)
+    assert knn_arrays(x, y, x, y, KnnConfig(k=9), exclude_self=True).purity.shape == (10,)
 
 
 @pytest.mark.parametrize(
@@ -228,12 +218,8 @@ def test_chunked_bank_path_equals_in_memory_path(tmp_path: Path, ivf: bool) -> N
         for field in ("features", "extra/z"):
             view = (lambda x: x) if field == "features" else (lambda x: x[:, :3])
             for query, exclude in ((test, False), (train, True)):
-                from_bank = knn_bank(
-                    bank,
-                    chunked,
-                    query_split="train" if exclude else "test",
-                    field=field,
-                )
+                split = "train" if exclude else "test"
+                from_bank = knn_bank(bank, chunked, query_splits=(split,), field=field)[split]
                 in_memory = knn_arrays(
                     view(train[0]), train[1], view(query[0]), query[1], whole, exclude_self=exclude
                 )
@@ -253,9 +239,16 @@ def test_group_and_class_means() -> None:
     np.testing.assert_array_equal(class_means(values, labels, 4), [0.5, 0.5, 0.5, np.nan])
 
 
-def test_take_rows_gathers_across_blocks() -> None:
+def test_take_rows_gathers_across_blocks(tmp_path: Path) -> None:
     x = np.arange(50).reshape(25, 2)
     rows = seeded_rows(25, 9, seed=4)
     assert len(rows) == 9 and np.all(np.diff(rows) > 0)
-    np.testing.assert_array_equal(take_rows(array_chunks(x, 4), rows), x[rows])
+    np.testing.assert_array_equal(ArrayRows(x).take_numpy(rows), x[rows])
     np.testing.assert_array_equal(seeded_rows(5, 9, seed=0), np.arange(5))
+    # the same rows gathered from a bank, and its blocks of 4 rows in order
+    train = (x.astype(np.float32), np.arange(25) % 3)
+    write_bank(tmp_path / "bank.h5", train, (train[0][:4], train[1][:4]), classes=3)
+    with Bank.open(tmp_path / "bank.h5") as bank:
+        from_bank = BankRows(bank, "train", window_rows=4)
+        np.testing.assert_array_equal(from_bank.take_numpy(rows), x[rows])
+        np.testing.assert_array_equal(np.concatenate(list(from_bank.numpy_blocks(4))), x)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import features.analysis.representation as representation
+from features.analysis.groups import class_group_means
 from features.analysis.representation import (
-    class_group_means,
     mean_positive_posterior,
     pairwise_distance_sums,
     representation_stats,

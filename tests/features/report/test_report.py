@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from features.analysis import AnalysisResult
 from features.report import (
     ReportInput,
     ReportSettings,
@@ -62,6 +63,13 @@ def analysis(rng: np.random.Generator, method: str) -> dict[str, Any]:
     }
 
 
+def set_feature_rho(item: ReportInput, rho: float) -> None:
+    """Sets rho (overall) of the `features` view of an item's (frozen) analysis."""
+    data = item.analysis.to_json()
+    data["views"]["features"]["representation"]["overall"]["rho"] = rho
+    item.analysis = AnalysisResult.from_json(data)
+
+
 def full_input(method: str, seed: int, dlsa: bool = True, analysed: bool = True) -> ReportInput:
     """Every piece of one method, random numbers of the right shapes."""
     rng = np.random.default_rng(seed)
@@ -111,7 +119,7 @@ def full_input(method: str, seed: int, dlsa: bool = True, analysed: bool = True)
         per_class=per_class,
         dlsa=dlsa_metrics if dlsa else None,
         dlsa_filters=filters if dlsa else None,
-        analysis=analysis(rng, method) if analysed else None,
+        analysis=AnalysisResult.from_json(analysis(rng, method)) if analysed else None,
         tsne=tsne if analysed else None,
         confusion={
             "matrix": (matrix / matrix.sum(axis=1, keepdims=True)).tolist(),
@@ -222,14 +230,14 @@ def test_ranking_follows_the_numbers() -> None:
             entry["dlsa"] = {**entry["dlsa"], "overall": 0.4, "few": 0.1}
     good.dlsa["cosine"]["dlsa"].update(overall=0.999, few=0.9)  # DLSA helps good/cosine most
     for item, rho in ((good, 0.7), (bad, 0.3)):
-        item.analysis["views"]["features"]["representation"]["overall"]["rho"] = rho
+        set_feature_rho(item, rho)
     text = " ".join(ranking([good, bad]))
     assert "Highest overall test accuracy: good with the cosine + DLSA classifier (0.999)" in text
     assert "Highest few-shot test accuracy: bad with the head classifier (0.950)" in text
     assert "The lowest \u03c1 (features, overall): bad (0.300)." in text
     assert re.search(r"largest \+0\.\d{3} for good on cosine\); the 95 % interval of the gain", text)
     # swap the numbers: the conclusions swap too
-    good.analysis["views"]["features"]["representation"]["overall"]["rho"] = 0.1
+    set_feature_rho(good, 0.1)
     assert "The lowest \u03c1 (features, overall): good (0.100)." in " ".join(ranking([good, bad]))
 
 
@@ -282,7 +290,7 @@ def test_ranking_reports_how_feature_statistics_track_few_shot_accuracy() -> Non
     inputs = [full_input(m, seed) for seed, m in enumerate(("a", "b", "c"))]
     for rank, item in enumerate(inputs):
         item.classify["cosine"]["few"] = 0.5 + 0.1 * rank  # cosine is chosen on val
-        item.analysis["views"]["features"]["representation"]["overall"]["rho"] = 0.9 - 0.1 * rank
+        set_feature_rho(item, 0.9 - 0.1 * rank)
     text = " ".join(ranking(inputs))
     assert (
         "Across 3 methods, the Spearman correlation of \u03c1 (features, overall) with the "
