@@ -2,8 +2,8 @@
 
 For every view of the bank (`features` and each `extra/<name>`), `analyze_bank` reports
 
-- kNN purity and kNN-classifier accuracy (cosine, faiss; `features.analysis.knn`) of the query split
-  (test) against the index split (train), and of the index split against itself;
+- kNN purity and kNN-classifier accuracy (cosine, faiss; `features.analysis.knn`) of the
+  query split (test) against the index split (train), and of the index split against itself;
 - spherical k-means on the index split: cluster purity, sizes, and whether each cluster's
   majority label is a head or a tail class;
 - the representation statistics of the MBIB paper (Eq. 15-17): D_intra, D_inter, rho, on the
@@ -14,6 +14,10 @@ and, from the bank's own logits, the mean positive posterior of each class (MBIB
 Everything is also given per shot group (many / medium / few, `features.metrics.shot_groups`).
 Tail, for the probe and the k-means flags, means at most `tail_max_count` training images
 (50, the tail of DLSA); head is every other class.
+
+The result is an `AnalysisResult` (`features.analysis.result`); its `to_json()` is
+`analysis.json`. The index split is streamed in `KnnConfig.chunk_rows` blocks (`BankRows`);
+the query split is held in memory when it fits the budget (`load_rows`).
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ import numpy as np
 
 from features.analysis.groups import class_group_means, class_means
 from features.analysis.kmeans import kmeans_rows
-from features.analysis.knn import KnnResult, knn_bank, use_gpu
+from features.analysis.knn import knn_bank, use_gpu
 from features.analysis.records import json_value
 from features.analysis.representation import POSTERIOR_ROWS, posterior_of_rows, representation_stats
 from features.analysis.result import (
     AnalysisResult,
     GroupMeans,
     KmeansSummary,
-    KnnScores,
     KnnSummary,
     PerClass,
     Representation,
@@ -110,6 +113,8 @@ def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
 
 
 def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
+    """float64 [C] mean positive posterior of the query split (MBIB Eq. 14); None without
+    logits."""
     if not bank.has(config.query_split, "logits"):
         return None
     logits = BankRows(bank, config.query_split, "logits", window_rows=POSTERIOR_ROWS)
@@ -119,6 +124,7 @@ def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
 def _analyze_view(
     bank: Bank, view: str, config: AnalysisConfig, budget_bytes: int | None
 ) -> ViewResult:
+    """kNN, k-means, representation statistics and the probe of one view of the bank."""
     index_split, query_split = config.index_split, config.query_split
     counts = bank.meta.class_counts
     groups = {"many_above": config.many_above, "few_below": config.few_below}
@@ -157,8 +163,8 @@ def _analyze_view(
         dim=query_x.dim,
         knn=KnnSummary(
             index_kind=knn_query.index_kind,
-            query=_knn_scores(knn_query, counts, groups),
-            itself=_knn_scores(knn_self, counts, groups),
+            query=knn_query.scores(counts, **groups),
+            itself=knn_self.scores(counts, **groups),
         ),
         kmeans=KmeansSummary.from_json(json_value(clusters.summary())),
         representation=Representation.from_json(json_value(representation.summary())),
@@ -170,13 +176,6 @@ def _analyze_view(
             d_intra=_json_tuple(representation.intra),
             d_inter=_json_tuple(representation.inter),
         ),
-    )
-
-
-def _knn_scores(result: KnnResult, counts: np.ndarray, groups: dict[str, int]) -> KnnScores:
-    summary = json_value(result.summary(counts, **groups))
-    return KnnScores(
-        purity=GroupMeans(**summary["purity"]), accuracy=GroupMeans(**summary["accuracy"])
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from features.analysis.cosine import normalized_rows
 from features.analysis.groups import group_means
+from features.analysis.result import GroupMeans, KnnScores
 from features.analysis.sample import seeded_rows
 from features.bank import Bank
 from features.bank.rows import ArrayRows, BankRows, FeatureRows
@@ -70,14 +71,15 @@ class KnnResult:
         """float64 [N], 1 where the kNN classifier's vote is the query's label, else 0."""
         return (self.prediction == self.labels).astype(np.float64)
 
-    def summary(
+    def scores(
         self, class_counts: np.ndarray, many_above: int = 100, few_below: int = 20
-    ) -> dict[str, dict[str, float | None]]:
+    ) -> KnnScores:
         """Mean purity and accuracy over all queries and per shot group (None when empty)."""
-        return {
-            "purity": group_means(self.purity, self.labels, class_counts, many_above, few_below),
-            "accuracy": group_means(self.correct, self.labels, class_counts, many_above, few_below),
-        }
+        groups = (class_counts, many_above, few_below)
+        return KnnScores(
+            purity=GroupMeans(**group_means(self.purity, self.labels, *groups)),
+            accuracy=GroupMeans(**group_means(self.correct, self.labels, *groups)),
+        )
 
 
 @dataclass(frozen=True)
