@@ -21,7 +21,8 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from features.knn import knn_purity
+from features.analysis.knn import knn_arrays
+from features.configs import KnnConfig
 
 CLASSES = 100
 NOISE = 3.0
@@ -59,7 +60,8 @@ def measure(
     faiss.omp_set_num_threads(threads)
     with threadpool_limits(limits=threads):
         start = time.perf_counter()
-        ours = knn_purity(train_x, train_y, query_x, query_y, k, exclude_self=False, use_gpu=False)
+        config = KnnConfig(k=k, use_gpu=False)
+        ours = knn_arrays(train_x, train_y, query_x, query_y, config, exclude_self=False).purity
         faiss_s = time.perf_counter() - start
 
         start = time.perf_counter()

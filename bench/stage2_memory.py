@@ -4,8 +4,8 @@ One seeded long-tailed bank of N x D float32 train features (plus val) is writte
 temporary folder. Each side then runs in a fresh process, alternating, so that its peak
 resident memory is its own: `fit_classifier` (balanced softmax, the stage's default recipe)
 on rows loaded whole (`memory.budget_mb: null`) and on rows read from the bank under a budget
-of a quarter of the bank (`features.rows.BankRows`, windows of a quarter of the budget). Reported:
-seconds per fit, peak RSS, the peak above the process's RSS before the fit (the imports of
+of a quarter of the bank (`features.bank.rows.BankRows`, windows of a quarter of the budget).
+Reported: seconds per fit, peak RSS, the peak above the process's RSS before the fit (the imports of
 torch alone hold several hundred MB), and whether the two classifiers are the same bytes.
 
     python bench/stage2_memory.py                    # 200k x 256 (205 MB of features)
@@ -61,9 +61,9 @@ def child(bank_path: Path, budget_mb: float | None, epochs: int) -> dict[str, An
     import torch
 
     from features.bank import Bank
+    from features.bank.rows import BankRows, load_rows
     from features.classifiers import fit_classifier
     from features.configs import ProbeConfig
-    from features.rows import BankRows, load_rows
 
     torch.set_num_threads(1)
     _warm_up()

@@ -1,8 +1,12 @@
 """Stage-2 library: feature banks to decisions.
 
-HDF5 banks (`features.bank`) and their rows in memory or read on demand under a memory budget
-(`features.rows`), classifiers on banks (`features.classifiers`), evaluation
-(`features.metrics`), DLSA flow filters (`features.dlsa.flow`, `features.dlsa.losses`,
-`features.dlsa.training`) and their cascade (`features.dlsa.cascade`), and the feature-quality
-analysis (`features.knn`, `features.analysis`). Knows nothing of images, DVC or params.yaml.
+- `bank/`: HDF5 banks (schema, writer, verifying reader) and their rows in memory or read on
+  demand under a memory budget (`features.bank.rows`).
+- `classifiers`: classifiers on banks; `metrics`: their evaluation.
+- `dlsa/`: DLSA flow filters and their cascade with cluster-aided classifiers.
+- `analysis/`: the feature-quality analysis (kNN, k-means, rho, head/tail probe, posterior)
+  and its typed result.
+- `report/`: the HTML page and Markdown summary of every method side by side.
+
+Knows nothing of images, DVC or params.yaml.
 """

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.arrays import label_vector
+from features.bank.rows import FeatureRows, as_rows, column_moments
 from features.configs import CLASSIFIER_KINDS, ProbeConfig
 from features.devices import state_snapshot, torch_device
 from features.errors import FeaturesError
-from features.rows import FeatureRows, as_rows, column_moments
 from features.sampling import class_balanced_order, instance_order
 
 INPUT_FEATURES = "features"

@@ -1,6 +1,6 @@
 """Stage ``analyze@<method>``: the feature quality of a bank, for the report and `dvc plots`.
 
-Runs `features.analysis.analyze_bank` (kNN purity, k-means, rho, head/tail probe, posterior)
+Runs `features.analysis.analyze.analyze_bank` (kNN purity, k-means, rho, head/tail probe, posterior)
 and adds two pictures of the test split: a seeded t-SNE of a class-stratified sample, and the
 confusion matrix of the bank's own logits with classes binned by training frequency (DLSA
 Fig. 1).
@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from features.analysis import analyze_bank
+from features.analysis import AnalysisResult
+from features.analysis.analyze import analyze_bank
+from features.analysis.tsne import tsne_rows
 from features.bank import Bank
+from features.bank.rows import load_rows
 from features.metrics import frequency_confusion
-from features.rows import load_rows
-from features.tsne import tsne_rows
 from stages.configs import QUERY_SPLIT, analysis_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
@@ -68,7 +69,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
             predicted = np.concatenate([block.argmax(axis=1) for block in
                                         bank.iter_chunks(QUERY_SPLIT, "logits")])
             confusion = frequency_confusion(predicted, test_y, counts, section.confusion_bins)
-        write_json(out / "analysis.json", json_ready(report))
+        write_json(out / "analysis.json", json_ready(report.to_json()))
         write_json(out / "metrics.json", headline(report))
         write_json(out / "confusion.json", json_ready(confusion))
         write_csv(out / "rho.csv", ("label", "view", "group", "rho", "d_intra", "d_inter"),
@@ -76,58 +77,58 @@ def run(params: Params, method_name: str, seed: int) -> Path:
         write_csv(out / "clusters.csv", ("rank", "size", "purity", "majority_is_tail"),
                   cluster_rows(report))
         write_csv(out / "tsne.csv", ("x", "y", "label", "group"), tsne)
-    features = report["views"]["features"]
+    features = report.views["features"]
     log(
         f"analyze {method_name} seed {seed}: test kNN purity "
-        f"{_fmt(features['knn']['query']['purity'])}, "
-        f"rho {_fmt(features['representation']['overall']['rho'])}, head/tail probe "
-        f"{_fmt(features['separability']['balanced_accuracy'])}"
+        f"{_fmt(features.knn.query.purity.overall)}, "
+        f"rho {_fmt(features.representation.overall.rho)}, head/tail probe "
+        f"{_fmt(features.separability.balanced_accuracy)}"
     )
     return results
 
 
-def headline(report: dict[str, Any]) -> dict[str, float | None]:
+def headline(report: AnalysisResult) -> dict[str, float | None]:
     """A few scalars of the `features` view for `dvc metrics show`."""
-    view = report["views"]["features"]
-    purity = view["knn"]["query"]["purity"]
+    view = report.views["features"]
+    purity = view.knn.query.purity
     values = {
-        "knn_purity": purity["overall"],
-        "knn_purity_few": purity["few"],
-        "knn_accuracy": view["knn"]["query"]["accuracy"]["overall"],
-        "rho": view["representation"]["overall"]["rho"],
-        "head_tail_balanced_accuracy": view["separability"]["balanced_accuracy"],
-        "kmeans_purity": view["kmeans"]["purity"],
-        "mean_positive_posterior": (report["posterior"] or {}).get("overall"),
+        "knn_purity": purity.overall,
+        "knn_purity_few": purity.few,
+        "knn_accuracy": view.knn.query.accuracy.overall,
+        "rho": view.representation.overall.rho,
+        "head_tail_balanced_accuracy": view.separability.balanced_accuracy,
+        "kmeans_purity": view.kmeans.purity,
+        "mean_positive_posterior": None if report.posterior is None else report.posterior.overall,
     }
     return json_ready(values)
 
 
-def rho_rows(report: dict[str, Any]) -> list[tuple[str, str, str, Any, Any, Any]]:
+def rho_rows(report: AnalysisResult) -> list[tuple[str, str, str, Any, Any, Any]]:
     """(label, view, group, rho, D_intra, D_inter) per view and group; "" where undefined."""
     rows = []
-    for view, section in report["views"].items():
-        for group, terms in section["representation"].items():
+    for view, section in report.views.items():
+        for group, terms in section.representation.items():
             rows.append(
                 (
                     f"{view} {group}",
                     view,
                     group,
-                    *(_cell(terms[key]) for key in ("rho", "d_intra", "d_inter")),
+                    *(_cell(value) for value in (terms.rho, terms.d_intra, terms.d_inter)),
                 )
             )
     return rows
 
 
-def cluster_rows(report: dict[str, Any]) -> list[tuple[int, int, Any, Any]]:
+def cluster_rows(report: AnalysisResult) -> list[tuple[int, int, Any, Any]]:
     """(rank, size, purity, majority is tail) of the `features` view's clusters, largest first."""
-    clusters = report["views"]["features"]["kmeans"]["clusters"]
-    ordered = sorted(clusters, key=lambda cluster: -cluster["size"])
+    clusters = report.views["features"].kmeans.clusters
+    ordered = sorted(clusters, key=lambda cluster: -cluster.size)
     return [
         (
             rank + 1,
-            cluster["size"],
-            _cell(cluster["purity"]),
-            "" if cluster["majority_is_tail"] is None else int(cluster["majority_is_tail"]),
+            cluster.size,
+            _cell(cluster.purity),
+            "" if cluster.majority_is_tail is None else int(cluster.majority_is_tail),
         )
         for rank, cluster in enumerate(ordered)
     ]

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from features.bank import SPLITS, Bank, BankMeta
+from features.bank.rows import BankRows, FeatureRows, dataset_bytes, load_rows
 from features.classifiers import FittedClassifier, fit_classifier
 from features.comparison import PREDICTIONS_FILE
 from features.configs import ProbeConfig
 from features.errors import FeaturesError
 from features.metrics import Evaluation, evaluate
-from features.rows import BankRows, FeatureRows, dataset_bytes, load_rows
 from stages.configs import probe_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json, write_npz

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from features.analysis import AnalysisResult
 from features.comparison import (
     DLSA_SUFFIX,
     PAPER_SUFFIX,
@@ -29,7 +30,7 @@ from features.comparison import (
 )
 from features.errors import FeaturesError
 from features.report import ReportInput, ReportSettings, render_report
-from features.report_text import chosen_classifier
+from features.report.text import chosen_classifier
 from features.seeds import ACCURACY_COLUMNS, accuracy_intervals, gain_intervals, leaders, mean_tree
 from stages.errors import StageError
 from stages.io import json_ready, write_bytes, write_json
@@ -116,8 +117,8 @@ def collect(method: str, params: Params) -> Collected:
     _fold_dlsa(collected, dlsa, params)
     filters = per_seed(dlsa_results, "filters.json", _LIST_OF_MAPPINGS, again["dlsa"])
     entry.dlsa_filters = next(iter(filters.values()), None)
-    entry.analysis = _mean(per_seed(analyze_results, "analysis.json", _ANALYSIS,
-                                    again["analyze"]))
+    analysis = _mean(per_seed(analyze_results, "analysis.json", _ANALYSIS, again["analyze"]))
+    entry.analysis = None if analysis is None else AnalysisResult.from_json(analysis)
     entry.confusion = next(iter(per_seed(analyze_results, "confusion.json", _MAPPING_OR_NULL,
                                          again["analyze"]).values()), None)
     entry.pretrain = _mean(per_seed(pretrain_results, "metrics.json", _MAPPING,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from features.bank import SPLITS, Bank
+from features.bank.rows import load_rows
 from features.dlsa.io import load_dlsa_model
-from features.rows import load_rows
 from stages.dlsa import MODEL_FILE
 from stages.errors import StageError
 from stages.io import write_csv

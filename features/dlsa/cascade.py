@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from features.arrays import float_matrix, label_vector
+from features.bank.rows import FeatureRows, as_rows
 from features.configs import CascadeConfig
 from features.devices import torch_device
 from features.dlsa.classifier import (
@@ -38,7 +39,6 @@ from features.dlsa.classifier import (
 from features.dlsa.flow import FlowFilter
 from features.dlsa.training import cluster_class_table, evaluate_flow, train_filter
 from features.errors import FeaturesError
-from features.rows import FeatureRows, as_rows
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class Cascade:
 
         Args:
             x: float [N, D], features of any split: an array, or rows read from a bank in
-                blocks (`features.rows`).
+                blocks (`features.bank.rows`).
             filters: How many filters route; the rest of the rows are the remainder.
 
         Returns:
@@ -224,7 +224,7 @@ def fit_cascade(
 
     Args:
         train_x: float [N, D], training features: an array, or rows read from a bank on
-            demand (`features.rows`), which give the same cascade.
+            demand (`features.bank.rows`), which give the same cascade.
         train_y: int [N], training classes in [0, C).
         val_x: float [M, D], val features (epoch selection only; never test rows).
         val_y: int [M], val classes.

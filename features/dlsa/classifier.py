@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.bank.rows import FeatureRows, as_rows
 from features.classifiers import balanced_softmax_loss, check_finite_loss
 from features.configs import CascadeConfig
 from features.devices import state_snapshot, torch_device
 from features.dlsa.flow import FlowFilter
 from features.dlsa.training import EVAL_ROWS
 from features.errors import FeaturesError
-from features.rows import FeatureRows, as_rows
 
 # A linear map counts as the backbone's head when it reproduces the stored logits this well
 # (largest error relative to the largest logit): the head is then linear in the features.

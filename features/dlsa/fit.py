@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.bank.rows import FeatureRows, as_rows
 from features.classifiers import (
     INPUT_LOGITS,
     FittedClassifier,
@@ -26,7 +27,6 @@ from features.dlsa.cascade import fit_cascade
 from features.dlsa.classifier import LinearMap, head_map
 from features.dlsa.model import BankProvenance, DLSAModel
 from features.errors import FeaturesError
-from features.rows import FeatureRows, as_rows
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from features.bank import BankMeta
+from features.bank.rows import FeatureRows
 from features.classifiers import INPUT_LOGITS, FittedClassifier
 from features.dlsa.cascade import Cascade, Walk
 from features.errors import FeaturesError
-from features.rows import FeatureRows
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import torch
 
 from core.atomic import save_torch_atomically
 from features.arrays import label_vector
+from features.bank.rows import ArrayRows, FeatureRows, as_rows, column_moments
 from features.configs import FlowTrainConfig
 from features.devices import state_snapshot, torch_device
 from features.dlsa.flow import FlowFilter, FlowOutput
@@ -45,7 +46,6 @@ from features.dlsa.losses import (
     weighted_mle_loss,
 )
 from features.errors import FeaturesError
-from features.rows import ArrayRows, FeatureRows, as_rows, column_moments
 
 CHECKPOINT_FORMAT = "tailbank-dlsa-flow-checkpoint/1"
 # Rows per scoring block: a constant, so scores do not depend on where the rows are held.
@@ -101,7 +101,7 @@ def train_filter(
 
     Args:
         train_x: float [N, D], the rows the filter is trained on: an array, or rows read from
-            a bank on demand (`features.rows`), which give the same filter.
+            a bank on demand (`features.bank.rows`), which give the same filter.
         train_y: int [N], their classes in [0, C).
         class_counts: int [C], n_c of the MLE weights (Eq. 6); normally the counts of train_y.
         val_x: float [M, D], val rows the epoch is chosen on (M may be 0), array or rows.
@@ -149,7 +149,7 @@ def evaluate_flow(
 
     Args:
         flow: A flow filter (switched to eval mode).
-        x: float [N, D]: a tensor, an array or rows (`features.rows`).
+        x: float [N, D]: a tensor, an array or rows (`features.bank.rows`).
 
     Returns:
         (log_likelihood float [N], cluster int64 [N]), on the flow's device.

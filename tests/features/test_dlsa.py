@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import features.dlsa.fit as dlsa_fit
+from features.bank.rows import as_rows
 from features.configs import CascadeConfig, FlowTrainConfig, ProbeConfig
 from features.dlsa.cascade import (
     Cascade,
@@ -26,7 +27,6 @@ from features.dlsa.model import BankProvenance, DLSAModel
 from features.dlsa.report import filter_report
 from features.dlsa.training import evaluate_flow
 from features.errors import FeaturesError
-from features.rows import as_rows
 
 PROVENANCE = BankProvenance("ce", "resnet20", "synthetic", "c" * 64)
 PROBE = ProbeConfig(epochs=5)

@@ -110,11 +110,11 @@ def test_analyze_over_the_memory_budget_writes_the_same_bytes(
 ) -> None:
     """The test split (40 rows x 6 floats, ~1 KiB) read from the bank under a 256-byte budget (the z view takes 320 bytes):
     the same files as with the whole split in memory, and the split is never read whole."""
-    import features.separability
+    import features.analysis.separability
     from features.bank import Bank
 
     # score the probe in blocks smaller than the split, in both runs
-    monkeypatch.setattr(features.separability, "_TEST_ROWS", 7)
+    monkeypatch.setattr(features.analysis.separability, "_TEST_ROWS", 7)
     out = analyze.run(small_params(), "ce", 0)
     in_memory = {name: (out / name).read_bytes() for name in FILES}
     whole: list[str] = []

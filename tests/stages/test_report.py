@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from features.analysis import AnalysisResult
 from stages import report
 from stages.errors import StageError
 from stages.io import write_csv, write_json
@@ -112,7 +113,8 @@ def test_collect_reads_the_analyze_outputs() -> None:
     write_json(folder / "confusion.json", None)
     write_csv(folder / "tsne.csv", ("x", "y", "label", "group"), [(0.5, 1.5, 0, "head")])
     item = report.collect("ce", params_with(("ce",))).item
-    assert item.analysis == {"views": {}, "posterior": None}
+    assert item.analysis == AnalysisResult.from_json({"views": {}, "posterior": None})
+    assert item.analysis.views == {} and item.analysis.posterior is None
     assert item.confusion is None
     assert item.tsne == [{"x": "0.5", "y": "1.5", "label": "0", "group": "head"}]
     assert json.loads(Path("results/classify/ce/seed0/metrics.json").read_text())["cosine"]["few"] == 0.6

@@ -1,0 +1,184 @@
+"""Verification of a bank as it opens: its attributes and the dtype and shape of its datasets.
+
+Everything here reads metadata only (HDF5 checksums it); the values themselves are checked by
+the reader on each read, which costs one pass over data already in memory instead of a second
+read of the whole file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from features.bank.schema import (
+    INT_ATTRS,
+    SCHEMA_VERSION,
+    STRING_ATTRS,
+    BankMeta,
+    check_meta,
+    is_fixed_utf8,
+)
+from features.errors import FeaturesError
+
+
+def read_meta(path: Path, file: h5py.File) -> BankMeta:
+    """The bank's attributes, checked against schema version 1.
+
+    Args:
+        path: The bank's file, for the messages.
+        file: The open file.
+
+    Returns:
+        The attributes, class counts and class names of the bank.
+
+    Raises:
+        FeaturesError: no or another schema_version, an attribute missing or of the wrong
+            type, class_counts or class_names of the wrong dtype or shape.
+    """
+    attrs = file.attrs
+    if "schema_version" not in attrs:
+        raise FeaturesError(f"{path}: not a tailbank bank (no schema_version attribute)")
+    version = _int_attr(path, file, "schema_version")
+    if version != SCHEMA_VERSION:
+        raise FeaturesError(
+            f"{path}: schema_version {version} but this tailbank reads "
+            f"{SCHEMA_VERSION}; re-dump the bank with this version"
+        )
+    values = {name: _string_attr(path, file, name) for name in STRING_ATTRS}
+    values |= {name: _int_attr(path, file, name) for name in INT_ATTRS}
+    meta = BankMeta(
+        class_counts=_class_counts(path, file, values["num_classes"]),
+        class_names=_class_names(path, file, values["num_classes"]),
+        **values,
+    )
+    check_meta(meta, str(path))
+    return meta
+
+
+def _string_attr(path: Path, file: h5py.File, name: str) -> str:
+    # Checked before reading: a variable-length string would be read from the global
+    # heap, whose damage HDF5 cannot detect.
+    if not _attr_type_is(path, file, name, is_fixed_utf8):
+        raise FeaturesError(
+            f"{path}: attribute {name!r} is not a fixed-length UTF-8 string; re-dump"
+        )
+    return bytes(file.attrs[name]).decode("utf-8")
+
+
+def _int_attr(path: Path, file: h5py.File, name: str) -> int:
+    if not _attr_type_is(path, file, name, lambda dtype: dtype.kind in "iu"):
+        raise FeaturesError(f"{path}: attribute {name!r} is not an integer; re-dump")
+    return int(file.attrs[name])
+
+
+def _attr_type_is(
+    path: Path, file: h5py.File, name: str, accepts: Callable[[np.dtype], bool]
+) -> bool:
+    """Whether scalar attribute `name`, which must exist, has a dtype that `accepts`."""
+    if name not in file.attrs:
+        raise FeaturesError(f"{path}: attribute {name!r} is missing; re-dump the bank")
+    attribute = file.attrs.get_id(name)
+    return attribute.shape == () and accepts(attribute.dtype)
+
+
+def _class_counts(path: Path, file: h5py.File, num_classes: int) -> np.ndarray:
+    counts = _root_dataset(path, file, "class_counts")
+    if counts.dtype != np.int64 or counts.shape != (num_classes,):
+        raise FeaturesError(
+            f"{path}:class_counts: expected int64 [{num_classes}], got "
+            f"{counts.dtype} {counts.shape}; re-dump the bank"
+        )
+    return counts[...]
+
+
+def _class_names(path: Path, file: h5py.File, num_classes: int) -> tuple[str, ...] | None:
+    if "class_names" not in file:
+        return None
+    names = _root_dataset(path, file, "class_names")
+    if not is_fixed_utf8(names.dtype) or names.shape != (num_classes,):
+        raise FeaturesError(
+            f"{path}:class_names: expected {num_classes} fixed-length UTF-8 strings, got "
+            f"{names.dtype} {names.shape}; re-dump the bank"
+        )
+    return tuple(names.asstr()[...])
+
+
+def _root_dataset(path: Path, file: h5py.File, name: str) -> h5py.Dataset:
+    item = file.get(name)
+    if not isinstance(item, h5py.Dataset):
+        raise FeaturesError(f"{path}: dataset {name!r} is missing; re-dump the bank")
+    return item
+
+
+def validate_splits(
+    path: Path, file: h5py.File, meta: BankMeta, splits: tuple[str, ...]
+) -> None:
+    """Checks every dataset of each split: present, dtype, row shape and equal lengths.
+
+    Values are not scanned here: the reader checks what each read returns.
+
+    Raises:
+        FeaturesError: a missing, unexpected or mistyped dataset, or datasets of one split
+            that differ in length.
+    """
+    for split in splits:
+        group = file[split]
+        if not isinstance(group, h5py.Group):
+            raise FeaturesError(f"{path}:{split}: is not a group; re-dump the bank")
+        specs = _expected_specs(path, meta, group, split)
+        lengths = {
+            name: _checked_dataset(path, group, split, name, spec).shape[0]
+            for name, spec in specs.items()
+        }
+        if len(set(lengths.values())) != 1:
+            raise FeaturesError(f"{path}:{split}: datasets differ in length: {lengths}")
+
+
+def _expected_specs(
+    path: Path, meta: BankMeta, group: h5py.Group, split: str
+) -> dict[str, tuple]:
+    """Maps each dataset of a split to (dtype, row shape); None = any width."""
+    specs: dict[str, tuple] = {
+        "features": (np.float32, (meta.feature_dim,)),
+        "labels": (np.int64, ()),
+        "index": (np.int64, ()),
+    }
+    if "logits" in group:
+        specs["logits"] = (np.float32, (meta.num_classes,))
+    if "extra" in group:
+        if not isinstance(group["extra"], h5py.Group):
+            raise FeaturesError(f"{path}:{split}/extra: is not a group; re-dump")
+        for name in group["extra"]:
+            specs[f"extra/{name}"] = (np.float32, None)
+    unexpected = set(group) - {"extra"} - set(specs)
+    if unexpected:
+        raise FeaturesError(
+            f"{path}:{split}: unexpected datasets {sorted(unexpected)}; not a bank "
+            f"of schema {SCHEMA_VERSION}"
+        )
+    return specs
+
+
+def _checked_dataset(
+    path: Path, group: h5py.Group, split: str, name: str, spec: tuple
+) -> h5py.Dataset:
+    dtype, row_shape = spec
+    item = group.get(name)
+    where = f"{path}:{split}/{name}"
+    if not isinstance(item, h5py.Dataset):
+        raise FeaturesError(f"{where}: dataset is missing; re-dump the bank")
+    shape_ok = len(item.shape) >= 1 and (
+        item.shape[1:] == row_shape if row_shape is not None else len(item.shape) == 2
+    )
+    if item.dtype != dtype or not shape_ok:
+        expected = {None: "[N, D']", (): "[N]"}.get(
+            row_shape, f"[N, {', '.join(map(str, row_shape or ()))}]"
+        )
+        raise FeaturesError(
+            f"{where}: expected {np.dtype(dtype)} {expected}, got {item.dtype} {item.shape}; "
+            "re-dump the bank"
+        )
+    return item
