@@ -60,19 +60,38 @@ class StageDecl:
     method_code: bool = False
 
 
+def section_without(section: str, *left_out: str) -> tuple[str, ...]:
+    """The keys of a params section but ``left_out`` ones, for a stage that reads all the rest
+    (dvc.yaml cannot say "all of classify but kinds")."""
+    from stages.params import Params
+
+    fields = Params.model_fields[section].annotation.model_fields
+    return tuple(f"{section}.{name}" for name in fields if name not in left_out)
+
+
+# What each stage reads, written once: dvc.yaml's params come from here, and
+# tests/stages/test_dag_code.py runs every stage and checks these against the keys it reads.
 STAGES = (
     StageDecl("prepare", "stages.prepare", ("data",), per_method=False),
     StageDecl("pretrain", "stages.pretrain", ("data", "train", "methods.{method}"),
               method_code=True),
     StageDecl("dump", "stages.dump", ("data", "dump"), method_code=True),
     StageDecl("classify", "stages.classify", ("classify", "eval")),
-    StageDecl("dlsa", "stages.dlsa", ("classify", "dlsa", "eval")),
-    StageDecl("analyze", "stages.analyze", ("analyze", "eval")),
+    # the base classifiers are fitted with classify's recipe; dlsa.base_kinds says which
+    StageDecl("dlsa", "stages.dlsa", (*section_without("classify", "kinds"), "dlsa", "eval")),
+    StageDecl("analyze", "stages.analyze", ("analyze", "eval.many_above", "eval.few_below")),
     StageDecl("report", "stages.report", ("seeds", "data.dataset", "train.backbone", "methods",
-                                          "classify.kinds", "dlsa.base_kinds", "eval",
-                                          "analyze.tail_max_count", "dlsa.tail_max_count"),
+                                          "classify.kinds", "dlsa.base_kinds", "eval.many_above",
+                                          "eval.few_below", "analyze.tail_max_count",
+                                          "dlsa.tail_max_count"),
               per_method=False),
 )
+DECLARED = {stage.name: stage for stage in STAGES}
+
+
+def stage_params(stage: str, method: str | None = None) -> list[str]:
+    """The params keys of ``stage``'s block (for ``method`` where it runs per method)."""
+    return [key.format(method=method) for key in DECLARED[stage].params]
 
 
 def stage_name(stage: str, method: str) -> str:
@@ -90,7 +109,7 @@ def render(methods: dict[str, Any]) -> str:
     stages["prepare"] = {
         "cmd": "tailbank prepare",
         "deps": code_dependencies("stages.prepare"),
-        "params": ["data"],
+        "params": stage_params("prepare"),
         "outs": [splits],
     }
     for method, entry in methods.items():
@@ -101,7 +120,7 @@ def render(methods: dict[str, Any]) -> str:
             f"tailbank pretrain --method {method} --seed {seed}",
             deps=[splits, *code_dependencies("stages.pretrain", method_code),
                   *([str(layout.model_path(teacher, seed))] if teacher else [])],
-            params=["data", "train", f"methods.{method}"],
+            params=stage_params("pretrain", method),
             outs=[str(layout.model_path(method, seed)),
                   {str(results / "metrics.json"): {"cache": False}}],
             plots=[{str(results / "live/plots/metrics"): {"x": "step", "cache": False}}],
@@ -110,7 +129,7 @@ def render(methods: dict[str, Any]) -> str:
             f"tailbank dump --method {method} --seed {seed}",
             deps=[str(layout.model_path(method, seed)), splits,
                   *code_dependencies("stages.dump", method_code)],
-            params=["data", "dump"],
+            params=stage_params("dump", method),
             outs=[str(layout.bank_path(method, seed))],
         )
         bank = str(layout.bank_path(method, seed))
@@ -118,7 +137,7 @@ def render(methods: dict[str, Any]) -> str:
         stages[stage_name("classify", method)] = _per_seed(
             f"tailbank classify --method {method} --seed {seed}",
             deps=[bank, *code_dependencies("stages.classify")],
-            params=["classify", "eval"],
+            params=stage_params("classify", method),
             outs=[{str(classify / name): {"cache": False}}
                   for name in ("metrics.json", "predictions.npz")],
             plots=[{str(classify / "per_class"): {
@@ -130,7 +149,7 @@ def render(methods: dict[str, Any]) -> str:
         stages[stage_name("dlsa", method)] = _per_seed(
             f"tailbank dlsa --method {method} --seed {seed}",
             deps=[bank, *code_dependencies("stages.dlsa")],
-            params=["classify", "dlsa", "eval"],
+            params=stage_params("dlsa", method),
             outs=[str(layout.dlsa_model_dir(method, seed)),
                   *({str(dlsa / name): {"cache": False}}
                     for name in ("metrics.json", "filters.json", "predictions.npz"))],
@@ -143,7 +162,7 @@ def render(methods: dict[str, Any]) -> str:
         stages[stage_name("analyze", method)] = _per_seed(
             f"tailbank analyze --method {method} --seed {seed}",
             deps=[bank, *code_dependencies("stages.analyze")],
-            params=["analyze", "eval"],
+            params=stage_params("analyze", method),
             outs=[{str(analyze / name): {"cache": False}}
                   for name in ("analysis.json", "confusion.json", "metrics.json")],
             plots=_analysis_plots(method, analyze),
@@ -153,7 +172,7 @@ def render(methods: dict[str, Any]) -> str:
         "cmd": "tailbank report",
         "deps": [str(folder) for folder in layout.RESULT_FOLDERS]
         + code_dependencies("stages.report"),
-        "params": list(STAGES[-1].params),
+        "params": stage_params("report"),
         "outs": [{str(report / name): {"cache": False}} for name in ("index.html", "summary.md")],
         "metrics": [{str(layout.summary_metrics()): {"cache": False}}],
     }
