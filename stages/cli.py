@@ -206,6 +206,35 @@ def dag(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
     _run(debug, work)
 
 
+@app.command(name="run")
+def run_all(seed: int = SeedOption, params: Path = ParamsOption,
+            debug: bool = DebugOption) -> None:
+    """Run every stage of the DAG in this one process, in an order `dvc repro` could take,
+    without DVC's cache: for a quick full run, or on a GPU machine where each command's start
+    costs seconds of imports. Gives the same bytes as `dvc repro`; DVC does not record the run
+    (`dvc commit` does). A multi-process `train.processes` is refused here: use dvc repro."""
+
+    def work() -> None:
+        import importlib
+
+        from stages import dag as generator
+
+        loaded = _params(params)
+        if any(loaded.train_for(method).processes > 1 for method in loaded.methods):
+            raise StageError("train.processes > 1 needs one process per rank; run `dvc repro` "
+                             "(or `tailbank pretrain`) instead of `tailbank run`")
+        seeds = _seeds(loaded, seed)
+        for stage, method in generator.run_order(loaded.model_dump(mode="json")["methods"]):
+            module = importlib.import_module(stage.module)
+            if method is None:
+                module.run(loaded)
+                continue
+            for each in seeds:
+                module.run(loaded, method, each)
+
+    _run(debug, work, resumable=True, params=params)
+
+
 @app.command()
 def prepare(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
     """Draw the long-tailed train, balanced val and test splits of `data.dataset`.

@@ -94,6 +94,24 @@ def stage_params(stage: str, method: str | None = None) -> list[str]:
     return [key.format(method=method) for key in DECLARED[stage].params]
 
 
+def run_order(methods: dict[str, Any]) -> list[tuple[StageDecl, str | None]]:
+    """Every stage of the DAG with its method (None for a stage over all methods), in an order
+    dvc repro could take: prepare, each method's branch (a teacher's before its students'),
+    then the report.
+
+    Args:
+        methods: the ``methods:`` entries (their keys and teachers).
+    """
+    teachers_first = sorted(methods, key=lambda name: methods[name].get("teacher") is not None)
+    order: list[tuple[StageDecl, str | None]] = []
+    for stage in STAGES:
+        if not stage.per_method:
+            order.append((stage, None))
+    branches = [(stage, method) for method in teachers_first for stage in STAGES
+                if stage.per_method]
+    return [order[0], *branches, *order[1:]]
+
+
 def stage_name(stage: str, method: str) -> str:
     """The DVC stage of ``stage`` for ``method`` (``pretrain-ce``; DVC adds ``@<seed>``)."""
     return f"{stage}-{method}"
