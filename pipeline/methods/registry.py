@@ -2,56 +2,50 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from core.names import valid_hint
 from pipeline.errors import PipelineError
 from pipeline.methods.base import Method
-from pipeline.methods.bib import (
-    BalancedInformationBottleneck,
-    MixtureOfBalancedInformationBottlenecks,
+from pipeline.methods.kinds import (
+    METHOD_KINDS,
+    build_options,
+    method_kind,
+    method_options_fields,
+    method_sweep,
 )
-from pipeline.methods.bsce import BalancedSoftmax
-from pipeline.methods.cbs import ClassBalancedSampling
-from pipeline.methods.ce import CrossEntropy
-from pipeline.methods.gml_student import GMLStudent
-from pipeline.methods.gml_teacher import GMLTeacher
-from pipeline.methods.kinds import build_options, method_options_fields, method_sweep
 from pipeline.methods.options import parse_options
-from pipeline.methods.paco import ParametricContrastive
 from pipeline.models import build_backbone, seeded_initialisation
 
-METHODS: dict[str, type[Method]] = {
-    method.name: method
-    for method in (
-        CrossEntropy,
-        ClassBalancedSampling,
-        BalancedSoftmax,
-        ParametricContrastive,
-        GMLTeacher,
-        GMLStudent,
-        BalancedInformationBottleneck,
-        MixtureOfBalancedInformationBottlenecks,
-    )
-}
-
-# Validation reads the torch-free `pipeline.methods.kinds`; these are re-exported here.
-__all__ = ["METHODS", "build_method", "build_options", "method_class", "method_options_fields",
+# Validation reads the torch-free `pipeline.methods.kinds`; these are re-exported here
+# (METHODS, built on first use by __getattr__, is not listed: a star import would build it).
+__all__ = ["build_method", "build_options", "method_class", "method_options_fields",
            "method_sweep"]
 
 
 def method_class(kind: str) -> type[Method]:
-    """The class registered for ``kind``.
+    """The class registered for ``kind``, importing only its own module (so a stage that trains
+    one method imports that method's code, which is what its DVC dependencies list).
 
     Raises:
         PipelineError: unknown kind, with the valid kinds and the closest one.
     """
-    if kind not in METHODS:
-        raise PipelineError(f"unknown method kind '{kind}'{valid_hint(kind, tuple(METHODS))}")
-    return METHODS[kind]
+    module = importlib.import_module(method_kind(kind).module)
+    for value in vars(module).values():
+        if (isinstance(value, type) and issubclass(value, Method)
+                and value.__module__ == module.__name__ and value.name == kind):
+            return value
+    raise PipelineError(f"method kind '{kind}': {module.__name__} defines no Method named so")
+
+
+def __getattr__(name: str) -> Any:
+    """``METHODS``, every kind's class by kind, built on first use (it imports every method)."""
+    if name == "METHODS":
+        return {kind: method_class(kind) for kind in METHOD_KINDS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_method(
