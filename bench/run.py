@@ -6,12 +6,15 @@
     python bench/run.py --write                 # also rewrite the table in bench/RESULTS.md
     python bench/run.py --rows bank --profile   # cProfile of each row's run, top functions
 
-Rows: dump (images/s of the dump stage vs a bare no_grad forward loop), train (seconds per
-epoch of the engine's loop vs a minimal SGD loop), flows (DLSA flow-filter training vs a bare
-nflows MAF, and cascade routing rows/s), knn (faiss kNN purity vs scikit-learn brute force),
-bank (HDF5 bank write/read vs np.save/np.load), stage2 (a classifier fitted on a bank read
-in windows under a budget of a quarter of it vs in memory: time, peak memory, same bytes),
-dvc (no-op `dvc repro` on a reproduced tiny copy of the default pipeline). Each row's script
+Rows: cli (`tailbank check` and `--help` wall time beside a bare interpreter start), dump
+(images/s of the dump stage vs a bare no_grad forward loop), train (seconds per epoch of the
+engine's loop vs a minimal SGD loop), flows (DLSA flow-filter training vs a bare nflows MAF,
+and cascade routing rows/s), dlsa (the whole cascade on a 100k x 512 synthetic bank vs its
+bare parts: nflows MLE and linear classifier epochs on as many rows), knn (faiss kNN purity
+vs scikit-learn brute force), bank (HDF5 bank write/read vs np.save/np.load), stage2 (a
+classifier fitted on a bank read in windows under a budget of a quarter of it vs in memory:
+time, peak memory, same bytes), dvc (no-op `dvc repro` on a reproduced tiny copy of the
+default pipeline). Each row's script
 under bench/ runs on its own as well.
 
 `--write` replaces only the block between the bench markers of RESULTS.md, so notes written
@@ -33,6 +36,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import bank_io
+import cli_start
+import dlsa_scale
 import dump_throughput
 import dvc_noop
 import flow_throughput
@@ -44,7 +49,7 @@ import train_overhead
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 BEGIN, END = "<!-- bench:begin (written by bench/run.py --write) -->", "<!-- bench:end -->"
-ROWS = ("dump", "train", "flows", "knn", "bank", "stage2", "dvc")
+ROWS = ("cli", "dump", "train", "flows", "dlsa", "knn", "bank", "stage2", "dvc")
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,42 @@ def flow_rows(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+def cli_rows(args: argparse.Namespace) -> list[Row]:
+    repeats = 3 if args.quick else 5
+    r = cli_start.measure(repeats)
+    setup = (f"fresh process each, median of {repeats} interleaved; the repository's params.yaml "
+             f"and dvc.yaml; heavy libraries `check` imports: "
+             f"{', '.join(r['heavy_imports']) or 'none'}")
+    return [
+        Row("cli: `tailbank check` wall time (vs a bare python start)", f"{r['check_s']:.2f} s",
+            f"{r['python_s']:.2f} s", f"{r['check_s'] / r['python_s']:.1f}x", "< 1 s, no torch",
+            verdict(r["check_s"] < 1 and not r["heavy_imports"]), setup),
+        Row("cli: `tailbank --help` wall time (vs a bare python start)", f"{r['help_s']:.2f} s",
+            f"{r['python_s']:.2f} s", f"{r['help_s'] / r['python_s']:.1f}x", "< 1 s",
+            verdict(r["help_s"] < 1), setup),
+    ]
+
+
+def dlsa_rows(args: argparse.Namespace) -> list[Row]:
+    sizes = ["--rows=20000", "--dim=64"] if args.quick else []
+    r = dlsa_scale.measure(dlsa_scale.parse([*sizes, f"--threads={args.threads}"]))
+    ours, bare = r["ours"], r["bare"]
+    setup = (f"synthetic {r['rows']} x {r['dim']}, {r['classes']} classes (IF 100), "
+             f"{r['filters']} filters, {r['flow_epochs']} flow + {r['classifier_epochs']} "
+             f"classifier epochs, each side in a fresh process, {r['threads']} thread(s); "
+             f"filters trained on {ours['filter_rows']} rows, routed {ours['routed_rows']}; "
+             f"bare = nflows MAF MLE + nn.Linear CE on as many rows")
+    return [
+        Row("dlsa: whole cascade s / its bare parts", f"{ours['seconds']:.1f} s",
+            f"{bare['seconds']:.1f} s", f"{r['ratio']:.2f}", "<= 1.5",
+            verdict(r["ratio"] <= 1.5), setup),
+        Row("dlsa: peak memory added by the fit", f"{ours['peak_mb']:.0f} MB",
+            f"{bare['peak_mb']:.0f} MB", f"{ours['peak_mb'] / max(bare['peak_mb'], 1):.2f}", "",
+            "", f"VmHWM minus RSS after the data were made; the train features are "
+                f"{ours['data_mb']:.0f} MB"),
+    ]
+
+
 def knn_rows(args: argparse.Namespace) -> list[Row]:
     sizes = (10_000, 2_000, 64) if args.quick else (50_000, 10_000, 256)
     r = knn_purity.measure(*sizes, k=10, threads=args.threads)
@@ -288,6 +329,8 @@ def dvc_rows(args: argparse.Namespace) -> list[Row]:
 
 
 MEASURES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "cli": cli_rows,
+    "dlsa": dlsa_rows,
     "dump": dump_rows,
     "train": train_rows,
     "flows": flow_rows,

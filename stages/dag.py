@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import functools
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,13 +235,19 @@ def code_dependencies(module: str, method_modules: Iterable[str] = ()) -> list[s
         method_modules: modules of `pipeline.methods` the stage runs (the method's own); the
             rest of that package is left out.
     """
+    return list(_code_dependencies(module, frozenset(method_modules)))
+
+
+@functools.cache
+def _code_dependencies(module: str, method_modules: frozenset[str]) -> tuple[str, ...]:
+    # one answer per stage module and method: `tailbank check` renders all 42 blocks
     # what the method's own modules import from outside pipeline.methods (e.g. PaCo's
     # augmentations) is followed too
     roots = [module] + [imported for name in method_modules for imported in _imports(name)
                         if not _is_method_module(imported)]
     found = import_closure(roots, skip=_is_other_method_module) | set(method_modules)
     files = sorted({_module_file(name) for name in found})
-    return _folded(files)
+    return tuple(_folded(files))
 
 
 def method_dependencies(kind: str) -> set[str]:
@@ -289,7 +295,7 @@ def _imports(module: str) -> frozenset[str]:
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -313,6 +319,17 @@ def _imports(module: str) -> frozenset[str]:
                 resolved.add(parent)
                 parent = parent.rpartition(".")[0]
     return frozenset(resolved)
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones too (imports are statements; skipping the expressions
+    makes reading the sources several times faster than ast.walk)."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
 
 
 @functools.cache
@@ -353,10 +370,15 @@ def _folded(files: list[str]) -> list[str]:
     folders = sorted({str(Path(f).parent) for f in files}, key=lambda f: f.count("/"))
     result = set(chosen)
     for folder in folders:
-        members = {str(p.relative_to(REPO)) for p in (REPO / folder).rglob("*.py")}
+        members = _python_files(folder)
         if members and members <= result:
             result = {f for f in result if not f.startswith(folder + "/")} | {folder}
     return sorted(result)
+
+
+@functools.cache
+def _python_files(folder: str) -> frozenset[str]:
+    return frozenset(str(p.relative_to(REPO)) for p in (REPO / folder).rglob("*.py"))
 
 
 def write(methods: dict[str, Any], path: Path = Path("dvc.yaml")) -> bool:
