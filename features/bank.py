@@ -35,10 +35,10 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
+from core.splits import SPLITS
 from features.errors import FeaturesError
 
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test")
 _T = TypeVar("_T")
 # A gather reads neighbouring chunks with one slice of at most this many chunks (~16 MiB).
 _GATHER_CHUNKS = 16

@@ -5,11 +5,11 @@ Knows nothing of DVC, params.yaml or HDF5: it takes a method, two loaders and a 
 
 from pipeline.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from pipeline.engine.config import SCHEDULES, OptimConfig, ScheduleConfig, TrainConfig
-from pipeline.engine.errors import NonFiniteError
 from pipeline.engine.loop import evaluate_accuracy, train
 from pipeline.engine.records import EpochRecord, TrainResult
 from pipeline.engine.schedule import lr_at
 from pipeline.engine.seeding import set_seed
+from pipeline.errors import NonFiniteError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
