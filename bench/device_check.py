@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from core.devices import resolve_device
 from features.bank import Bank, BankMeta, BankWriter
 from features.classifiers import fit_classifier
 from features.configs import ProbeConfig
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(ORDER))
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     source = load_source(args.dataset, args.root)
     splits = make_splits(source, imbalance_factor=args.imbalance_factor, val_per_class=10,

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.splits import SPLITS
 from features.bank import Bank
 from features.bank_splits import BankSplits, SplitRows
 from features.configs import ProbeConfig
 from features.errors import FeaturesError
-from features.rows import BankRows
+from features.rows import ArrayRows, BankRows
 from tests.features.synthetic import write_bank
 
 FAST = ProbeConfig(epochs=2, crt_epochs=2, lws_epochs=2, batch_size=16, seed=0)
@@ -32,9 +33,10 @@ def test_read_holds_every_split_and_the_test_index(bank: Bank) -> None:
     assert tuple(splits) == SPLITS and not notes
     for split in SPLITS:
         features, labels, logits = splits[split]
-        np.testing.assert_array_equal(features, bank.features(split))
+        assert isinstance(features, ArrayRows) and isinstance(logits, ArrayRows)
+        assert torch.equal(features.values, torch.from_numpy(bank.features(split)))
+        assert torch.equal(logits.values, torch.from_numpy(bank.logits(split)))
         np.testing.assert_array_equal(labels, bank.labels(split))
-        np.testing.assert_array_equal(logits, bank.logits(split))
     np.testing.assert_array_equal(splits.test_index, bank.index("test"))
 
 
