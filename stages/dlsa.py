@@ -77,7 +77,7 @@ def _fit_and_score(
     counts = meta.class_counts
     section = params.dlsa
     config = cascade_config(section, len(counts), seed, str(resolve_device(section.device)))
-    _check_clusters_fit(config, len(data["train"][1]), bank_path(method_name, seed))
+    _check_clusters_fit(config, len(data["train"].labels), bank_path(method_name, seed))
     probe = probe_config(params.classify, seed, str(resolve_device(params.classify.device)))
     resume = dlsa_resume_dir(method_name, seed)
     resumed = resume.is_dir() and any(resume.iterdir())

@@ -26,7 +26,8 @@ class FittedClassifier:
 
     `input_field` names what `logits` takes, as the bank calls it: "features" for every
     trained kind, "logits" for `head`, whose decision is the backbone's own stored logits.
-    So a caller scores a split uniformly::
+    `split_logits` scores a split of a bank (`features.bank_splits.SplitRows`) whatever
+    the kind; by hand, a caller does::
 
         inputs = bank.features(split) if clf.input_field == "features" else bank.logits(split)
         scores = clf.logits(inputs)
