@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from core.devices import resolve_device
+from core.splits import SPLITS
 from features.bank import Bank, BankMeta, BankWriter
 from features.classifiers import fit_classifier
 from features.configs import ProbeConfig
@@ -94,7 +95,7 @@ def dump(method, source, splits, counts, kind, args, device, bank_file) -> float
                     class_counts=counts)
     images, start = 0, time.perf_counter()
     with BankWriter(bank_file, meta) as bank:
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             loader = make_loader(source, getattr(splits, split), batch_size=512, train=False,
                                  device=device)
             for batch in loader.epoch(0):

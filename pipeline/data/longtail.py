@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from core.splits import SPLITS
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.splits import SplitPart, Splits
 from pipeline.data.torchvision_sources import TORCHVISION_DATASETS
@@ -227,7 +228,7 @@ def _profile_train_pool(
 def _whole_pools(source: DatasetSource) -> Splits:
     parts = {
         split: SplitPart(split, np.arange(len(source.pools[split]), dtype=np.int64))
-        for split in ("train", "val", "test")
+        for split in SPLITS
     }
     counts = np.bincount(source.pools["train"].labels, minlength=source.num_classes)
     _require_training_images(source, counts)
