@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from core.devices import resolve_device
+from core.splits import SPLITS
 from features.bank import Bank, BankMeta, BankWriter
 from features.classifiers import fit_classifier
 from features.configs import ProbeConfig
@@ -45,7 +47,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(ORDER))
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     source = load_source(args.dataset, args.root)
     splits = make_splits(source, imbalance_factor=args.imbalance_factor, val_per_class=10,
@@ -93,7 +95,7 @@ def dump(method, source, splits, counts, kind, args, device, bank_file) -> float
                     class_counts=counts)
     images, start = 0, time.perf_counter()
     with BankWriter(bank_file, meta) as bank:
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             loader = make_loader(source, getattr(splits, split), batch_size=512, train=False,
                                  device=device)
             for batch in loader.epoch(0):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.devices import resolve_device
 from features.bank import BankMeta, BankWriter
 from pipeline.data import load_source, make_loader, make_splits
 from pipeline.engine import set_seed
@@ -48,7 +49,7 @@ def measure(
     Returns:
         Sizes, the best seconds and images/s of each side and the ratio ours / bare.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     set_seed(0)
     source = load_source(dataset, root)
     splits = make_splits(

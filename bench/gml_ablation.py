@@ -39,13 +39,12 @@ import numpy as np
 import torch
 
 from features.uncertainty import Interval, t_interval
-from pipeline.data import DatasetSource, Splits, make_loader, make_splits
+from pipeline.data import DatasetSource, Splits, load_source, make_loader, make_splits
 from pipeline.engine import evaluate_accuracy, set_seed, train
 from pipeline.errors import PipelineError
 from pipeline.methods import Method, build_method
 from stages.configs import train_config
 from stages.params import Params, load_params
-from stages.prepare import open_source
 
 TEACHER, STUDENT = "gml_teacher", "gml_student"
 CPU = torch.device("cpu")
@@ -97,7 +96,8 @@ class Outcome:
 def load_data(params: Params) -> Data:
     """The dataset and splits that ``tailbank prepare`` would write for ``params``."""
     data = params.data
-    source = open_source(data)
+    source = load_source(data.dataset, data.root, download=data.download,
+                         lists=data.lists.model_dump())
     splits = make_splits(
         source,
         imbalance_factor=data.imbalance_factor,

@@ -26,12 +26,11 @@ import numpy as np
 import torch
 
 import pipeline.engine.loop as loop
-from pipeline.data import make_loader, make_splits
+from pipeline.data import load_source, make_loader, make_splits
 from pipeline.engine import NonFiniteError, train
 from pipeline.methods import build_method
 from stages.configs import train_config
 from stages.params import Params, load_params
-from stages.prepare import open_source
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,9 @@ def train_once(params: Params, method_name: str, seed: int, max_grad_norm: float
     recipe = params.train_for(method_name).model_copy(update={"max_grad_norm": max_grad_norm})
     if lr is not None:
         recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"lr": lr})})
-    source = open_source(params.data)
     data = params.data
+    source = load_source(data.dataset, data.root, download=data.download,
+                         lists=data.lists.model_dump())
     splits = make_splits(source, imbalance_factor=data.imbalance_factor,
                          val_per_class=data.val_per_class, test_per_class=data.test_per_class,
                          max_per_class=data.max_per_class, seed=data.split_seed)

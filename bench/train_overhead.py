@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.devices import resolve_device
 from pipeline.data import load_source, make_loader, make_splits
 from pipeline.engine import OptimConfig, ScheduleConfig, TrainConfig, train
 from pipeline.methods import Method, build_method
@@ -62,7 +63,7 @@ def measure(
     Returns:
         Sizes, median seconds per epoch of each side and the ratios ours / bare.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     source = load_source(dataset, root)
     splits = make_splits(
         source,

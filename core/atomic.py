@@ -42,21 +42,33 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     ``OSError`` without a file name gets ``target``'s.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=temporary_name(target), suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    temporary = Path(name)
+    temporary = new_temporary(target)
     try:
         yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(temporary, OUTPUT_MODE)
-        os.replace(temporary, target)
-        sync_directory(target.parent)
+        commit(temporary, target)
     except OSError as error:
         raise named(error, target) from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def new_temporary(target: Path) -> Path:
+    """A new, empty temporary file beside ``target`` (its folder is created), for a writer
+    that fills it over time and then calls `commit`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=temporary_name(target), suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def commit(temporary: Path, target: Path) -> None:
+    """Make a complete ``temporary`` the ``target``: flushed to disk, readable by all (mkstemp
+    creates 0600), renamed over ``target`` and the rename persisted."""
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.chmod(temporary, OUTPUT_MODE)
+    os.replace(temporary, target)
+    sync_directory(target.parent)
 
 
 def write_bytes_atomically(target: str | Path, data: bytes) -> None:

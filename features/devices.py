@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from core.devices import resolve_device
 from features.errors import FeaturesError
 
 
 def torch_device(name: str, key: str) -> torch.device:
-    """``name`` as a torch device; "auto" picks CUDA when available.
+    """``name`` as a torch device (`core.devices.resolve_device`); "auto" picks CUDA when
+    available.
 
     Args:
         name: "auto", "cpu", "cuda", "cuda:1", ...
@@ -17,14 +19,7 @@ def torch_device(name: str, key: str) -> torch.device:
     Raises:
         FeaturesError: ``name`` is not a torch device.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise FeaturesError(
-            f"{key} {name!r} is not a torch device; use cpu, cuda or auto"
-        ) from error
+    return resolve_device(name, key=key, error=FeaturesError)
 
 
 def state_snapshot(module: torch.nn.Module, device: str | None = None) -> dict[str, torch.Tensor]:

@@ -1,9 +1,10 @@
 """The exception types the bank library raises for bad user input."""
 
 from core.constraints import ConfigFieldError
+from core.errors import TailbankError
 
 
-class FeaturesError(Exception):
+class FeaturesError(TailbankError):
     """Bad input to the bank library: a missing or foreign bank, mismatched shapes, ...
 
     The message is one line that names the file or key at fault and says how to fix it;

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from core.shots import SHOT_GROUPS
+from core.shots import shot_groups as core_shot_groups
 from features.errors import FeaturesError
-
-SHOT_GROUPS = ("many", "medium", "few")
 
 
 def shot_groups(class_counts: np.ndarray, many_above: int = 100, few_below: int = 20) -> np.ndarray:
-    """Assigns each class to a shot group by its training frequency (Liu et al. 2019).
+    """Assigns each class to a shot group by its training frequency (`core.shots.shot_groups`),
+    refusing thresholds that leave no room for "medium".
 
     Args:
         class_counts: int [C], training samples per class.
@@ -32,10 +33,7 @@ def shot_groups(class_counts: np.ndarray, many_above: int = 100, few_below: int 
             f"few_below={few_below} exceeds many_above={many_above} + 1; "
             "choose few_below <= many_above + 1"
         )
-    groups = np.full(counts.shape, "medium", dtype="<U6")
-    groups[counts > many_above] = "many"
-    groups[counts < few_below] = "few"
-    return groups
+    return core_shot_groups(counts, many_above, few_below)
 
 
 def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

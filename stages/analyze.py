@@ -22,7 +22,7 @@ from features.metrics import frequency_confusion
 from stages.configs import QUERY_SPLIT, analysis_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
-from stages.layout import analyze_results, bank_path, require_file
+from stages.layout import analyze_results, require_bank
 from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import log
@@ -44,8 +44,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
         The results folder.
     """
     params.method(method_name)
-    path = require_file(bank_path(method_name, seed),
-                        f"tailbank dump --method {method_name} --seed {seed}")
+    path = require_bank(method_name, seed)
     config = analysis_config(params, seed)
     section = params.analyze
     results = analyze_results(method_name, seed)

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from features.bank import BankMeta
+from features.bank import Bank, BankMeta
+from features.bank.splits import BankSplits
 from features.comparison import DLSA_SUFFIX, PAPER_SUFFIX, PREDICTIONS_FILE
 from features.configs import CascadeConfig
 from features.dlsa.fit import GateReport, fit_dlsa
@@ -25,22 +26,21 @@ from features.dlsa.model import BankProvenance, DLSAModel
 from features.dlsa.report import filter_report
 from features.errors import FeaturesError
 from features.metrics import evaluate
-from stages.classify import SPLITS, SplitData, clean, fmt, on_bank_splits, write_predictions
 from stages.configs import cascade_config, probe_config
 from stages.errors import StageError
-from stages.io import json_ready, write_csv, write_json
+from stages.io import fmt, json_ready, write_csv, write_json, write_predictions
 from stages.layout import (
+    DLSA_MODEL_FILE,
     bank_path,
     dlsa_model_dir,
     dlsa_results,
     dlsa_resume_dir,
+    require_bank,
     resolve_device,
 )
 from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import log
-
-MODEL_FILE = "model.pt"
 
 
 def run(params: Params, method_name: str, seed: int) -> Path:
@@ -57,10 +57,11 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     """
     folders = [dlsa_model_dir(method_name, seed), dlsa_results(method_name, seed)]
     with StageOutputs(folders=folders) as out:
-        on_bank_splits(
-            params, method_name, seed, "dlsa",
-            lambda data, meta: _fit_and_score(params, method_name, seed, data, meta, out),
-        )
+        params.method(method_name)
+        # rows over memory.budget_mb stay in the open bank and are read on demand
+        with Bank.open(require_bank(method_name, seed)) as bank:
+            splits = BankSplits.read(bank, params.memory.budget_bytes, log, f"dlsa {method_name}")
+            _fit_and_score(params, method_name, seed, splits, bank.meta, out)
     shutil.rmtree(dlsa_resume_dir(method_name, seed), ignore_errors=True)
     return dlsa_results(method_name, seed)
 
@@ -69,14 +70,14 @@ def _fit_and_score(
     params: Params,
     method_name: str,
     seed: int,
-    data: SplitData,
+    data: BankSplits,
     meta: BankMeta,
     out: StageOutputs,
 ) -> Path:
     counts = meta.class_counts
     section = params.dlsa
     config = cascade_config(section, len(counts), seed, str(resolve_device(section.device)))
-    _check_clusters_fit(config, len(data["train"][1]), bank_path(method_name, seed))
+    _check_clusters_fit(config, len(data["train"].labels), bank_path(method_name, seed))
     probe = probe_config(params.classify, seed, str(resolve_device(params.classify.device)))
     resume = dlsa_resume_dir(method_name, seed)
     resumed = resume.is_dir() and any(resume.iterdir())
@@ -87,7 +88,7 @@ def _fit_and_score(
         raise StageError(f"dlsa {method_name}: {error}") from None
     if resumed:
         log(f"dlsa {method_name}: resumed the interrupted fit from {resume}")
-    save_dlsa_model(model, out.staged(dlsa_model_dir(method_name, seed)) / MODEL_FILE)
+    save_dlsa_model(model, out.staged(dlsa_model_dir(method_name, seed)) / DLSA_MODEL_FILE)
     results = out.staged(dlsa_results(method_name, seed))
     write_results(results, method_name, model, gates, data, counts, params)
     return results
@@ -111,7 +112,7 @@ def write_results(
     method_name: str,
     model: DLSAModel,
     gates: GateReport,
-    data: SplitData,
+    data: BankSplits,
     counts: np.ndarray,
     params: Params,
 ) -> None:
@@ -134,7 +135,7 @@ def write_results(
                    "dlsa_paper": f"{kind}{DLSA_SUFFIX}{PAPER_SUFFIX}"}[name]
             predicted[key] = logits.argmax(axis=1)
         metrics[kind] = {
-            **{name: clean(score.summary()) for name, score in scores.items()},
+            **{name: json_ready(score.summary()) for name, score in scores.items()},
             "filters": chosen,
             "gate_accuracy": [round(value, 6) for value in gates.accuracy[kind]],
             "val_overall_dlsa": round(gates.accuracy[kind][chosen], 6),
@@ -143,14 +144,15 @@ def write_results(
             f"{scores['dlsa'].overall:.4f} ({chosen} filters chosen on val; all "
             f"{model.num_filters}: {scores['dlsa_paper'].overall:.4f}), few "
             f"{fmt(scores['base'].few)} -> {fmt(scores['dlsa'].few)}")
-    reports = filter_report(model, {split: data[split] for split in SPLITS}, counts)
+    reports = filter_report(model, dict(data), counts)
     filters = [
         {**report.to_dict(), "flow_epoch": info.get("selected_epoch"),
          "classifier_epoch": info.get("classifier_epoch"), "init": info.get("init")}
         for report, info in zip(reports, model.cascade.info, strict=True)
     ]
     write_json(out / "metrics.json", metrics)
-    write_predictions(out / PREDICTIONS_FILE, data, counts, predicted)
+    write_predictions(out / PREDICTIONS_FILE, data.test_index, data["test"].labels, counts,
+                      predicted)
     write_json(out / "filters.json", json_ready(filters))
     rows = [
         (report.index + 1, _number(report.separation_accuracy.get("test")),

@@ -7,20 +7,25 @@ from typing import Any
 
 import torch
 
+from core.splits import SPLITS
 from features.bank import BankMeta, BankWriter, estimated_bank_bytes
-from pipeline.data import make_loader
+from pipeline.data import Splits, load_source, make_loader
 from pipeline.methods import Method
+from pipeline.models.checkpoint import load_model_payload, restore_method
 from stages.errors import StageError
 from stages.io import sha256_file
-from stages.layout import bank_path, model_path, require_file, resolve_device
+from stages.layout import (
+    REDO_PREPARE,
+    bank_path,
+    model_path,
+    require_file,
+    require_splits,
+    resolve_device,
+)
 from stages.outputs import check_space, check_writable
 from stages.params import Params, section_digest
-from stages.prepare import open_source
-from stages.pretrain import load_model_payload, load_splits, restore_method
 from stages.progress import StepProgress, log
 from stages.version import tailbank_version
-
-SPLITS = ("train", "val", "test")
 
 
 def run(params: Params, method_name: str, seed: int) -> Path:
@@ -35,14 +40,17 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     check_writable(target, folder=False)
     payload = load_model_payload(checkpoint)
     device = resolve_device(params.dump.device)
-    method = restore_method(payload).to(device).eval()
-    source = open_source(params.data)
+    origin = str(model_path(payload["method"], payload["seed"]))
+    method = restore_method(payload, origin).to(device).eval()
+    data = params.data
+    source = load_source(data.dataset, data.root, download=data.download,
+                         lists=data.lists.model_dump())
     if source.name != payload["dataset"]:
         raise StageError(
             f"{checkpoint}: trained on '{payload['dataset']}' but data.dataset is "
             f"'{source.name}'; re-run `tailbank pretrain --method {method_name} --seed {seed}`"
         )
-    splits = load_splits(payload["dataset"], source)
+    splits = Splits.read(require_splits(payload["dataset"]), source, fix=REDO_PREPARE)
     loaders = {
         split: make_loader(source, getattr(splits, split), batch_size=params.dump.batch_size,
                            train=False, device=device)

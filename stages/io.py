@@ -75,6 +75,27 @@ def write_npz(target: str | Path, arrays: dict[str, np.ndarray]) -> None:
     write_bytes(target, buffer.getvalue())
 
 
+def write_predictions(
+    target: str | Path,
+    index: np.ndarray,
+    labels: np.ndarray,
+    class_counts: np.ndarray,
+    predicted: dict[str, np.ndarray],
+) -> None:
+    """``predictions.npz``: the test rows' bank index [N], labels [N], the bank's class counts
+    [C], and one int64 [N] array of predicted classes per key; plain arrays, read with
+    allow_pickle=False."""
+    write_npz(target, {"index": np.asarray(index, np.int64),
+                       "labels": np.asarray(labels, np.int64),
+                       "class_counts": np.asarray(class_counts, np.int64),
+                       **{key: np.asarray(value, np.int64) for key, value in predicted.items()}})
+
+
+def fmt(value: float | None) -> str:
+    """A metric for a log line: 4 decimals, "n/a" for an empty shot group (None or NaN)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in blocks."""
     digest = hashlib.sha256()

@@ -9,8 +9,13 @@ dvc.yaml's ``foreach: ${seeds}`` fills in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from core.devices import resolve_device as core_resolve_device
 from stages.errors import StageError
+
+if TYPE_CHECKING:
+    import torch
 
 Seed = int | str
 SEED_ITEM = "${item}"
@@ -69,6 +74,10 @@ def dlsa_model_dir(method: str, seed: Seed) -> Path:
     return Path("models/dlsa") / method / _seed(seed)
 
 
+DLSA_MODEL_FILE = "model.pt"
+"""The file of a DLSA model folder that ``dlsa`` writes and ``route`` reads."""
+
+
 def dlsa_results(method: str, seed: Seed) -> Path:
     """Metrics (base vs base + DLSA), test predictions and per-filter statistics of a method's
     DLSA cascade."""
@@ -96,16 +105,10 @@ def summary_metrics() -> Path:
     return report_dir() / "metrics.json"
 
 
-def resolve_device(name: str):
-    """``auto`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StageError(f"params.yaml: device '{name}' asked for but no CUDA device is visible; "
-                         "set it to auto or cpu")
-    return torch.device(name)
+def resolve_device(name: str) -> torch.device:
+    """A params.yaml device (`core.devices.resolve_device`): ``auto`` -> CUDA when present,
+    else CPU; an explicit CUDA device must exist."""
+    return core_resolve_device(name, key="params.yaml", error=StageError, require_visible=True)
 
 
 def require_file(path: Path, made_by: str) -> Path:
@@ -113,3 +116,17 @@ def require_file(path: Path, made_by: str) -> Path:
     if not path.is_file():
         raise StageError(f"{path}: not found; run `{made_by}` (or `dvc repro`) first")
     return path
+
+
+def require_splits(dataset: str) -> Path:
+    """The splits file of a dataset, which stage 1 reads; `prepare` makes it."""
+    return require_file(splits_path(dataset), "tailbank prepare")
+
+
+REDO_PREPARE = "delete it and run `tailbank prepare`"
+"""How a user replaces a damaged splits file."""
+
+
+def require_bank(method: str, seed: int) -> Path:
+    """The bank of a method's seed, which the stage-2 stages read; `dump` makes it."""
+    return require_file(bank_path(method, seed), f"tailbank dump --method {method} --seed {seed}")

@@ -8,7 +8,7 @@ from pipeline.data import load_source, make_splits
 from stages.io import write_json
 from stages.layout import splits_path
 from stages.outputs import check_writable
-from stages.params import DataParams, Params
+from stages.params import Params
 from stages.progress import log
 
 
@@ -21,7 +21,8 @@ def run(params: Params) -> Path:
     data = params.data
     target = splits_path(data.dataset)
     check_writable(target, folder=False)
-    source = open_source(data)
+    source = load_source(data.dataset, data.root, download=data.download,
+                         lists=data.lists.model_dump())
     splits = make_splits(
         source,
         imbalance_factor=data.imbalance_factor,
@@ -38,10 +39,3 @@ def run(params: Params) -> Path:
         f"test {len(splits.test.indices)} -> {target}"
     )
     return target
-
-
-def open_source(data: DataParams):
-    """The dataset source named by the ``data`` params (shared by prepare, pretrain and dump)."""
-    return load_source(
-        data.dataset, data.root, download=data.download, lists=data.lists.model_dump()
-    )

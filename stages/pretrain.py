@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data import DatasetSource, Splits, make_loader
+from pipeline.data import DatasetSource, Splits, load_source, make_loader
 from pipeline.engine import (
     EpochRecord,
     NonFiniteError,
@@ -25,22 +24,23 @@ from pipeline.engine.distributed import (
     start_process_group,
     stop_process_group,
 )
-from pipeline.methods import Method, build_method
+from pipeline.methods import build_method
+from pipeline.models.checkpoint import load_model_payload, model_payload, restore_method
 from stages.configs import train_config
 from stages.errors import StageError
 from stages.io import json_ready, save_torch, write_json
 from stages.layout import (
+    REDO_PREPARE,
     model_path,
     pretrain_results,
     require_file,
+    require_splits,
     resolve_device,
     resume_path,
-    splits_path,
     sweep_resume_dir,
 )
 from stages.outputs import StageOutputs, check_writable
 from stages.params import Params, TrainParams, section_digest
-from stages.prepare import open_source
 from stages.progress import StepProgress, log
 from stages.sweep import (
     Candidate,
@@ -50,8 +50,6 @@ from stages.sweep import (
     select_on_val,
     sweep_record,
 )
-
-MODEL_FORMAT = "tailbank-model/1"
 
 
 def run(params: Params, method_name: str, seed: int) -> Path:
@@ -125,8 +123,10 @@ def _train_and_save(
     """Train every candidate on every rank; rank 0 (``out`` given) keeps the best on val and
     writes the model and results into ``out``."""
     entry = params.method(method_name)
-    source = open_source(params.data)
-    splits = load_splits(params.data.dataset, source)
+    data = params.data
+    source = load_source(data.dataset, data.root, download=data.download,
+                         lists=data.lists.model_dump())
+    splits = Splits.read(require_splits(data.dataset), source, fix=REDO_PREPARE)
     setting = _Setting(method_name, seed, entry.kind, params.train_for(method_name), source,
                        splits, load_teacher_payload(params, method_name, seed, splits), rank,
                        device)
@@ -146,9 +146,13 @@ def _train_and_save(
         for record in result.history:
             curves.log(record)
     target = out.staged(model_path(method_name, seed))
-    save_torch(target, model_payload(params, method_name, seed, setting.recipe, result, splits,
-                                     source.channels, setting.teacher_payload,
-                                     chosen.candidate.options))
+    save_torch(target, model_payload(
+        method=method_name, kind=entry.kind, backbone=setting.recipe.backbone,
+        in_channels=source.channels, dataset=splits.dataset,
+        class_counts=splits.class_counts.tolist(), options=chosen.candidate.options, seed=seed,
+        best_epoch=result.best_epoch,
+        params_digest=section_digest(seed, params.data, setting.recipe, entry),
+        state=result.best_state, teacher=setting.teacher_payload))
     last = result.history[-1]
     metrics: dict[str, Any] = {
         "best_epoch": result.best_epoch + 1,
@@ -184,6 +188,9 @@ def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
     recipe, rank = setting.recipe, setting.rank
     set_seed(setting.seed)
     teacher = setting.teacher_payload
+    # rebuilt (weights loaded) just before the student, as the student's argument always was
+    restored = (restore_method(teacher, str(model_path(teacher["method"], teacher["seed"])))
+                if teacher else None)
     method = build_method(
         setting.kind,
         backbone=recipe.backbone,
@@ -191,7 +198,7 @@ def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
         class_counts=setting.splits.class_counts.tolist(),
         options=candidate.options,
         seed=setting.seed,
-        teacher=restore_method(teacher) if teacher else None,
+        teacher=restored,
     ).to(setting.device)
     common = {"batch_size": recipe.batch_size, "seed": setting.seed, "device": setting.device,
               "num_workers": recipe.num_workers}
@@ -228,44 +235,6 @@ def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
                      checkpoint_path=checkpoint, on_epoch_end=on_epoch_end, on_step=on_step)
 
 
-def model_payload(
-    params: Params,
-    method_name: str,
-    seed: int,
-    recipe: TrainParams,
-    result: TrainResult,
-    splits: Splits,
-    in_channels: int,
-    teacher_payload: dict[str, Any] | None,
-    options: dict[str, Any],
-) -> dict[str, Any]:
-    """Everything ``dump`` needs to rebuild the model without reading params.yaml.
-
-    ``options`` are the ones the model was trained with (in a sweep, the chosen value's). A
-    student's state already holds its teacher's weights, so only the teacher's description is
-    kept, for rebuilding its skeleton.
-    """
-    entry = params.method(method_name)
-    payload = {
-        "format": MODEL_FORMAT,
-        "method": method_name,
-        "kind": entry.kind,
-        "backbone": recipe.backbone,
-        "in_channels": in_channels,
-        "dataset": splits.dataset,
-        "class_counts": splits.class_counts.tolist(),
-        "options": dict(options),
-        "seed": seed,
-        "best_epoch": result.best_epoch,
-        "params_digest": section_digest(seed, params.data, recipe, entry),
-        "state_dict": {key: value.detach().cpu() for key, value in result.best_state.items()},
-    }
-    if teacher_payload:
-        payload["teacher"] = {key: value for key, value in teacher_payload.items()
-                              if key != "state_dict"}
-    return payload
-
-
 def load_teacher_payload(
     params: Params, method_name: str, seed: int, splits: Splits
 ) -> dict | None:
@@ -283,62 +252,6 @@ def load_teacher_payload(
             f"'{splits.dataset}'; re-run `tailbank pretrain --method {teacher} --seed {seed}`"
         )
     return payload
-
-
-def load_model_payload(path: Path) -> dict[str, Any]:
-    """Read a tailbank model checkpoint, refusing foreign or truncated files in one line."""
-    return read_payload(path, MODEL_FORMAT, what="model checkpoint",
-                        fix="delete it and re-run its pretrain stage")
-
-
-def restore_method(payload: dict[str, Any]) -> Method:
-    """Rebuild a method from a checkpoint payload; load its weights when the payload has them.
-
-    A distilled student's payload carries its teacher's description (without weights, which
-    live in the student's own state): the teacher is rebuilt as a skeleton first.
-    """
-    teacher = restore_method(payload["teacher"]) if "teacher" in payload else None
-    method = build_method(
-        payload["kind"],
-        backbone=payload["backbone"],
-        in_channels=int(payload["in_channels"]),
-        class_counts=payload["class_counts"],
-        options=payload["options"],
-        teacher=teacher,
-    )
-    if "state_dict" in payload:
-        try:
-            method.load_state_dict(payload["state_dict"])
-        except RuntimeError as error:
-            raise StageError(
-                f"{model_path(payload['method'], payload['seed'])}: its weights do not fit the "
-                "architecture it "
-                f"names ({payload['kind']}, {payload['backbone']}: {_first_mismatch(error)}); "
-                "re-run its pretrain stage"
-            ) from None
-    return method
-
-
-def _first_mismatch(error: RuntimeError) -> str:
-    """The first concrete complaint of ``load_state_dict`` (its first line is a heading)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    detail = lines[1] if len(lines) > 1 else lines[0] if lines else "state dict mismatch"
-    return detail if len(detail) <= 160 else detail[:157] + "..."
-
-
-def load_splits(dataset: str, source: DatasetSource | None = None) -> Splits:
-    """The prepare stage's splits of ``dataset``; checked against ``source`` when given (its
-    dataset, pools, index range and class counts), so a splits file of other data is refused
-    before any work."""
-    path = require_file(splits_path(dataset), "tailbank prepare")
-    try:
-        payload = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise StageError(f"{path}: not valid JSON; delete it and run `tailbank prepare`") from None
-    splits = Splits.from_dict(payload, origin=str(path))
-    if source is not None:
-        splits.check_against(source, origin=str(path))
-    return splits
 
 
 class CurveLogger:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.bank import SPLITS, Bank
+from core.splits import SPLITS
+from features.bank import Bank
 from features.bank.rows import load_rows
 from features.dlsa.io import load_dlsa_model
-from stages.dlsa import MODEL_FILE
 from stages.errors import StageError
 from stages.io import write_csv
+from stages.layout import DLSA_MODEL_FILE
 from stages.outputs import StageOutputs
 
 
@@ -47,7 +48,7 @@ def run(
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise StageError(f"--out {out_dir}: is a file; name a folder for the prediction tables")
-    model_file = model_dir / MODEL_FILE
+    model_file = model_dir / DLSA_MODEL_FILE
     model = load_dlsa_model(model_file)
     kind = base_kind or next(iter(model.bases), None)
     if kind not in model.bases:

@@ -28,7 +28,6 @@ import numpy as np
 from features.errors import FeaturesError
 
 SCHEMA_VERSION = 1
-SPLITS = ("train", "val", "test")
 
 # Pinned so that the bytes of a bank do not depend on the HDF5 release's defaults; 1.10 objects
 # carry checksums on all metadata.

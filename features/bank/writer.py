@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 import traceback as stdlib_traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from core.atomic import commit, new_temporary
 from features.bank.schema import (
     INT_ATTRS,
     LIBVER,
@@ -82,11 +82,7 @@ class BankWriter:
         # which are never the bank itself (the bank only appears by rename when complete).
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             stale.unlink(missing_ok=True)
-        handle, tmp_name = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        os.close(handle)
-        self._tmp_path = Path(tmp_name)
+        self._tmp_path = new_temporary(self.path)
         self._lost_writes = []
         self._previous_hooks = (sys.unraisablehook, sys.excepthook)
         sys.unraisablehook, sys.excepthook = self._record_lost_write, self._record_printed_write
@@ -315,11 +311,7 @@ class BankWriter:
         self._file = None
         self._restore_hook()
         assert self._tmp_path is not None
-        with open(self._tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; a bank is a shared artefact like any other output
-        os.chmod(self._tmp_path, 0o644)
-        os.replace(self._tmp_path, self.path)
+        commit(self._tmp_path, self.path)
         self._tmp_path = None
 
     def _discard(self, trace: TracebackType | None = None) -> None:

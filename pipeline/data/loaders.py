@@ -22,6 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from core.devices import resolve_device
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.randomness import (
     AUGMENT_STREAM,
@@ -397,8 +398,8 @@ def make_loader(
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else the CPU (`core.devices.resolve_device` of "auto")."""
+    return resolve_device()
 
 
 def _check_options(

@@ -1,4 +1,4 @@
-"""The long-tail profile, the train/val/test splits of each dataset, and shot groups.
+"""The long-tail profile and the train/val/test splits of each dataset (shot groups: `core.shots`).
 
 Model selection only ever looks at val, so val and test never share an image, and val is
 balanced (the same number of images per class) wherever the dataset lets us choose it.
@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from core.splits import SPLITS
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.splits import SplitPart, Splits
 from pipeline.data.torchvision_sources import TORCHVISION_DATASETS
@@ -23,9 +24,6 @@ VAL_CARVED_FROM_TRAIN: tuple[str, ...] = ("inat2018",)
 
 # Guards the floor in the profile against 49.999999 where the exact value is 50.
 PROFILE_ROUNDING_SLACK = 1e-9
-
-SHOT_GROUPS: tuple[str, ...] = ("many", "medium", "few")
-
 
 def exponential_profile(n_max: int, num_classes: int, imbalance_factor: float) -> np.ndarray:
     """Images per class of an exponentially long-tailed set (Cao et al. 2019, LDAM).
@@ -112,21 +110,6 @@ def make_splits(
     if source.name in VAL_CARVED_FROM_TRAIN:
         return _carve_val_from_train(source, val_per_class, rng)
     raise PipelineError(f"data.dataset: no split recipe for dataset '{source.name}'")
-
-
-def shot_groups(class_counts: np.ndarray, many_above: int = 100, few_below: int = 20) -> np.ndarray:
-    """Name each class's shot group from its number of training images.
-
-    Args:
-        class_counts: int [C], training images per class.
-        many_above: classes with more images than this are "many".
-        few_below: classes with fewer images than this are "few"; the rest are "medium".
-
-    Returns:
-        str [C], each one of :data:`SHOT_GROUPS`.
-    """
-    counts = np.asarray(class_counts)
-    return np.where(counts > many_above, "many", np.where(counts < few_below, "few", "medium"))
 
 
 def _check_imbalance_factor(imbalance_factor: float) -> None:
@@ -245,7 +228,7 @@ def _profile_train_pool(
 def _whole_pools(source: DatasetSource) -> Splits:
     parts = {
         split: SplitPart(split, np.arange(len(source.pools[split]), dtype=np.int64))
-        for split in ("train", "val", "test")
+        for split in SPLITS
     }
     counts = np.bincount(source.pools["train"].labels, minlength=source.num_classes)
     _require_training_images(source, counts)

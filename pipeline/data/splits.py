@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.splits import SPLITS
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.errors import PipelineError
 
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+SPLIT_NAMES: tuple[str, ...] = SPLITS  # the name this package has always exported
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,29 @@ class Splits:
         )
         _check_disjoint(parts, origin)
         return cls(dataset=dataset, num_classes=num_classes, class_counts=class_counts, **parts)
+
+    @classmethod
+    def read(cls, path: Path, source: DatasetSource | None, fix: str) -> Splits:
+        """Read a splits file written from :meth:`to_dict`; checked against ``source`` when
+        given (its dataset, pools, index range and class counts), so a splits file of other
+        data is refused before any work.
+
+        Args:
+            path: the JSON file.
+            source: the dataset as loaded now, or None to skip that check.
+            fix: how the user gets a good file, for the message when it is not JSON.
+
+        Raises:
+            PipelineError: the file is not JSON, not splits, or not splits of ``source``.
+        """
+        try:
+            payload = json.loads(path.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise PipelineError(f"{path}: not valid JSON; {fix}") from None
+        splits = cls.from_dict(payload, origin=str(path))
+        if source is not None:
+            splits.check_against(source, origin=str(path))
+        return splits
 
     def check_against(self, source: DatasetSource, origin: str) -> None:
         """Check that these splits were made from ``source`` (pools, positions, counts).

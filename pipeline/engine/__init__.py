@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     "OptimConfig": "pipeline.engine.config",
     "ScheduleConfig": "pipeline.engine.config",
     "TrainConfig": "pipeline.engine.config",
-    "NonFiniteError": "pipeline.engine.errors",
+    "NonFiniteError": "pipeline.errors",
     "evaluate_accuracy": "pipeline.engine.loop",
     "train": "pipeline.engine.loop",
     "EpochRecord": "pipeline.engine.records",

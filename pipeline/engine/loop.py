@@ -34,12 +34,11 @@ from pipeline.engine.distributed import (
     sum_over_ranks,
     wrap_for_data_parallel,
 )
-from pipeline.engine.errors import NonFiniteError
 from pipeline.engine.precision import MixedPrecision
 from pipeline.engine.records import EpochRecord, TrainingProgress, TrainResult
 from pipeline.engine.schedule import lr_at
 from pipeline.engine.seeding import set_seed, use_deterministic_cuda
-from pipeline.errors import PipelineError
+from pipeline.errors import NonFiniteError, PipelineError
 from pipeline.methods import Method
 
 

@@ -172,13 +172,13 @@ def test_a_bank_over_the_memory_budget_is_streamed_with_the_same_outputs(
     """classify, dlsa and route under a 16 KiB budget (the bank's rows take ~33 KiB) write the
     same bytes as with the whole bank in memory, and never read a whole split's rows at once."""
     import features.bank.rows
-    import features.classifiers
+    import features.classifiers.fitted
     import features.dlsa.classifier
     import features.dlsa.training
 
     # blocks of scoring and statistics are fixed sizes (4096 and 1024 rows); shrink them
     # below the splits for both runs so that no block is a whole split
-    for module, name in ((features.classifiers, "_EVAL_BATCH"), (features.dlsa.classifier, "EVAL_ROWS"),
+    for module, name in ((features.classifiers.fitted, "_EVAL_BATCH"), (features.dlsa.classifier, "EVAL_ROWS"),
                          (features.dlsa.training, "EVAL_ROWS"), (features.bank.rows, "MOMENT_ROWS")):
         monkeypatch.setattr(module, name, 50)
 

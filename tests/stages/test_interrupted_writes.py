@@ -100,10 +100,10 @@ def test_sigterm_and_ctrl_c_get_the_same_line(
                 return fit(*args, **kwargs)
 
             classifiers.fit_classifier = interrupted_fit
+            import features.bank.splits
             import features.dlsa.fit
-            import stages.classify
 
-            stages.classify.fit_classifier = interrupted_fit
+            features.bank.splits.fit_classifier = interrupted_fit
             features.dlsa.fit.fit_classifier = interrupted_fit
             result = app([stage, "--method", "ce"], standalone_mode=False)
             code = result if isinstance(result, int) else 0

@@ -12,7 +12,6 @@ from pipeline.data.longtail import (
     PROFILE_ROUNDING_SLACK,
     exponential_profile,
     make_splits,
-    shot_groups,
 )
 from pipeline.data.splits import SPLIT_NAMES, Splits
 from pipeline.errors import PipelineError
@@ -232,13 +231,3 @@ def test_unknown_dataset_has_no_recipe() -> None:
             max_per_class=None,
             seed=0,
         )
-
-
-def test_shot_groups_use_strict_thresholds() -> None:
-    groups = shot_groups(np.array([500, 101, 100, 20, 19, 1]))
-    assert groups.tolist() == ["many", "many", "medium", "medium", "few", "few"]
-    assert shot_groups(np.array([5, 6, 7]), many_above=6, few_below=6).tolist() == [
-        "few",
-        "medium",
-        "many",
-    ]

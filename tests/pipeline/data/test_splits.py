@@ -108,3 +108,15 @@ def test_check_against_rejects_other_data(splits: Splits, digits_source: Dataset
 def test_unknown_split_name_is_rejected(splits: Splits) -> None:
     with pytest.raises(PipelineError, match="unknown split 'dev'"):
         splits.part("dev")
+
+
+def test_read_checks_the_file_and_its_source(
+    splits: Splits, digits_source: DatasetSource, tmp_path
+) -> None:
+    path = tmp_path / "digits_lt.json"
+    path.write_text(json.dumps(splits.to_dict()))
+    assert Splits.read(path, digits_source, fix="redo it").to_dict() == splits.to_dict()
+    assert Splits.read(path, None, fix="redo it").to_dict() == splits.to_dict()
+    path.write_bytes(b"{not json")
+    with pytest.raises(PipelineError, match=rf"^{path}: not valid JSON; redo it$"):
+        Splits.read(path, digits_source, fix="redo it")
