@@ -11,9 +11,10 @@
   not import torch.
 """
 
+from core.splits import SPLITS
 from features.bank.chunks import position_vector
 from features.bank.reader import Bank
-from features.bank.schema import SCHEMA_VERSION, SPLITS, BankMeta, estimated_bank_bytes
+from features.bank.schema import SCHEMA_VERSION, BankMeta, estimated_bank_bytes
 from features.bank.writer import BankWriter
 
 __all__ = [

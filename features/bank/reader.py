@@ -17,8 +17,8 @@ from typing import TypeVar
 import h5py
 import numpy as np
 
+from core.splits import SPLITS
 from features.bank.chunks import GATHER_CHUNKS, chunk_runs, default_rows, position_vector
-from features.bank.schema import SPLITS
 from features.bank.verify import read_meta, validate_splits
 from features.errors import FeaturesError
 

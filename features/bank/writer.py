@@ -24,11 +24,11 @@ import h5py
 import numpy as np
 
 from core.atomic import commit, new_temporary
+from core.splits import SPLITS
 from features.bank.schema import (
     INT_ATTRS,
     LIBVER,
     SCHEMA_VERSION,
-    SPLITS,
     STRING_ATTRS,
     BankMeta,
     check_meta,
