@@ -29,6 +29,7 @@ def run(params: Params) -> Path:
         test_per_class=data.test_per_class,
         max_per_class=data.max_per_class,
         seed=data.split_seed,
+        val_from=data.val_from,
     )
     write_json(target, splits.to_dict())
     counts = splits.class_counts
@@ -43,5 +44,10 @@ def run(params: Params) -> Path:
 def open_source(data: DataParams):
     """The dataset source named by the ``data`` params (shared by prepare, pretrain and dump)."""
     return load_source(
-        data.dataset, data.root, download=data.download, lists=data.lists.model_dump()
+        data.dataset,
+        data.root,
+        download=data.download,
+        lists=data.lists.model_dump(),
+        folders=data.folders.model_dump(),
+        image_size=data.image_size,
     )
