@@ -164,7 +164,8 @@ class DataParams(StrictSection):
     max_per_class: Int | None = Field(None, ge=1)
     val_per_class: Int = Field(10, ge=1)
     test_per_class: Int = Field(40, ge=1)
-    lists: SplitLists = SplitLists()
+    # validated even when left out: image_list needs its training list
+    lists: SplitLists = Field(SplitLists(), validate_default=True)
     # Keys after this line are left out of the section's dump at their default (see _dump).
     # The side of the square images the model sees, for datasets read from image files
     # (null: 224); the in-memory datasets keep their own size.

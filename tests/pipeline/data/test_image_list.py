@@ -11,8 +11,8 @@ import torch
 from pipeline.data.dataset_source import DatasetSource
 from pipeline.data.loaders import make_loader
 from pipeline.data.longtail import make_splits
-from pipeline.data.splits import Splits
 from pipeline.data.sources import load_source
+from pipeline.data.splits import Splits
 from pipeline.errors import PipelineError
 from tests.pipeline.data.standins import write_image_list
 
