@@ -37,8 +37,7 @@ def test_backbone_names_match_the_builders():
 
 
 def test_dataset_and_augmentation_names_match_the_loaders():
-    from pipeline.data import transforms
-    from pipeline.data import longtail
+    from pipeline.data import longtail, transforms
     from pipeline.data.list_sources import LIST_DATASETS
     from pipeline.data.names import (
         AUGMENTATIONS,
