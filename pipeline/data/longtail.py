@@ -205,7 +205,7 @@ def _take_profile(
         if wanted > len(available):
             raise PipelineError(
                 f"data.max_per_class={max_per_class} asks class {source.class_label(label)} "
-                f"for {wanted} training images but only {len(available)} remain after val/test: "
+                f"for {wanted} training images but it has only {len(available)} to draw them from: "
                 "lower data.max_per_class or set it to null"
             )
     taken = [positions[:wanted] for positions, wanted in zip(candidates, counts, strict=True)]

@@ -53,12 +53,7 @@ def user_splits(
         rng.permutation(np.flatnonzero(labels == label)) for label in range(source.num_classes)
     ]
     _require_class_sizes(source, members, carved)
-    parts, start = {}, 0
-    for split, per_class in carved.items():
-        taken = [positions[start : start + per_class] for positions in members]
-        parts[split] = SplitPart("train", _sorted_union(taken))
-        start += per_class
-    train = _sorted_union([positions[start:] for positions in members])
+    parts, train = _carve(members, carved)
     for split in ("val", "test"):
         if split not in carved:
             parts[split] = SplitPart(split, np.arange(len(source.pools[split]), dtype=np.int64))
@@ -70,6 +65,18 @@ def user_splits(
         class_counts=counts,
         **parts,
     )
+
+
+def _carve(
+    members: list[np.ndarray], carved: dict[str, int]
+) -> tuple[dict[str, SplitPart], np.ndarray]:
+    """Take each carved split's share of every class's shuffle in turn; the rest trains."""
+    parts, start = {}, 0
+    for split, per_class in carved.items():
+        taken = [positions[start : start + per_class] for positions in members]
+        parts[split] = SplitPart("train", _sorted_union(taken))
+        start += per_class
+    return parts, _sorted_union([positions[start:] for positions in members])
 
 
 def _sorted_union(groups: list[np.ndarray]) -> np.ndarray:
