@@ -221,10 +221,10 @@ class DataParams(StrictSection):
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """The section as a dict, without the keys added later that are at their default.
 
-        Model checkpoints and banks carry `section_digest` of this dump, and DVC compares them
-        to decide what is stale: leaving a later key out while it has its default keeps the
-        digest of every params file written before the key existed, so adding a key never
-        makes the outputs of params that do not use it look stale.
+        Model checkpoints and banks store `section_digest` of this dump, so its JSON is part of
+        their bytes. Leaving a later key out while it has its default keeps the digest of
+        params that do not use the key as it was before the key existed, and with it every
+        model and bank byte for byte; a key set to anything else is digested as usual.
         """
         dumped = handler(self)
         for key in DATA_KEYS_DIGESTED_WHEN_SET:
