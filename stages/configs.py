@@ -46,7 +46,15 @@ from stages.params import (
 from stages.sections import values
 
 if TYPE_CHECKING:
-    from stages.params import ClassifyParams, DLSAParams, EvalParams, Params, TrainParams
+    from pipeline.data import DatasetSource
+    from stages.params import (
+        ClassifyParams,
+        DataParams,
+        DLSAParams,
+        EvalParams,
+        Params,
+        TrainParams,
+    )
 
 QUERY_SPLIT = "test"
 
@@ -99,6 +107,16 @@ def in_params_terms(origin: str, method: str | None = None,
         yield
     except ConfigFieldError as error:
         raise restate(error, origin, method, overrides) from None
+
+
+def data_source(data: DataParams) -> DatasetSource:
+    """The dataset source the ``data`` params name (prepare, pretrain and dump read the same
+    images)."""
+    from pipeline.data import load_source
+
+    return load_source(data.dataset, data.root, download=data.download,
+                       lists=data.lists.model_dump(), folders=data.folders.model_dump(),
+                       image_size=data.image_size)
 
 
 def train_config(recipe: TrainParams, seed: int) -> TrainConfig:

@@ -9,7 +9,7 @@ import torch
 
 from core.splits import SPLITS
 from features.bank import BankMeta, BankWriter, estimated_bank_bytes
-from pipeline.data import Splits, load_source, make_loader
+from pipeline.data import Splits, make_loader
 from pipeline.methods import Method
 from pipeline.models.checkpoint import load_model_payload, restore_method
 from stages.errors import StageError
@@ -43,8 +43,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     origin = str(model_path(payload["method"], payload["seed"]))
     method = restore_method(payload, origin).to(device).eval()
     data = params.data
-    source = load_source(data.dataset, data.root, download=data.download,
-                         lists=data.lists.model_dump())
+    source = data_source(data)
     if source.name != payload["dataset"]:
         raise StageError(
             f"{checkpoint}: trained on '{payload['dataset']}' but data.dataset is "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data import load_source, make_splits
+from pipeline.data import make_splits
+from stages.configs import data_source
 from stages.io import write_json
 from stages.layout import splits_path
 from stages.outputs import check_writable
@@ -21,8 +22,7 @@ def run(params: Params) -> Path:
     data = params.data
     target = splits_path(data.dataset)
     check_writable(target, folder=False)
-    source = load_source(data.dataset, data.root, download=data.download,
-                         lists=data.lists.model_dump())
+    source = data_source(data)
     splits = make_splits(
         source,
         imbalance_factor=data.imbalance_factor,
@@ -30,6 +30,7 @@ def run(params: Params) -> Path:
         test_per_class=data.test_per_class,
         max_per_class=data.max_per_class,
         seed=data.split_seed,
+        val_from=data.val_from,
     )
     write_json(target, splits.to_dict())
     counts = splits.class_counts

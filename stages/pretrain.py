@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data import DatasetSource, Splits, load_source, make_loader
+from pipeline.data import DatasetSource, Splits, make_loader
 from pipeline.engine import (
     EpochRecord,
     NonFiniteError,
@@ -124,8 +124,7 @@ def _train_and_save(
     writes the model and results into ``out``."""
     entry = params.method(method_name)
     data = params.data
-    source = load_source(data.dataset, data.root, download=data.download,
-                         lists=data.lists.model_dump())
+    source = data_source(data)
     splits = Splits.read(require_splits(data.dataset), source, fix=REDO_PREPARE)
     setting = _Setting(method_name, seed, entry.kind, params.train_for(method_name), source,
                        splits, load_teacher_payload(params, method_name, seed, splits), rank,

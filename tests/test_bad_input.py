@@ -166,6 +166,36 @@ def missing_images_in_split_list(project: Path, params: dict) -> list[str]:
     return ["prepare"]
 
 
+def image_folder(counts: dict[str, int], **data: object) -> Setup:
+    """An image_folder project with ``counts`` PNGs per class, and edits of ``data``."""
+
+    def setup(project: Path, params: dict) -> list[str]:
+        from tests.pipeline.data.standins import write_image_folder
+
+        write_image_folder(project / "photos", counts)
+        for name in counts:
+            (project / "photos" / name).mkdir(parents=True, exist_ok=True)  # a count of 0
+        params["data"].update({"dataset": "image_folder", "root": "photos", **data})
+        return ["prepare"]
+
+    return setup
+
+
+def image_list_line(line: str) -> Setup:
+    """An image_list project whose training list ends with ``line``."""
+
+    def setup(project: Path, params: dict) -> list[str]:
+        from tests.pipeline.data.standins import write_image_list
+
+        write_image_list(project, "train.txt", [0, 1, 1])
+        with (project / "train.txt").open("a") as handle:
+            handle.write(line + "\n")
+        params["data"].update(dataset="image_list", root=".", lists={"train": "train.txt"})
+        return ["prepare"]
+
+    return setup
+
+
 def empty_class(project: Path, params: dict) -> list[str]:
     params["data"].update(imbalance_factor=1000.0, max_per_class=20)
     return ["prepare"]
@@ -316,6 +346,21 @@ TABLE = [
     BadInput("split list naming a missing image", missing_images_in_split_list,
              ("ImageNet_LT_train.txt",), category="data"),
     BadInput("empty class after long-tail subsampling", empty_class, ("imbalance_factor",), category="data"),
+    BadInput("image folder root missing", image_folder({}, root="nowhere"),
+             ("data.root", "nowhere", "not found"), category="data"),
+    BadInput("image folder with an empty class folder", image_folder({"ant": 5, "bee": 0}),
+             ("bee", "holds no images"), category="data"),
+    BadInput("image folder class too small for val",
+             image_folder({"ant": 9, "bee": 3}, val_per_class=2, test_per_class=1),
+             ("'bee'", "data.val_per_class", "data.folders.val"), category="data"),
+    BadInput("image list label that is not an integer", image_list_line("images/0.png bee"),
+             ("train.txt:4", "'bee' is not an integer"), category="data"),
+    BadInput("image list naming a missing image", image_list_line("images/gone.png 1"),
+             ("gone.png", "train.txt", "data.root"), category="data"),
+    BadInput("image size for an in-memory dataset", edit("data.image_size", 32),
+             ("data.image_size", "digits_lt", "remove the key")),
+    BadInput("left-out val for a user dataset", edit("data.val_from", "left_out"),
+             ("data.val_from", "left_out", "digits_lt")),
     BadInput("bank with NaN features", with_bank(nan_bank, ["classify", "--method", "ce"]),
              ("banks/ce/seed0.h5", "NaN"), category="bank"),
     BadInput("truncated bank", with_bank(truncated_bank, ["classify", "--method", "ce"]),

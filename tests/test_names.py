@@ -37,12 +37,21 @@ def test_backbone_names_match_the_builders():
 
 
 def test_dataset_and_augmentation_names_match_the_loaders():
-    from pipeline.data import transforms
+    from pipeline.data import longtail, transforms
     from pipeline.data.list_sources import LIST_DATASETS
-    from pipeline.data.names import AUGMENTATIONS, DATASETS, POLICY_AUGMENTATIONS
+    from pipeline.data.names import (
+        AUGMENTATIONS,
+        DATASETS,
+        FILE_DATASETS,
+        POLICY_AUGMENTATIONS,
+        PROFILED_TRAIN_POOL_DATASETS,
+        USER_DATASETS,
+    )
     from pipeline.data.torchvision_sources import TORCHVISION_DATASETS
 
-    assert set(DATASETS) == {"digits_lt", *TORCHVISION_DATASETS, *LIST_DATASETS}
+    assert set(DATASETS) == {"digits_lt", *TORCHVISION_DATASETS, *LIST_DATASETS, *USER_DATASETS}
+    assert set(FILE_DATASETS) == {*LIST_DATASETS, *USER_DATASETS}
+    assert PROFILED_TRAIN_POOL_DATASETS == longtail.PROFILED_FROM_TRAIN_POOL == TORCHVISION_DATASETS
     assert transforms.AUGMENTATIONS is AUGMENTATIONS
     assert set(POLICY_AUGMENTATIONS) < set(AUGMENTATIONS)
 

@@ -111,7 +111,7 @@ def _read_list(list_file: Path, root: Path, num_classes: int) -> ImagePool:
         )
     relative_paths, labels = _parse_lines(list_file, num_classes)
     paths = tuple(str(root / relative_path) for relative_path in relative_paths)
-    _require_images(list_file, paths)
+    require_images(list_file, paths)
     return ImagePool(labels=np.asarray(labels, dtype=np.int64), paths=paths)
 
 
@@ -143,7 +143,8 @@ def _parse_lines(list_file: Path, num_classes: int) -> tuple[list[str], list[int
     return relative_paths, labels
 
 
-def _require_images(list_file: Path, paths: tuple[str, ...]) -> None:
+def require_images(list_file: Path, paths: tuple[str, ...]) -> None:
+    """Fail with one line naming the first listed image that does not exist."""
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         raise PipelineError(

@@ -275,8 +275,8 @@ class ImageFileDataset(Dataset):
                 return image.convert("RGB")
         except (OSError, UnidentifiedImageError) as error:
             raise PipelineError(
-                f"`{path}` cannot be read as an image ({error}): replace it or drop it from its "
-                "split list"
+                f"`{path}` cannot be read as an image ({error}): replace it, or remove it from its "
+                "split list or class folder"
             ) from error
 
 

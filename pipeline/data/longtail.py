@@ -12,8 +12,10 @@ import numpy as np
 
 from core.splits import SPLITS
 from pipeline.data.dataset_source import DatasetSource
+from pipeline.data.names import USER_DATASETS, VAL_SOURCES
 from pipeline.data.splits import SplitPart, Splits
 from pipeline.data.torchvision_sources import TORCHVISION_DATASETS
+from pipeline.data.user_splits import user_splits
 from pipeline.errors import PipelineError
 
 # How each dataset's splits are made (see make_splits).
@@ -68,16 +70,21 @@ def make_splits(
     test_per_class: int,
     max_per_class: int | None,
     seed: int,
+    val_from: str = "train",
 ) -> Splits:
     """Split a dataset into a long-tailed train, a balanced val and a test split.
 
     - digits (one pool): per class, hold out ``test_per_class`` for test, then
       ``val_per_class`` for val; train takes the profile's share of the rest.
-    - torchvision datasets: test is the official test pool; ``val_per_class`` per class are
-      held out of the train pool, train takes the profile's share of the rest.
+    - torchvision datasets: test is the official test pool. With ``val_from`` "train",
+      ``val_per_class`` per class are held out of the train pool and train takes the profile's
+      share of the rest. With "left_out", train is the papers' set (the profile over the whole
+      train pool, see :func:`_profile_whole_train_pool`) and val comes from what it left out.
     - ImageNet-LT, Places-LT: their lists are long-tailed already; each split is its pool.
     - iNaturalist 2018: test is the official val pool; val holds ``min(val_per_class, n_c - 1)``
       images of each class of the train pool, so no class loses all its training images.
+    - ``image_folder``, ``image_list``: train as the user gave it, no profile; see
+      :func:`pipeline.data.user_splits.user_splits`.
 
     The profile's ``n_max`` is ``max_per_class``, or the smallest number of candidates a class
     has left. Indices are sorted within each split.
@@ -86,9 +93,10 @@ def make_splits(
         source: the dataset.
         imbalance_factor: IF of :func:`exponential_profile`.
         val_per_class: val images held out per class.
-        test_per_class: test images held out per class (digits only).
+        test_per_class: test images held out per class (datasets without a test pool).
         max_per_class: training images of the head class, or ``None`` for the most possible.
-        seed: seed of numpy's ``default_rng`` that shuffles each class.
+        seed: seed that shuffles each class.
+        val_from: one of :data:`pipeline.data.names.VAL_SOURCES` (torchvision datasets).
 
     Returns:
         The splits.
@@ -98,10 +106,15 @@ def make_splits(
     """
     _check_imbalance_factor(imbalance_factor)
     _require_positive("data.max_per_class", max_per_class)
+    _check_val_from(source, val_from)
     rng = np.random.default_rng(seed)
     if source.name in PROFILED_FROM_ONE_POOL:
         return _profile_one_pool(
             source, imbalance_factor, val_per_class, test_per_class, max_per_class, rng
+        )
+    if source.name in PROFILED_FROM_TRAIN_POOL and val_from == "left_out":
+        return _profile_whole_train_pool(
+            source, imbalance_factor, val_per_class, max_per_class, seed
         )
     if source.name in PROFILED_FROM_TRAIN_POOL:
         return _profile_train_pool(source, imbalance_factor, val_per_class, max_per_class, rng)
@@ -109,6 +122,10 @@ def make_splits(
         return _whole_pools(source)
     if source.name in VAL_CARVED_FROM_TRAIN:
         return _carve_val_from_train(source, val_per_class, rng)
+    if source.name in USER_DATASETS:
+        return user_splits(
+            source, val_per_class=val_per_class, test_per_class=test_per_class, seed=seed
+        )
     raise PipelineError(f"data.dataset: no split recipe for dataset '{source.name}'")
 
 
@@ -117,6 +134,18 @@ def _check_imbalance_factor(imbalance_factor: float) -> None:
         raise PipelineError(
             f"data.imbalance_factor is {imbalance_factor}: it must be a finite number >= 1 "
             "(1 = balanced, 100 = head class 100x the tail class)"
+        )
+
+
+def _check_val_from(source: DatasetSource, val_from: str) -> None:
+    if val_from not in VAL_SOURCES:
+        raise PipelineError(
+            f"data.val_from is '{val_from}': it must be one of {', '.join(VAL_SOURCES)}"
+        )
+    if val_from == "left_out" and source.name not in PROFILED_FROM_TRAIN_POOL:
+        raise PipelineError(
+            f"data.val_from: 'left_out' applies to a profile drawn from a train pool "
+            f"({', '.join(PROFILED_FROM_TRAIN_POOL)}), not to {source.name}; remove the key"
         )
 
 
@@ -159,7 +188,7 @@ def _take_profile(
         if wanted > len(available):
             raise PipelineError(
                 f"data.max_per_class={max_per_class} asks class {source.class_label(label)} "
-                f"for {wanted} training images but only {len(available)} remain after val/test: "
+                f"for {wanted} training images but it has only {len(available)} to draw them from: "
                 "lower data.max_per_class or set it to null"
             )
     taken = [positions[:wanted] for positions, wanted in zip(candidates, counts, strict=True)]
@@ -215,6 +244,51 @@ def _profile_train_pool(
     val = _sorted_union([positions[:val_per_class] for positions in members])
     candidates = [positions[val_per_class:] for positions in members]
     train, counts = _take_profile(source, candidates, imbalance_factor, max_per_class)
+    return Splits(
+        dataset=source.name,
+        num_classes=source.num_classes,
+        train=SplitPart("train", train),
+        val=SplitPart("train", val),
+        test=SplitPart("test", np.arange(len(source.pools["test"]), dtype=np.int64)),
+        class_counts=counts,
+    )
+
+
+def _profile_whole_train_pool(
+    source: DatasetSource,
+    imbalance_factor: float,
+    val_per_class: int,
+    max_per_class: int | None,
+    seed: int,
+) -> Splits:
+    """The papers' long-tailed train set; val from the images the profile left out.
+
+    Train is drawn as the official LDAM code draws CIFAR-LT (``IMBALANCECIFAR10``): numpy's
+    legacy generator seeded with ``seed`` shuffles each class's positions in class order and
+    the first ``n_i`` are kept, with ``n_max`` the whole class. So ``seed`` 0 gives the very
+    images of the LDAM code's default ``rand_number=0`` (class counts are equal as well). Val
+    takes the next ``val_per_class`` of each class's shuffle, never a test image. A class the
+    profile keeps whole has nothing left out: it gets fewer val images, or none (the head
+    class, unless ``max_per_class`` is below its size); per-class val metrics skip it.
+    """
+    _require_positive("data.val_per_class", val_per_class)
+    labels = source.pools["train"].labels
+    legacy = np.random.RandomState(seed)
+    members = []
+    for label in range(source.num_classes):
+        positions = np.flatnonzero(labels == label)
+        legacy.shuffle(positions)
+        members.append(positions)
+    empty = [label for label, positions in enumerate(members) if len(positions) == 0]
+    if empty:
+        raise PipelineError(
+            f"class {source.class_label(empty[0])} has no images in pool 'train' of "
+            f"{source.name}: replace the dataset's files, or delete them and set "
+            "data.download: true"
+        )
+    train, counts = _take_profile(source, members, imbalance_factor, max_per_class)
+    left_out = [positions[kept:] for positions, kept in zip(members, counts, strict=True)]
+    val = _sorted_union([positions[:val_per_class] for positions in left_out])
     return Splits(
         dataset=source.name,
         num_classes=source.num_classes,

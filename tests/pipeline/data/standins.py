@@ -90,3 +90,37 @@ def synthetic_source(name: str, pool_sizes: dict[str, int], num_classes: int) ->
         pools=pools,
         has_test_pool="all" not in pools,
     )
+
+
+def write_png(path: Path, rng: np.random.Generator, *, grey: bool = False) -> None:
+    """A small random PNG (colour or greyscale) of uneven size, to exercise resizing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (18 + int(rng.integers(0, 6)), 20 + int(rng.integers(0, 6)))
+    pixels = rng.integers(0, 256, shape if grey else (*shape, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def write_image_folder(
+    folder: Path, counts: dict[str, int], grey: tuple[str, ...] = (), seed: int = 0
+) -> None:
+    """``folder/<class>/<i>.png`` with ``counts[class]`` images; classes in ``grey`` are
+    greyscale."""
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
+        for position in range(count):
+            write_png(folder / name / f"{position}.png", rng, grey=name in grey)
+
+
+def write_image_list(
+    root: Path, list_name: str, labels: list[int], folder: str = "images", seed: int = 0
+) -> None:
+    """One PNG per label under ``root/<folder>/`` and the list ``root/<list_name>`` naming
+    them as ``<folder>/<i>.png <label>`` lines."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for position, label in enumerate(labels):
+        relative = f"{folder}/{position}.png"
+        write_png(root / relative, rng, grey=position % 2 == 1)
+        lines.append(f"{relative} {label}")
+    (root / list_name).parent.mkdir(parents=True, exist_ok=True)
+    (root / list_name).write_text("\n".join(lines) + "\n")
