@@ -15,11 +15,15 @@ from pipeline.methods.bib import (
     MixtureOfBalancedInformationBottlenecks,
 )
 from pipeline.methods.bsce import BalancedSoftmax
+from pipeline.methods.cb import ClassBalanced
 from pipeline.methods.cbs import ClassBalancedSampling
 from pipeline.methods.ce import CrossEntropy
+from pipeline.methods.focal import Focal
 from pipeline.methods.gml_student import GMLStudent
 from pipeline.methods.gml_teacher import GMLTeacher
 from pipeline.methods.kinds import build_options, method_options_fields, method_sweep
+from pipeline.methods.la import LogitAdjusted
+from pipeline.methods.ldam_drw import LDAMDRW
 from pipeline.methods.options import parse_options
 from pipeline.methods.paco import ParametricContrastive
 from pipeline.models import build_backbone, seeded_initialisation
@@ -35,6 +39,10 @@ METHODS: dict[str, type[Method]] = {
         GMLStudent,
         BalancedInformationBottleneck,
         MixtureOfBalancedInformationBottlenecks,
+        LogitAdjusted,
+        LDAMDRW,
+        Focal,
+        ClassBalanced,
     )
 }
 
