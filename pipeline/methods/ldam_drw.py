@@ -18,7 +18,7 @@ from torch import Tensor
 
 from pipeline.methods.base import Embedding, Method, StepOutput
 from pipeline.methods.cb_loss import effective_number_weights
-from pipeline.methods.gml_teacher import CosineClassifier, trainable_parameters_without
+from pipeline.methods.cosine_classifier import CosineClassifier
 from pipeline.methods.kinds import LDAMDRWOptions
 from pipeline.methods.ldam_loss import ldam_loss, ldam_margins
 from pipeline.models import Backbone
@@ -40,7 +40,7 @@ class LDAMDRW(Method):
     the argmax of z, which is the same; the scale makes the bank's softmax the trained one).
 
     Attributes:
-        classifier: a :class:`~pipeline.methods.gml_teacher.CosineClassifier` with scale 1
+        classifier: a :class:`~pipeline.methods.cosine_classifier.CosineClassifier` with scale 1
             (logits are cosines), or None when ``options.cosine_head`` is false.
         margins: ``[C]`` buffer of the LDAM margins Delta_j.
         drw_weights: ``[C]`` buffer of the effective-number class weights of DRW.
@@ -59,7 +59,8 @@ class LDAMDRW(Method):
         super().__init__(backbone, class_counts, options)
         self.classifier: CosineClassifier | None = None
         if options.cosine_head:
-            # the cosine classifier replaces the linear head, which DDP must not wait for
+            # the cosine classifier replaces the linear head: frozen, it stays out of the
+            # optimiser (Method.parameter_groups) and of DDP's gradient reduction
             backbone.fc.requires_grad_(False)
             self.classifier = CosineClassifier(backbone.feature_dim, backbone.num_classes, 1.0)
         # Both are functions of the class counts and options, rebuilt with the method.
@@ -112,9 +113,3 @@ class LDAMDRW(Method):
         features = self.pooled_features(images)
         return Embedding(features=features, logits=self.options.scale * self.head(features),
                          extra={})
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """Every trainable parameter; with the cosine head, not the unused ``backbone.fc``."""
-        if self.classifier is None:
-            return super().parameter_groups()
-        return [{"params": trainable_parameters_without(self, self.backbone.fc)}]
