@@ -12,6 +12,7 @@ from features.bank import BankMeta, BankWriter, estimated_bank_bytes
 from pipeline.data import Splits, make_loader
 from pipeline.methods import Method
 from pipeline.models.checkpoint import load_model_payload, restore_method
+from stages.configs import data_source
 from stages.errors import StageError
 from stages.io import sha256_file
 from stages.layout import (

@@ -78,7 +78,9 @@ MAX_SEED = SEED.high
 
 # The library fields each section holds. A section's default, type and range of such a field
 # are the library config's (see `stages.sections`); the stage adds only its own keys.
-OPTIM = Source.of(OptimConfig, "train.optim")
+# kind, betas and eps came with AdamW, after models and banks first carried the digests of
+# train.optim: they enter a dump (and a digest) only when set to other than their defaults.
+OPTIM = Source.of(OptimConfig, "train.optim", new=("kind", "betas", "eps"))
 SCHEDULE = Source.of(ScheduleConfig, "train.schedule")
 TRAIN = Source.of(TrainConfig, "train", exclude=("optim", "schedule", "seed"))
 PROBE = Source.of(ProbeConfig, "classify", exclude=("seed", "device"))
@@ -237,8 +239,9 @@ class DataParams(StrictSection):
 DATA_KEYS_DIGESTED_WHEN_SET: tuple[str, ...] = ("image_size", "val_from", "folders")
 
 
-OptimParams = section_model("OptimParams", "SGD with momentum (every paper's optimiser).",
-                            [OPTIM])
+OptimParams = section_model(
+    "OptimParams", "SGD with momentum (every paper's optimiser, the default) or AdamW.", [OPTIM]
+)
 ScheduleParams = section_model(
     "ScheduleParams", "Linear warm-up, then step decay at milestones or cosine decay to zero.",
     [SCHEDULE],

@@ -26,7 +26,7 @@ from pipeline.engine.distributed import (
 )
 from pipeline.methods import build_method
 from pipeline.models.checkpoint import load_model_payload, model_payload, restore_method
-from stages.configs import train_config
+from stages.configs import data_source, train_config
 from stages.errors import StageError
 from stages.io import json_ready, save_torch, write_json
 from stages.layout import (

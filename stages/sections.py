@@ -16,9 +16,18 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    Strict,
+    create_model,
+    model_serializer,
+)
 
 from core.constraints import DeviceName, Flag, Interval, ListOf, OneOf, Rule
 from core.names import did_you_mean
@@ -39,6 +48,30 @@ class StrictSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class NewKeysSection(StrictSection):
+    """A section with keys added after its outputs' digests were first recorded.
+
+    Models and banks carry `stages.params.section_digest`, the sha256 of their sections'
+    dumps, so a new key in a dump would change every digest (and the bytes of every model)
+    although nothing trained differently. Such keys are therefore dumped only when set to
+    something other than their default: a params file that does not use them dumps, and
+    digests, exactly as before they existed, and one that does gets a digest of its own.
+
+    Attributes:
+        new_key_defaults: each new key mapped to its default (set by `section_model`).
+    """
+
+    new_key_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _leave_out_new_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        dumped = handler(self)
+        for key, default in self.new_key_defaults.items():
+            if getattr(self, key) == default:
+                dumped.pop(key, None)
+        return dumped
+
+
 @dataclass(frozen=True)
 class Source:
     """Fields of a library config that a params section holds.
@@ -50,12 +83,15 @@ class Source:
         nullable: fields the section may leave null for the stage to fill in from the data
             (``dlsa.flow.num_clusters: null`` = half the classes); their rule applies to a
             value given.
+        new: fields added to the library config after the section's digests were recorded:
+            dumped only when not at their default (see `NewKeysSection`).
     """
 
     config: type
     section: str
     keys: Mapping[str, str]
     nullable: frozenset[str] = frozenset()
+    new: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -67,6 +103,7 @@ class Source:
         exclude: Iterable[str] = (),
         rename: Mapping[str, str] | None = None,
         nullable: Iterable[str] = (),
+        new: Iterable[str] = (),
     ) -> Source:
         """The fields of ``config`` held by ``section``.
 
@@ -77,12 +114,13 @@ class Source:
             exclude: library fields left out (supplied by the stage: seed, device, nested).
             rename: library field -> params key, where they differ.
             nullable: see the class attributes.
+            new: see the class attributes.
         """
         rename = dict(rename or {})
         names = list(fields) if fields is not None else (
             list(rename) if rename else [field.name for field in dataclasses.fields(config)])
         keys = {name: rename.get(name, name) for name in names if name not in set(exclude)}
-        return cls(config, section, keys, frozenset(nullable))
+        return cls(config, section, keys, frozenset(nullable), frozenset(new))
 
     def field(self, name: str) -> dataclasses.Field[Any]:
         """The dataclass field ``name`` of the config."""
@@ -116,6 +154,7 @@ def section_model(
         The model class; its library fields have the library's types, defaults and rules.
     """
     definitions: dict[str, Any] = {}
+    new_key_defaults: dict[str, Any] = {}
     for source in sources:
         hints = typing.get_type_hints(source.config)
         rules: Mapping[str, Rule] = getattr(source.config, "CONSTRAINTS", {})
@@ -123,9 +162,14 @@ def section_model(
             nullable = field in source.nullable
             annotation, bounds = _field(hints[field], rules.get(field), nullable)
             definitions[key] = (annotation, Field(source.default(field), **bounds))
+            if field in source.new:
+                new_key_defaults[key] = source.default(field)
     definitions.update(stage_fields)
-    return create_model(name, __base__=StrictSection, __doc__=doc, __module__=__name__,
-                        **definitions)
+    base = NewKeysSection if new_key_defaults else StrictSection
+    model = create_model(name, __base__=base, __doc__=doc, __module__=__name__, **definitions)
+    if new_key_defaults:
+        model.new_key_defaults = new_key_defaults
+    return model
 
 
 def values(source: Source, section: BaseModel) -> dict[str, Any]:

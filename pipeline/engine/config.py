@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from core.constraints import (
@@ -25,27 +25,63 @@ SCHEDULES: tuple[str, ...] = ("step", "cosine")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+# The fields only AdamW reads.
+ADAMW_ONLY: tuple[str, ...] = ("betas", "eps")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD hyper-parameters (the base learning rate is the peak after warm-up)."""
+    """The optimiser and its hyper-parameters (the base learning rate is the peak after warm-up).
+
+    Attributes:
+        lr: the peak learning rate of the schedule (AdamW wants far less than SGD's 0.1,
+            e.g. 1e-3).
+        momentum: SGD's momentum (AdamW ignores it; its ``betas`` play that part).
+        weight_decay: SGD's L2 penalty, or AdamW's decoupled decay (Loshchilov & Hutter 2019;
+            torch scales it by the learning rate, so AdamW wants a larger one, e.g. 0.05).
+        nesterov: SGD's Nesterov momentum.
+        kind: "sgd" (every paper's optimiser, the default) or "adamw".
+        betas: AdamW's (beta1, beta2) running-average factors of the gradient and its square.
+        eps: AdamW's term added to the denominator for numerical stability.
+    """
 
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    kind: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
         "lr": POSITIVE,
         "momentum": UNIT_OPEN_HIGH,
         "weight_decay": NON_NEGATIVE,
         "nesterov": Flag(),
+        "kind": OneOf(OPTIMIZERS),
+        "betas": ListOf(UNIT_OPEN_HIGH, repeats=True),
+        "eps": POSITIVE,
     }
 
     def __post_init__(self) -> None:
         check_constraints(self, self.CONSTRAINTS, ConfigError)
+        if len(self.betas) != 2:
+            raise ConfigError("OptimConfig", "betas", "must list two values, beta1 and beta2",
+                              list(self.betas))
         if self.nesterov and self.momentum == 0:
             raise ConfigError("OptimConfig", "nesterov", "needs momentum > 0; set one or the "
                               "other", self.nesterov)
+        if self.kind != "sgd" and self.nesterov:
+            raise ConfigError("OptimConfig", "nesterov", f"is SGD's; {self.kind} has none: drop "
+                              "it or set kind: sgd", self.nesterov)
+        if self.kind == "sgd":
+            # AdamW's settings given to SGD are a mistake in the params, not a no-op to ignore
+            defaults = {entry.name: entry.default for entry in fields(self)}
+            for name in ADAMW_ONLY:
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError("OptimConfig", name, "is AdamW's; set kind: adamw or drop "
+                                      "it", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -79,7 +115,7 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training loader (30: the default data set, scikit-learn's
             digits, needs few; the papers' CIFAR recipe is 200).
-        optim: the SGD settings.
+        optim: the optimiser and its settings.
         schedule: the learning-rate schedule; its warm-up must end, and its milestones fall,
             within ``epochs`` (otherwise the rate never reaches its target or never decays).
         seed: seeds the global random state at the start of a fresh (not resumed) run.

@@ -1,4 +1,4 @@
-"""The training loop: SGD with a per-iteration schedule, best-on-val selection, resume.
+"""The training loop: SGD or AdamW with a per-iteration schedule, best-on-val selection, resume.
 
 The loop knows only the :class:`~pipeline.methods.Method` interface and two loaders:
 the training loader has ``len(loader)`` batches per epoch and ``loader.epoch(e)`` yields
@@ -177,8 +177,22 @@ def start_or_resume(
     return progress
 
 
-def make_optimizer(method: Method, optim: OptimConfig) -> torch.optim.SGD:
-    """SGD over the method's parameter groups (a group's own settings win)."""
+def make_optimizer(method: Method, optim: OptimConfig) -> torch.optim.Optimizer:
+    """``optim.kind``'s optimiser over the method's parameter groups (a group's own settings
+    win).
+
+    SGD with momentum, or AdamW with decoupled weight decay (Loshchilov & Hutter 2019). The
+    schedule sets every group's rate before each step (`set_learning_rate`), so ``lr`` here is
+    only the initial value.
+    """
+    if optim.kind == "adamw":
+        return torch.optim.AdamW(
+            method.parameter_groups(),
+            lr=optim.lr,
+            betas=optim.betas,
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
+        )
     return torch.optim.SGD(
         method.parameter_groups(),
         lr=optim.lr,
@@ -208,6 +222,7 @@ def train_one_epoch(
     step_model = method if step_model is None else step_model
     precision = precision or MixedPrecision("fp32", device)
     method.train()
+    method.before_epoch(epoch, config.epochs)
     steps = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)

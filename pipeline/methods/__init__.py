@@ -2,7 +2,9 @@
 
 ``ce`` (cross-entropy), ``cbs`` (class-balanced sampling), ``bsce`` (Balanced Softmax),
 ``paco`` (parametric contrastive learning), ``gml_teacher`` / ``gml_student`` (Gaussian
-mixture likelihood distillation) and ``bib`` / ``mbib`` (balanced information bottleneck).
+mixture likelihood distillation), ``bib`` / ``mbib`` (balanced information bottleneck), and
+the loss baselines ``la`` (logit adjustment), ``ldam_drw`` (LDAM with deferred re-weighting),
+``focal`` (focal loss) and ``cb`` (class-balanced loss).
 A new method is a module with a :class:`Method` subclass, added to :data:`METHODS`.
 """
 
@@ -21,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "CrossEntropy": "pipeline.methods.ce",
     "balanced_softmax_cross_entropy": "pipeline.methods.losses",
     "log_class_prior": "pipeline.methods.losses",
+    "logit_adjusted_cross_entropy": "pipeline.methods.losses",
     "OptionSweep": "pipeline.methods.options",
     "METHODS": "pipeline.methods.registry",
     "build_method": "pipeline.methods.registry",

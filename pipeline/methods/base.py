@@ -150,6 +150,19 @@ class Method(nn.Module, ABC):
         )
         return Embedding(features=features, logits=self.backbone.fc(features), extra={})
 
+    def before_epoch(self, epoch: int, epochs: int) -> None:
+        """Hook run before every training epoch; none here.
+
+        For a loss that changes with training progress (LDAM-DRW switches its class weights
+        on at a given epoch). The engine calls it with the 0-based epoch about to train, also
+        for the first epoch of a resumed run, so such a method derives what it needs from the
+        epoch and keeps no extra state in the checkpoint.
+
+        Args:
+            epoch: the 0-based epoch about to train.
+            epochs: the length of the run in epochs.
+        """
+
     def after_optimizer_step(self) -> None:
         """Hook run after every optimiser step (e.g. momentum-encoder updates); none here."""
 
@@ -157,7 +170,7 @@ class Method(nn.Module, ABC):
         """Optimiser parameter groups: every trainable parameter in one group by default.
 
         A group may carry ``lr_scale`` (multiplies the scheduled learning rate) and any
-        ``torch.optim.SGD`` option such as ``weight_decay``.
+        option both optimisers take (SGD, AdamW) such as ``weight_decay``.
         """
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 

@@ -66,11 +66,11 @@ from torch import Tensor, nn
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.cosine_classifier import CosineClassifier
 from pipeline.methods.distributed import gather_from_all_ranks
 from pipeline.methods.gml_loss import distillation_kl, gml_loss
 from pipeline.methods.gml_queue import ClassWiseQueue, class_queue_sizes
 from pipeline.methods.gml_teacher import (
-    CosineClassifier,
     cosine_classifier_loss,
     log_label_prior,
     trainable_parameters_without,

@@ -3,8 +3,8 @@
 Suh & Seo, ICML 2023, Sec. 3.3: the teacher is a backbone with a cosine-similarity classifier
 trained by ``L_cls`` (Eq. 6) alone, with no contrastive term. Its frozen features fill the
 student's class-wise queues and its logits are the student's distillation target
-(:mod:`pipeline.methods.gml_student`). The cosine classifier and ``L_cls`` live here because
-the student trains the very same head and loss.
+(:mod:`pipeline.methods.gml_student`). ``L_cls`` lives here because the student trains the
+very same head (:mod:`pipeline.methods.cosine_classifier`) and loss.
 """
 
 from __future__ import annotations
@@ -12,46 +12,14 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.cosine_classifier import CosineClassifier
 from pipeline.methods.kinds import GMLTeacherOptions
 from pipeline.methods.losses import log_class_prior
 from pipeline.models import Backbone
-
-
-class CosineClassifier(nn.Module):
-    """Logits ``s * cos(x, w_c)``: the cosine-similarity classifier of Eq. 6 and 7.
-
-    Attributes:
-        weight: ``[C, D]`` class directions m_c (only their direction matters).
-        scale: s = 1 / tau_s.
-    """
-
-    def __init__(self, feature_dim: int, num_classes: int, scale: float) -> None:
-        """Draw the class directions uniformly in ``[-1, 1]^D`` from torch's default generator.
-
-        Args:
-            feature_dim: D, the width of the features it reads.
-            num_classes: C.
-            scale: s = 1 / tau_s.
-        """
-        super().__init__()
-        self.scale = scale
-        self.weight = nn.Parameter(torch.empty(num_classes, feature_dim).uniform_(-1.0, 1.0))
-
-    def forward(self, features: Tensor) -> Tensor:
-        """Scaled cosine similarities ``s * m_x . m_c`` (Eq. 6 without the prior).
-
-        Args:
-            features: ``[B, D]`` pooled features x.
-
-        Returns:
-            ``[B, C]`` logits.
-        """
-        return self.scale * F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
 def log_label_prior(class_counts: Tensor, method: str) -> Tensor:

@@ -18,6 +18,7 @@ from core.constraints import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
+    UNIT_OPEN_HIGH,
     Flag,
     Interval,
     ListOf,
@@ -236,6 +237,114 @@ class GMLStudentOptions:
 
 
 @dataclass(frozen=True)
+class LogitAdjustedOptions:
+    """Hyper-parameters of the logit-adjusted loss (Menon et al., ICLR 2021, Eq. 10).
+
+    Attributes:
+        tau: tau of the additive adjustment ``tau * log pi_y`` (1 in the paper's experiments;
+            0 is plain cross-entropy, and tau = 1 equals Balanced Softmax).
+    """
+
+    tau: float = 1.0
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {"tau": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+
+
+@dataclass(frozen=True)
+class LDAMDRWOptions:
+    """Hyper-parameters of LDAM with deferred re-weighting (Cao et al., NeurIPS 2019).
+
+    Attributes:
+        max_margin: the margin of the rarest class; C of ``Delta_j = C / n_j^(1/4)`` is chosen
+            so that the largest margin is this (0.5 in the official code).
+        scale: s, the logits are multiplied by it after the margin is subtracted (30 in the
+            official code, on cosine logits).
+        drw_start: the share of ``train.epochs`` after which re-weighting starts: epoch e
+            (0-based) re-weights when ``e >= drw_start * epochs`` (the paper: 160 of 200 = 0.8;
+            0 re-weights from the start, 1 never: plain LDAM).
+        beta: beta of the effective-number class weights ``(1 - beta) / (1 - beta^n_j)``
+            (Cui et al. 2019) used once re-weighting starts (0.9999 in the paper).
+        cosine_head: classify with a cosine classifier (L2-normalised features and class
+            weights) as the official code does for LDAM; false uses the backbone's linear head.
+    """
+
+    max_margin: float = 0.5
+    scale: float = 30.0
+    drw_start: float = 0.8
+    beta: float = 0.9999
+    cosine_head: bool = True
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "max_margin": NON_NEGATIVE,
+        "scale": POSITIVE,
+        "drw_start": Interval(0, 1),
+        "beta": UNIT_OPEN_HIGH,  # beta = 1 would divide by 1 - 1^n = 0
+        "cosine_head": Flag(),
+    }
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+
+
+@dataclass(frozen=True)
+class FocalOptions:
+    """Hyper-parameters of the focal loss (Lin et al., ICCV 2017, Eq. 4 and 5).
+
+    Attributes:
+        gamma: the focusing exponent of ``(1 - p_t)^gamma`` (2 in the paper; 0 is plain
+            cross-entropy).
+        alpha: optional per-class weights alpha_t of the alpha-balanced form (Eq. 5), one per
+            class; empty (the default, as Cui et al. use it) means no alpha.
+    """
+
+    gamma: float = 2.0
+    alpha: tuple[float, ...] = ()
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "gamma": NON_NEGATIVE,
+        "alpha": ListOf(NON_NEGATIVE, allow_empty=True, repeats=True),
+    }
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+
+
+# The base losses the class-balanced weights multiply (Cui et al. 2019, Sec. 4).
+CB_BASE_LOSSES: tuple[str, ...] = ("softmax", "focal")
+
+
+@dataclass(frozen=True)
+class ClassBalancedOptions:
+    """Hyper-parameters of the class-balanced loss (Cui et al., CVPR 2019).
+
+    Attributes:
+        beta: beta of the effective number ``(1 - beta^n) / (1 - beta)``; the class weights
+            are its inverse, normalised to sum to C (0 gives uniform weights; 0.9999 is the
+            paper's pick for CIFAR-100-LT with softmax).
+        loss: the base loss the weights multiply, one of :data:`CB_BASE_LOSSES`: "softmax"
+            (cross-entropy) or "focal".
+        gamma: the focusing exponent of the focal base loss (ignored by "softmax"; the paper
+            tunes it in {0.5, 1, 2}).
+    """
+
+    beta: float = 0.9999
+    loss: str = "softmax"
+    gamma: float = 2.0
+
+    CONSTRAINTS: ClassVar[dict[str, Rule]] = {
+        "beta": UNIT_OPEN_HIGH,  # beta = 1 would divide by 1 - 1^n = 0
+        "loss": OneOf(CB_BASE_LOSSES),
+        "gamma": NON_NEGATIVE,
+    }
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, ConfigError)
+
+
+@dataclass(frozen=True)
 class MethodKind:
     """What the params layer needs to know of a method kind, without building it.
 
@@ -266,6 +375,10 @@ METHOD_KINDS: dict[str, MethodKind] = {
                    needs_teacher=True),
         MethodKind("bib", "pipeline.methods.bib", BIBOptions),
         MethodKind("mbib", "pipeline.methods.bib", MBIBOptions),
+        MethodKind("la", "pipeline.methods.la", LogitAdjustedOptions),
+        MethodKind("ldam_drw", "pipeline.methods.ldam_drw", LDAMDRWOptions),
+        MethodKind("focal", "pipeline.methods.focal", FocalOptions),
+        MethodKind("cb", "pipeline.methods.cb", ClassBalancedOptions),
     )
 }
 

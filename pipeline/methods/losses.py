@@ -47,3 +47,26 @@ def balanced_softmax_cross_entropy(logits: Tensor, labels: Tensor, log_prior: Te
         Scalar mean loss.
     """
     return F.cross_entropy(logits + log_prior, labels)
+
+
+def logit_adjusted_cross_entropy(
+    logits: Tensor, labels: Tensor, log_prior: Tensor, tau: float
+) -> Tensor:
+    """The logit-adjusted loss (Menon et al., ICLR 2021, Eq. 10), averaged over the batch.
+
+    ``-log( e^{f_y(x) + tau log pi_y} / sum_y' e^{f_y'(x) + tau log pi_y'} )``: softmax
+    cross-entropy on the logits shifted by tau times the log label prior, so that the plain
+    logits f(x) estimate the balanced posterior. With tau = 1 this is the Balanced Softmax
+    loss of :func:`balanced_softmax_cross_entropy` (log n_y and log pi_y differ by a constant,
+    which cancels); with tau = 0 it is plain cross-entropy.
+
+    Args:
+        logits: ``[B, C]`` unshifted logits f(x).
+        labels: ``[B]`` int64 class indices y.
+        log_prior: ``[C]`` log pi_y (any additive constant cancels).
+        tau: the scale of the adjustment.
+
+    Returns:
+        Scalar mean loss.
+    """
+    return F.cross_entropy(logits + tau * log_prior.to(logits.dtype), labels)

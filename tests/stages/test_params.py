@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stages.errors import StageError
-from stages.params import load_params
+from stages.params import load_params, parse_params, section_digest
 from tests.stages.conftest import tiny_params
 
 
@@ -79,3 +79,50 @@ def test_unknown_method_lists_defined_ones(write_params):
     loaded = load_params(write_params())
     with pytest.raises(StageError, match=r"no method 'bcse'.*did you mean 'bsce'"):
         loaded.method("bcse")
+
+
+def _pretrain_digest(params: dict, method: str = "ce") -> str:
+    loaded = parse_params(params, "params.yaml")
+    return section_digest(0, loaded.data, loaded.train_for(method), loaded.method(method))
+
+
+def test_optimiser_keys_added_with_adamw_change_no_digest_at_their_defaults():
+    """kind, betas and eps are dumped (and digested) only when set to other than the default:
+    the models and banks of every params file written before AdamW keep their digests."""
+    plain = _pretrain_digest(tiny_params())
+    spelled_out = tiny_params()
+    spelled_out["train"]["optim"].update(kind="sgd", betas=[0.9, 0.999], eps=1e-8)
+    assert _pretrain_digest(spelled_out) == plain
+    adamw = tiny_params()
+    adamw["train"]["optim"].update(kind="adamw", lr=1e-3)
+    adamw_digest = _pretrain_digest(adamw)
+    assert adamw_digest != plain
+    adamw["train"]["optim"].update(betas=[0.9, 0.95])
+    assert _pretrain_digest(adamw) != adamw_digest
+
+
+def test_one_method_may_train_with_adamw():
+    params = tiny_params()
+    params["methods"]["ce"]["train"] = {"optim": {"kind": "adamw", "lr": 1e-3, "eps": 1e-6}}
+    loaded = parse_params(params, "params.yaml")
+    optim = loaded.train_for("ce").optim
+    assert (optim.kind, optim.lr, optim.eps, optim.betas) == ("adamw", 1e-3, 1e-6, (0.9, 0.999))
+    assert loaded.train_for("bsce").optim.kind == "sgd"
+    assert "kind" not in loaded.train_for("bsce").model_dump()["optim"]
+
+
+@pytest.mark.parametrize(
+    ("optim", "expected"),
+    [
+        ({"kind": "adam"}, "train.optim.kind: unknown name 'adam' (did you mean 'adamw'?)"),
+        ({"betas": [0.9, 0.99]}, "train.optim.betas: is AdamW's; set kind: adamw"),
+        ({"kind": "adamw", "nesterov": True}, "train.optim.nesterov: is SGD's"),
+        ({"kind": "adamw", "betas": [0.9, 1.0]}, "train.optim.betas: items must be < 1"),
+    ],
+)
+def test_optimiser_errors_name_the_key(optim, expected):
+    params = tiny_params()
+    params["train"]["optim"].update(optim)
+    with pytest.raises(StageError) as caught:
+        parse_params(params, "params.yaml")
+    assert expected in str(caught.value)

@@ -59,3 +59,16 @@ def test_invalid_merge_leaves_params_untouched(params_copy, monkeypatch, tmp_pat
         presets.apply("broken", params_copy)
     assert params_copy.read_bytes() == before
     assert sorted(p.name for p in params_copy.parent.iterdir()) == ["params.yaml", "presets"]
+
+
+def test_baselines_preset_trains_the_loss_baselines_with_the_papers_settings(params_copy):
+    from pipeline.methods.kinds import build_options
+
+    presets.apply("cifar100_lt_baselines", params_copy)
+    params = load_params(params_copy)
+    kinds = {name: entry.kind for name, entry in params.methods.items()}
+    assert {"la", "ldam_drw", "focal", "cb"} <= set(kinds.values())
+    ldam = build_options("ldam_drw", params.methods["ldam_drw"].options)
+    # deferred re-weighting from epoch 160 of 200, as in Cao et al.
+    assert ldam.drw_start * params.train_for("ldam_drw").epochs == 160
+    assert build_options("cb", params.methods["cb_focal"].options).loss == "focal"

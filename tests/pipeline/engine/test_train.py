@@ -355,3 +355,24 @@ def test_a_multi_view_method_gets_its_views_in_order() -> None:
     # A loader that cannot give the views is named, not silently ignored.
     with pytest.raises(PipelineError, match=r"2 extra view\(s\) .* loader cannot make them"):
         train(TwoViewCrossEntropy(), train_loader, val_loader, recipe(epochs=1), device=CPU)
+
+
+def test_methods_hear_each_epoch_before_it_trains_also_after_a_resume(tmp_path: Path) -> None:
+    class EpochAware(NoisyCrossEntropy):
+        def __init__(self, seed: int) -> None:
+            super().__init__(seed)
+            self.heard: list[tuple[int, int]] = []
+
+        def before_epoch(self, epoch: int, epochs: int) -> None:
+            self.heard.append((epoch, epochs))
+
+    train_loader, val_loader = toy_loaders()
+    checkpoint = tmp_path / "run.pt"
+    first = EpochAware(seed=0)
+    with pytest.raises(Crash):
+        train(first, train_loader, val_loader, recipe(), device=CPU, checkpoint_path=checkpoint,
+              on_epoch_end=crash_after(1))
+    resumed = EpochAware(seed=0)
+    train(resumed, train_loader, val_loader, recipe(), device=CPU, checkpoint_path=checkpoint)
+    assert first.heard == [(0, 3), (1, 3)]
+    assert resumed.heard == [(2, 3)]

@@ -106,7 +106,8 @@ def test_sampling_flags() -> None:
 
 def test_registry_names_match_class_names() -> None:
     assert sorted(METHODS) == sorted(
-        ["bsce", "cbs", "ce", "paco", "gml_teacher", "gml_student", "bib", "mbib"]
+        ["bsce", "cbs", "ce", "paco", "gml_teacher", "gml_student", "bib", "mbib", "la",
+         "ldam_drw", "focal", "cb"]
     )
     assert all(kind == method.name for kind, method in METHODS.items())
 
