@@ -147,12 +147,8 @@ class TrainedHead:
 
 
 @dataclass(frozen=True)
-class WeightScaling:
-    """Learnable weight scaling (Kang et al. 2020, Sec. 4.2) on the fitted `linear` classifier.
-
-    Learns f [C] in z_c = f_c (w_c . x) + b_c with W, b frozen, minimising CE(z, y) on
-    class-balanced samples for `lws_epochs` epochs. The scales get no weight decay: it
-    would pull them to 0, not to their starting value 1.
+class OnLinearBase:
+    """An estimator that re-heads a fitted `linear` classifier (LWS, tau-norm).
 
     Attributes:
         linear: fits the `linear` base when none is given.
@@ -168,8 +164,27 @@ class WeightScaling:
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
     ) -> FittedClassifier:
-        """Scales on ``base`` (fitted here when None)."""
-        base = base_linear(base, data, config, self.linear)
+        """Re-heads ``base`` (fitted here when None); ``head_logits`` is not used."""
+        return self.refit(kind, base_linear(base, data, config, self.linear), data, config)
+
+    def refit(self, kind: str, base: FittedClassifier, data: TrainingData,
+              config: ProbeConfig) -> FittedClassifier:
+        """The new classifier on the checked `linear` ``base``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class WeightScaling(OnLinearBase):
+    """Learnable weight scaling (Kang et al. 2020, Sec. 4.2) on the fitted `linear` classifier.
+
+    Learns f [C] in z_c = f_c (w_c . x) + b_c with W, b frozen, minimising CE(z, y) on
+    class-balanced samples for `lws_epochs` epochs. The scales get no weight decay: it
+    would pull them to 0, not to their starting value 1.
+    """
+
+    def refit(self, kind: str, base: FittedClassifier, data: TrainingData,
+              config: ProbeConfig) -> FittedClassifier:
+        """Trains the scales on ``base``'s frozen weights."""
         linear = _linear_head_of(base)
         head = ScaledLinearHead(linear.weight.detach(), linear.bias.detach())
         probe = _probe_on_base(base, head, data)
@@ -179,28 +194,16 @@ class WeightScaling:
 
 
 @dataclass(frozen=True)
-class TauNormalisation:
+class TauNormalisation(OnLinearBase):
     """Tau-normalisation (Kang et al. 2020, Sec. 4.2): w_c <- w_c / ||w_c||^tau, bias dropped.
 
     Tau is the value of `ProbeConfig.tau_grid` with the best val accuracy; ties go to the
     smaller tau.
-
-    Attributes:
-        linear: fits the `linear` base when none is given.
     """
 
-    linear: TrainedHead
-
-    def fit(
-        self,
-        kind: str,
-        data: TrainingData,
-        config: ProbeConfig,
-        head_logits: HeadLogits | None,
-        base: FittedClassifier | None,
-    ) -> FittedClassifier:
-        """Normalises ``base`` (fitted here when None) at each tau of the grid."""
-        base = base_linear(base, data, config, self.linear)
+    def refit(self, kind: str, base: FittedClassifier, data: TrainingData,
+              config: ProbeConfig) -> FittedClassifier:
+        """Normalises ``base``'s weights at each tau of the grid; keeps the best on val."""
         weight = _linear_head_of(base).weight.detach()
         norms = weight.norm(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
         best: tuple[float, float, Probe] | None = None

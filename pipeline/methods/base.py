@@ -175,6 +175,36 @@ class Method(nn.Module, ABC):
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
 
+class LogitLoss(Method):
+    """A method whose training step is one loss on one view's logits (ce, bsce, la, focal,
+    cb, the GML teacher): subclasses say which logits (:meth:`step_logits`, by default the
+    backbone's linear head) and which loss (:meth:`loss`); the engine gets the loss and the
+    detached logits.
+    """
+
+    def step_logits(self, images: Tensor) -> Tensor:
+        """``[B, C]`` logits the loss is taken on; also the train-accuracy prediction.
+
+        Args:
+            images: ``[B, C_in, H, W]`` images.
+        """
+        return self.backbone(images)
+
+    @abstractmethod
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The scalar loss of a batch.
+
+        Args:
+            logits: ``[B, C]`` from :meth:`step_logits`.
+            labels: ``[B]`` int64 class indices.
+        """
+
+    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
+        """See :class:`Method`; ``index`` is unused."""
+        logits = self.step_logits(images)
+        return StepOutput(loss=self.loss(logits, labels), logits=logits.detach())
+
+
 def check_class_counts(class_counts: Tensor, num_classes: int, method: str) -> None:
     """Refuse class counts that are not one non-negative integer per class."""
     if class_counts.dim() != 1 or class_counts.numel() != num_classes:

@@ -7,13 +7,13 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from pipeline.methods.base import Method, StepOutput
+from pipeline.methods.base import LogitLoss
 from pipeline.methods.cb_loss import class_balanced_loss, effective_number_weights
 from pipeline.methods.kinds import ClassBalancedOptions
 from pipeline.models import Backbone
 
 
-class ClassBalanced(Method):
+class ClassBalanced(LogitLoss):
     """Weighs each sample's base loss by its class's inverse effective number.
 
     Attributes:
@@ -34,19 +34,8 @@ class ClassBalanced(Method):
             "class_weights", effective_number_weights(class_counts, options.beta, self.name)
         )
 
-    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """Class-balanced loss of one batch.
-
-        Args:
-            images: ``[B, C_in, H, W]`` images.
-            labels: ``[B]`` class indices.
-            index: ``[B]`` sample positions (unused).
-
-        Returns:
-            Mean class-balanced loss and the ``[B, C]`` logits.
-        """
-        logits = self.backbone(images)
-        loss = class_balanced_loss(
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean class-balanced loss."""
+        return class_balanced_loss(
             logits, labels, self.class_weights, self.options.loss, self.options.gamma
         )
-        return StepOutput(loss=loss, logits=logits.detach())

@@ -8,13 +8,13 @@ import torch
 from torch import Tensor
 
 from pipeline.errors import PipelineError
-from pipeline.methods.base import Method, StepOutput
+from pipeline.methods.base import LogitLoss
 from pipeline.methods.focal_loss import focal_loss
 from pipeline.methods.kinds import FocalOptions
 from pipeline.models import Backbone
 
 
-class Focal(Method):
+class Focal(LogitLoss):
     """Minimises ``-alpha_y (1 - p_y)^gamma log p_y`` of the linear head's softmax.
 
     Attributes:
@@ -41,17 +41,6 @@ class Focal(Method):
             alpha = torch.tensor(options.alpha, dtype=torch.float32)
         self.register_buffer("alpha", alpha)
 
-    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """Focal loss of one batch.
-
-        Args:
-            images: ``[B, C_in, H, W]`` images.
-            labels: ``[B]`` class indices.
-            index: ``[B]`` sample positions (unused).
-
-        Returns:
-            Mean focal loss and the ``[B, C]`` logits.
-        """
-        logits = self.backbone(images)
-        loss = focal_loss(logits, labels, self.options.gamma, self.alpha)
-        return StepOutput(loss=loss, logits=logits.detach())
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean focal loss."""
+        return focal_loss(logits, labels, self.options.gamma, self.alpha)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.methods.base import Embedding, Method, StepOutput
+from pipeline.methods.base import Embedding, LogitLoss
 from pipeline.methods.cosine_classifier import CosineClassifier
 from pipeline.methods.kinds import GMLTeacherOptions
 from pipeline.methods.losses import log_class_prior
@@ -54,7 +54,7 @@ def cosine_classifier_loss(logits: Tensor, labels: Tensor, log_prior: Tensor) ->
     return F.cross_entropy(logits + log_prior, labels)
 
 
-class GMLTeacher(Method):
+class GMLTeacher(LogitLoss):
     """Backbone + cosine classifier trained with the logit-adjusted ``L_cls`` (Eq. 6).
 
     Prediction is the plain ``s * cos`` (the prior is a training-time shift only), so the
@@ -88,24 +88,17 @@ class GMLTeacher(Method):
         """``[B, D]`` pooled final backbone features of ``[B, C_in, H, W]`` images."""
         return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
 
-    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """``L_cls`` (Eq. 6) of one batch.
+    def step_logits(self, images: Tensor) -> Tensor:
+        """``[B, C]`` cosine logits of the pooled features."""
+        return self.classifier(self.pooled_features(images))
 
-        Args:
-            images: ``[B, C_in, H, W]`` images.
-            labels: ``[B]`` class indices.
-            index: ``[B]`` sample positions (unused).
-
-        Returns:
-            Mean ``L_cls`` and the plain ``[B, C]`` cosine logits (the test-time rule).
-        """
-        logits = self.classifier(self.pooled_features(images))
-        loss = cosine_classifier_loss(logits, labels, self.log_prior)
-        return StepOutput(loss=loss, logits=logits.detach())
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean ``L_cls`` (Eq. 6); the plain cosine logits are the test-time rule."""
+        return cosine_classifier_loss(logits, labels, self.log_prior)
 
     def predict(self, images: Tensor) -> Tensor:
         """``[B, C]`` logits ``s * cos(x, w_c)``, without the prior."""
-        return self.classifier(self.pooled_features(images))
+        return self.step_logits(images)
 
     def embed(self, images: Tensor) -> Embedding:
         """Pooled features ``[B, D]`` and the cosine logits ``[B, C]``; no extra view."""

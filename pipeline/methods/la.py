@@ -8,13 +8,13 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from pipeline.methods.base import Method, StepOutput
+from pipeline.methods.base import LogitLoss
 from pipeline.methods.kinds import LogitAdjustedOptions
 from pipeline.methods.losses import log_class_prior, logit_adjusted_cross_entropy
 from pipeline.models import Backbone
 
 
-class LogitAdjusted(Method):
+class LogitAdjusted(LogitLoss):
     """Trains on logits + tau log pi_y (Eq. 10); predicts with the plain logits f(x).
 
     Attributes:
@@ -36,17 +36,6 @@ class LogitAdjusted(Method):
         )
         self.register_buffer("log_prior", log_frequencies)
 
-    def training_step(self, images: Tensor, labels: Tensor, index: Tensor) -> StepOutput:
-        """Logit-adjusted loss of one batch.
-
-        Args:
-            images: ``[B, C_in, H, W]`` images.
-            labels: ``[B]`` class indices.
-            index: ``[B]`` sample positions (unused).
-
-        Returns:
-            Mean loss and the plain ``[B, C]`` logits (the test-time rule).
-        """
-        logits = self.backbone(images)
-        loss = logit_adjusted_cross_entropy(logits, labels, self.log_prior, self.options.tau)
-        return StepOutput(loss=loss, logits=logits.detach())
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Mean logit-adjusted loss (Eq. 10); the plain logits are the test-time rule."""
+        return logit_adjusted_cross_entropy(logits, labels, self.log_prior, self.options.tau)

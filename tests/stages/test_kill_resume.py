@@ -60,7 +60,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["dlsa"]["flow"].update(epochs=40, batch_size=32, num_clusters=4)
     params["dlsa"]["classifier"].update(epochs=3)
     params["methods"]["gml_teacher"]["train"] = {"epochs": 1}
+    params["methods"]["ce"]["train"] = {"epochs": 1}  # the dump test needs only a model
     (root / "params.yaml").write_text(yaml.safe_dump(params))
+    # the dumps that must finish read batches of 512; those to be killed read one image at
+    # a time (params.yaml), so the kill lands mid-write
+    params["dump"].update(batch_size=512)
+    (root / "params_fast_dump.yaml").write_text(yaml.safe_dump(params))
     tailbank(root, "prepare")
     tailbank(root, "pretrain", "--method", "gml_teacher")
     return root
@@ -94,14 +99,14 @@ def test_killed_dump_leaves_the_old_bank_or_none(project: Path) -> None:
 
     kill_when(project, writing, "dump", "--method", "ce")
     assert not bank.exists(), "a killed first dump left a bank behind"
-    tailbank(project, "dump", "--method", "ce")
+    tailbank(project, "dump", "--method", "ce", "--params", "params_fast_dump.yaml")
     complete = bank.read_bytes()
 
     kill_when(project, writing, "dump", "--method", "ce")
     assert bank.read_bytes() == complete, "a killed dump touched the existing bank"
     with Bank.open(bank) as opened:
         assert opened.size("test") > 0
-    tailbank(project, "dump", "--method", "ce")
+    tailbank(project, "dump", "--method", "ce", "--params", "params_fast_dump.yaml")
     assert bank.read_bytes() == complete
     assert not list(bank.parent.glob(".seed0.h5.*.tmp")), "stale temporaries were not cleaned up"
 
