@@ -320,8 +320,14 @@ class KnnConfig:
         k: Neighbours per query.
         chunk_rows: Rows per block read from a bank, added to the index or searched at once.
         ivf_above: Train rows above which the index is IVF instead of exact (flat).
-        nprobe: Inverted lists visited per query by an IVF index.
-        nlist: Inverted lists of an IVF index; None = round(4 sqrt(N)).
+        nprobe: Inverted lists an IVF index visits per query at first; doubled until the
+            recall target is met (see `min_recall`).
+        nlist: Inverted lists of an IVF index; None = round(sqrt(N)) (faiss' guideline for
+            an IVF index of up to a million rows; more lists make its k-means slower).
+        min_recall: Recall@k the IVF search must reach against the exact search, measured on
+            `recall_queries` seeded queries; nprobe doubles until it does (at most nlist,
+            which is exact). 0 keeps nprobe as given.
+        recall_queries: Queries of that measurement.
         use_gpu: "auto" (GPU when `faiss.get_num_gpus() > 0`), True (require one) or False.
         seed: Seed of the IVF training sample and of faiss' k-means.
     """
@@ -329,10 +335,12 @@ class KnnConfig:
     k: int = 10
     chunk_rows: int = 8192
     ivf_above: int = 200_000
-    nprobe: int = 32
+    nprobe: int = 8
     nlist: int | None = None
     use_gpu: bool | str = "auto"
     seed: int = 0
+    min_recall: float = 0.99
+    recall_queries: int = 256
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
         "k": POSITIVE_INT,
@@ -340,6 +348,8 @@ class KnnConfig:
         "ivf_above": POSITIVE_INT,
         "nprobe": POSITIVE_INT,
         "nlist": Interval(1, integer=True, optional=True),
+        "min_recall": Interval(0, 1),
+        "recall_queries": POSITIVE_INT,
         "use_gpu": OneOf(("auto", True, False)),
         "seed": SEED,
     }

@@ -98,7 +98,8 @@ CASCADE_CLASSIFIER = Source.of(CascadeConfig, "dlsa.classifier", rename={
     "min_val_rows": "min_val_rows",
 })
 SHOTS = Source.of(ShotGroups, "eval")
-KNN = Source.of(KnnConfig, "analyze", fields=("k", "chunk_rows", "ivf_above", "nprobe", "use_gpu"))
+KNN = Source.of(KnnConfig, "analyze", fields=("k", "chunk_rows", "ivf_above", "nprobe",
+                                              "min_recall", "recall_queries", "use_gpu"))
 KMEANS = Source.of(KmeansConfig, "analyze", rename={
     "n_clusters": "kmeans_clusters", "niter": "kmeans_niter", "max_train_rows": "kmeans_max_rows",
 })

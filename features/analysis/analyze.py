@@ -165,6 +165,7 @@ def _analyze_view(
             index_kind=knn_query.index_kind,
             query=knn_query.scores(counts, **groups),
             itself=knn_self.scores(counts, **groups),
+            ivf=knn_query.ivf,
         ),
         kmeans=KmeansSummary.from_json(json_value(clusters.summary())),
         representation=Representation.from_json(json_value(representation.summary())),

@@ -6,9 +6,12 @@ block (`FeatureRows.numpy_blocks`), so neither split has to be one array in memo
 holds the index itself. Arrays (`knn_arrays`) and banks (`knn_bank`) are both `FeatureRows`
 and take the same code, so both give the same numbers.
 
-Index: exact `IndexFlatIP` up to `KnnConfig.ivf_above` index rows, `IndexIVFFlat` (nlist ~
-4 sqrt(N) inverted lists, trained on a seeded sample, `nprobe` lists searched) above it;
-on the GPU when faiss sees one and `use_gpu` allows.
+Index: exact `IndexFlatIP` up to `KnnConfig.ivf_above` index rows, `IndexIVFFlat` above it
+(about sqrt(N) inverted lists, trained on a seeded sample). How many lists an IVF search
+visits is not a guess: starting from `nprobe`, it doubles until the recall@k against the
+exact search, measured on a seeded sample of the queries (visiting every list is exact), is
+at least `min_recall`; the result records the nprobe and the recall. On the GPU when faiss
+sees one and `use_gpu` allows.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 from features.analysis.cosine import normalized_rows
 from features.analysis.groups import group_means
-from features.analysis.result import GroupMeans, KnnScores
+from features.analysis.result import GroupMeans, IvfSearch, KnnScores
 from features.analysis.sample import seeded_rows
 from features.bank import Bank
 from features.bank.rows import ArrayRows, BankRows, FeatureRows
@@ -58,6 +61,7 @@ class KnnResult:
             (NaN when none was found).
         prediction: int64 [N], the neighbours' majority label (-1 when none was found).
         index_kind: "flat" or "ivf".
+        ivf: for an IVF index, the nprobe searched with and the recall@k it measured.
     """
 
     labels: np.ndarray
@@ -65,6 +69,7 @@ class KnnResult:
     purity: np.ndarray
     prediction: np.ndarray
     index_kind: str
+    ivf: IvfSearch | None = None
 
     @property
     def correct(self) -> np.ndarray:
@@ -185,12 +190,14 @@ def _knn(
     """
     for query in queries.values():
         config.check_k(len(index_y), query.exclude_self)
-    index, kind, _resources = _build_index(index_rows, len(index_y), config)
-    return {name: _search(index, kind, index_y, query, config) for name, query in queries.items()}
+    first = next(iter(queries.values()))
+    index, ivf, _resources = _build_index(index_rows, len(index_y), config, first)
+    return {name: _search(index, ivf, index_y, query, config) for name, query in queries.items()}
 
 
 def _search(
-    index: faiss.Index, kind: str, index_y: np.ndarray, query: _Queries, config: KnnConfig
+    index: faiss.Index, ivf: IvfSearch | None, index_y: np.ndarray, query: _Queries,
+    config: KnnConfig,
 ) -> KnnResult:
     """Searches the query rows, block by block, in a built index."""
     wanted = config.k + 1 if query.exclude_self else config.k
@@ -218,7 +225,8 @@ def _search(
         neighbors=np.concatenate(neighbors) if neighbors else empty,
         purity=np.concatenate(purity) if purity else np.zeros(0),
         prediction=np.concatenate(prediction) if prediction else np.zeros(0, np.int64),
-        index_kind=kind,
+        index_kind="flat" if ivf is None else "ivf",
+        ivf=ivf,
     )
 
 
@@ -250,29 +258,29 @@ def majority_vote(labels: np.ndarray, sims: np.ndarray, valid: np.ndarray) -> np
 
 
 def _build_index(
-    rows: FeatureRows, num_rows: int, config: KnnConfig
-) -> tuple[faiss.Index, str, object]:
-    """Index of the normalised rows; returns it, its kind and what must outlive it."""
-    if num_rows > config.ivf_above:
-        index, kind = _trained_ivf(rows, num_rows, rows.dim, config), "ivf"
-    else:
-        index, kind = faiss.IndexFlatIP(rows.dim), "flat"
+    rows: FeatureRows, num_rows: int, config: KnnConfig, calibration: _Queries
+) -> tuple[faiss.Index, IvfSearch | None, object]:
+    """Index of the normalised rows; returns it, how an IVF index is searched (None when
+    exact) and what must outlive the index."""
+    ivf = num_rows > config.ivf_above
+    index = _trained_ivf(rows, num_rows, rows.dim, config) if ivf else faiss.IndexFlatIP(rows.dim)
     for block in rows.numpy_blocks(config.chunk_rows):
         index.add(normalized_rows(block))
     if index.ntotal != num_rows:
         raise FeaturesError(f"the train blocks hold {index.ntotal} rows but {num_rows} labels")
+    search = _calibrated(index, calibration, config) if ivf else None
     if not use_gpu(config):
-        return index, kind, None
-    # Built on the CPU and copied: one code path for both devices.
+        return index, search, None
+    # Built and calibrated on the CPU, then copied: one code path for both devices.
     resources = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(resources, 0, index), kind, resources
+    return faiss.index_cpu_to_gpu(resources, 0, index), search, resources
 
 
 def _trained_ivf(
     rows: FeatureRows, num_rows: int, dim: int, config: KnnConfig
 ) -> faiss.IndexIVFFlat:
     """An IVF index whose coarse quantiser is trained on a seeded sample of the rows."""
-    nlist = config.nlist or max(1, round(4 * math.sqrt(num_rows)))
+    nlist = config.nlist or max(1, round(math.sqrt(num_rows)))
     nlist = min(nlist, num_rows)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = config.seed
@@ -280,6 +288,32 @@ def _trained_ivf(
     index.train(normalized_rows(rows.take_numpy(sample)))
     index.nprobe = min(config.nprobe, nlist)
     return index
+
+
+def _calibrated(index: faiss.IndexIVFFlat, queries: _Queries, config: KnnConfig) -> IvfSearch:
+    """Sets the fewest lists (from `config.nprobe`, doubling) whose recall@k on a seeded
+    sample of the queries reaches `config.min_recall`; visiting all lists is the exact
+    search, so the reference costs sample x N, not queries x N."""
+    sample = seeded_rows(len(queries.labels), config.recall_queries, config.seed)
+    rows = normalized_rows(queries.rows.take_numpy(sample))
+    wanted = config.k + 1 if queries.exclude_self else config.k
+    index.nprobe = index.nlist
+    _, exact = index.search(rows, wanted)
+    nprobe = min(config.nprobe, index.nlist)
+    while True:
+        index.nprobe = nprobe
+        _, found = index.search(rows, wanted)
+        recall = recall_at_k(found, exact)
+        if recall >= config.min_recall or nprobe == index.nlist:
+            return IvfSearch(index.nlist, nprobe, recall, len(sample))
+        nprobe = min(2 * nprobe, index.nlist)
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Share of the exact neighbours [n, k] that a search found [n, k] (-1: none found)."""
+    hits = sum(len(set(row[row >= 0]) & set(truth[truth >= 0]))
+               for row, truth in zip(found, exact, strict=True))
+    return hits / max(int((exact >= 0).sum()), 1)
 
 
 def _drop_self(

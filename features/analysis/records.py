@@ -31,17 +31,24 @@ class JsonRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object: plain dicts, lists, str, int, float, bool and None."""
-        return {_key(item): _dump(getattr(self, item.name)) for item in fields(self)}
+        return {_key(item): _dump(getattr(self, item.name)) for item in fields(self)
+                if not (item.metadata.get("omit_none") and getattr(self, item.name) is None)}
 
 
-def json_field(parse: Parse | None = None, key: str | None = None) -> Any:
+def json_field(parse: Parse | None = None, key: str | None = None, omit_none: bool = False,
+               default: Any = None) -> Any:
     """A record field read by `parse` (default: the value as is) from JSON key `key`
-    (default: the field's name)."""
+    (default: the field's name). With ``omit_none`` the key is left out while the value is
+    None (a field that only some results have, e.g. how an IVF index was searched); such a
+    field takes ``default`` when not given."""
     metadata: dict[str, Any] = {}
     if parse is not None:
         metadata["parse"] = parse
     if key is not None:
         metadata["key"] = key
+    if omit_none:
+        metadata["omit_none"] = True
+        return field(default=default, metadata=metadata)
     return field(metadata=metadata)
 
 

@@ -58,6 +58,23 @@ class KnnScores(JsonRecord):
 
 
 @dataclass(frozen=True)
+class IvfSearch(JsonRecord):
+    """How an IVF index was searched.
+
+    Attributes:
+        nlist: Its inverted lists.
+        nprobe: Lists visited per query.
+        recall: Recall@k against the exact search on the calibration queries.
+        queries: How many queries measured it.
+    """
+
+    nlist: int | None
+    nprobe: int | None
+    recall: float | None
+    queries: int | None
+
+
+@dataclass(frozen=True)
 class KnnSummary(JsonRecord):
     """The kNN search of a view.
 
@@ -65,11 +82,13 @@ class KnnSummary(JsonRecord):
         index_kind: "flat" or "ivf" (JSON key "index").
         query: The query split (test) searched against the index split (train).
         itself: The index split searched against itself, each row left out (JSON key "self").
+        ivf: How the IVF index was searched; absent for the exact index.
     """
 
     index_kind: str | None = json_field(key="index")
     query: KnnScores = json_field(record(KnnScores))
     itself: KnnScores = json_field(record(KnnScores), key="self")
+    ivf: IvfSearch | None = json_field(optional(IvfSearch), omit_none=True)
 
 
 @dataclass(frozen=True)

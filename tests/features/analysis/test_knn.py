@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from features.analysis.groups import class_means, group_means
-from features.analysis.knn import knn_arrays, knn_bank, majority_vote, use_gpu
+from features.analysis.knn import knn_arrays, knn_bank, majority_vote, recall_at_k, use_gpu
 from features.analysis.sample import seeded_rows
 from features.bank import Bank, BankMeta, BankWriter
 from features.bank.rows import ArrayRows, BankRows
@@ -176,6 +176,29 @@ def test_ivf_purity_is_close_to_flat_on_clustered_data() -> None:
     # seeded training sample and k-means: the same again
     again = knn_arrays(train_x, train_y, query_x, query_y, ivf_config, exclude_self=False)
     np.testing.assert_array_equal(again.neighbors, ivf.neighbors)
+
+
+def test_recall_at_k_counts_the_exact_neighbours_found() -> None:
+    exact = np.array([[1, 2, 3], [4, 5, 6]])
+    found = np.array([[3, 2, 9], [6, -1, -1]])
+    assert recall_at_k(found, exact) == pytest.approx(3 / 6)
+    assert recall_at_k(exact, exact) == 1.0
+
+
+def test_ivf_visits_lists_until_its_measured_recall_reaches_the_target() -> None:
+    train_x, train_y = clustered(4000, 20, 16, seed=0, spread=1.5)
+    query_x, query_y = clustered(400, 20, 16, seed=1, spread=1.5)
+    exact = knn_arrays(train_x, train_y, query_x, query_y, KnnConfig(k=10), exclude_self=False)
+    settings = {"k": 10, "ivf_above": 1000, "nlist": 64, "nprobe": 1, "recall_queries": 400}
+    unchecked = knn_arrays(train_x, train_y, query_x, query_y,
+                           KnnConfig(**settings, min_recall=0.0), exclude_self=False)
+    checked = knn_arrays(train_x, train_y, query_x, query_y,
+                         KnnConfig(**settings, min_recall=0.99), exclude_self=False)
+    assert unchecked.ivf.nprobe == 1 and unchecked.ivf.recall < 0.99  # one list is not enough
+    assert checked.ivf.nprobe > 1 and checked.ivf.recall >= 0.99
+    # the sample is every query here, so the recorded recall is the recall of the result
+    assert recall_at_k(checked.neighbors, exact.neighbors) == pytest.approx(checked.ivf.recall)
+    assert exact.ivf is None
 
 
 def write_bank(path: Path, train: tuple, test: tuple, classes: int) -> None:
