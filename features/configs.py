@@ -41,6 +41,7 @@ CLASSIFIER_KINDS = (
     "crt",
     "lws",
     "tau_norm",
+    "logit_adjusted",
 )
 SELECTIONS = ("purity", "likelihood")
 LATENTS = ("flow", "feature")
@@ -65,7 +66,7 @@ class ProbeConfig:
         cosine_scale: s, the temperature of the cosine classifier.
         crt_epochs: Epochs of cRT.
         lws_epochs: Epochs of LWS.
-        tau_grid: Candidate tau of tau-normalisation, chosen on val.
+        tau_grid: Candidate tau of tau-normalisation and of logit adjustment, chosen on val.
         seed: Seed of initialisation and sampling.
         device: torch device to train on ("cpu", "cuda", "cuda:1", ...) or "auto" for CUDA
             when available.

@@ -21,6 +21,9 @@ from stages.outputs import StageOutputs
 from stages.params import EvalParams, Params
 from stages.progress import log
 
+# The kinds that score the backbone's stored logits rather than the features.
+LOGIT_KINDS = ("head", "logit_adjusted")
+
 
 def run(params: Params, method_name: str, seed: int) -> Path:
     """Train each classifier kind of ``classify.kinds`` on ``banks/<method>/seed<seed>.h5``.
@@ -88,9 +91,9 @@ def fit_and_evaluate(
         The test evaluation, the val accuracy, what val selected (epoch, τ, ...) and the
         predicted class of each test row (int64 [N]).
     """
-    if kind == "head" and splits["train"].logits is None:
-        raise StageError("classifier kind 'head' needs the bank's logits, which this bank "
-                         "lacks; drop 'head' from the classifier kinds")
+    if kind in LOGIT_KINDS and splits["train"].logits is None:
+        raise StageError(f"classifier kind '{kind}' needs the bank's logits, which this bank "
+                         f"lacks; drop '{kind}' from the classifier kinds")
     fitted = splits.fit(kind, counts, config)
     options = eval_params.model_dump()  # many_above, few_below, ece_bins: evaluate's options
     scores, logits = {}, {}

@@ -8,6 +8,7 @@
     crt               Kang's classifier re-training: `cbs_linear` for `crt_epochs` epochs.
     lws               Kang's learnable weight scaling on the `linear` classifier.
     tau_norm          Kang's tau-normalised `linear` classifier.
+    logit_adjusted    the stored logits minus tau log pi (Menon et al. 2021, Eq. 9), tau on val.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from features.bank.rows import FeatureRows
 from features.classifiers.estimators import (
     Estimator,
     HeadLogits,
+    LogitAdjustment,
     StoredLogits,
     TauNormalisation,
     TrainedHead,
@@ -48,6 +50,7 @@ CLASSIFIERS: dict[str, Estimator] = {
     "crt": dataclasses.replace(_CBS_LINEAR, epochs="crt_epochs"),
     "lws": WeightScaling(_LINEAR),
     "tau_norm": TauNormalisation(_LINEAR),
+    "logit_adjusted": LogitAdjustment(),
 }
 """Kind -> its estimator, in the order of `features.configs.CLASSIFIER_KINDS`."""
 
@@ -75,7 +78,8 @@ def fit_classifier(
         val_y: int [M], validation labels.
         class_counts: int [C], training rows per class (the bank's `class_counts`).
         config: Hyper-parameters.
-        head_logits: For kind `head`: the bank's stored logits (train [N, C], val [M, C]).
+        head_logits: For kinds `head` and `logit_adjusted`: the bank's stored logits
+            (train [N, C], val [M, C]).
         base: For `lws` and `tau_norm`: an already fitted `linear` classifier of the same
             rows and config to start from; fitted here when None.
 
