@@ -228,7 +228,7 @@ def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
     if rank.distributed:
         log(f"{title}: {rank.world_size} data-parallel ranks, global batch {recipe.batch_size}")
     steps_per_epoch = len(train_loader)
-    with StepProgress(title, recipe.epochs * steps_per_epoch) as progress:
+    with StepProgress(title, recipe.epochs * steps_per_epoch, "steps") as progress:
 
         def on_epoch_end(record: EpochRecord) -> None:
             progress.epoch_line(

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.progress import Progress
 from features.bank.rows import FeatureRows, as_rows
 from features.classifiers.fitted import INPUT_LOGITS, FittedClassifier, stored_predictions
 from features.classifiers.heads import CosineHead, LinearHead, Probe, ScaledLinearHead
@@ -53,8 +54,10 @@ class Estimator(Protocol):
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
-        """Args as `features.classifiers.kinds.fit_classifier`'s; ``kind`` names the result."""
+        """Args as `features.classifiers.kinds.fit_classifier`'s; ``kind`` names the result
+        and ``progress`` is told ``(kind, epoch, epochs)`` after each training epoch."""
         ...
 
 
@@ -69,6 +72,7 @@ class StoredLogits:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Checks the stored train [N, C] and val [M, C] logits and measures val accuracy."""
         checked = checked_head_logits(kind, head_logits, data)
@@ -118,6 +122,7 @@ class LogitAdjustment:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Chooses tau on the stored val logits; ``base`` is not used."""
         _, val_rows = checked_head_logits(kind, head_logits, data)
@@ -191,11 +196,12 @@ class TrainedHead:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Trains the head; ``head_logits`` and ``base`` are not used."""
         probe = data.probe(self.init(data, config))
         return train_probe(kind, probe, data, config, self.loss(data), balanced=self.balanced,
-                           epochs=getattr(config, self.epochs))
+                           epochs=getattr(config, self.epochs), progress=progress)
 
 
 @dataclass(frozen=True)
@@ -219,15 +225,16 @@ class WeightScaling:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Scales on ``base`` (fitted here when None)."""
-        base = base_linear(base, data, config, self.linear)
+        base = base_linear(base, data, config, self.linear, progress)
         linear = _linear_head_of(base)
         head = ScaledLinearHead(linear.weight.detach(), linear.bias.detach())
         probe = _probe_on_base(base, head, data)
         no_decay = dataclasses.replace(config, weight_decay=0.0)
         return train_probe(kind, probe, data, no_decay, F.cross_entropy, balanced=True,
-                           epochs=config.lws_epochs)
+                           epochs=config.lws_epochs, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -250,9 +257,10 @@ class TauNormalisation:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Normalises ``base`` (fitted here when None) at each tau of the grid."""
-        base = base_linear(base, data, config, self.linear)
+        base = base_linear(base, data, config, self.linear, progress)
         weight = _linear_head_of(base).weight.detach()
         norms = weight.norm(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
         best: tuple[float, float, Probe] | None = None
@@ -268,12 +276,16 @@ class TauNormalisation:
 
 
 def base_linear(
-    base: FittedClassifier | None, data: TrainingData, config: ProbeConfig, linear: TrainedHead
+    base: FittedClassifier | None,
+    data: TrainingData,
+    config: ProbeConfig,
+    linear: TrainedHead,
+    progress: Progress | None = None,
 ) -> FittedClassifier:
     """``base`` checked to be a `linear` classifier of these rows; fitted by ``linear`` when
-    None."""
+    None (its epochs told to ``progress`` as "linear")."""
     if base is None:
-        return linear.fit("linear", data, config, None, None)
+        return linear.fit("linear", data, config, None, None, progress)
     if base.kind != "linear" or base.model is None:
         raise FeaturesError(
             f"base must be a fitted 'linear' classifier, got {base.kind!r}; "

@@ -17,6 +17,7 @@ import dataclasses
 
 import numpy as np
 
+from core.progress import Progress
 from features.bank.rows import FeatureRows
 from features.classifiers.estimators import (
     Estimator,
@@ -66,6 +67,7 @@ def fit_classifier(
     config: ProbeConfig,
     head_logits: HeadLogits | None = None,
     base: FittedClassifier | None = None,
+    progress: Progress | None = None,
 ) -> FittedClassifier:
     """Fits one kind of classifier on a bank's train rows, choosing on its val rows.
 
@@ -82,6 +84,8 @@ def fit_classifier(
             (train [N, C], val [M, C]).
         base: For `lws` and `tau_norm`: an already fitted `linear` classifier of the same
             rows and config to start from; fitted here when None.
+        progress: Told ``(kind, epoch, epochs)`` after each training epoch (the `linear`
+            base of `lws` / `tau_norm` fitted here reports as "linear").
 
     Returns:
         The classifier of the best val epoch (or tau).
@@ -89,4 +93,4 @@ def fit_classifier(
     if kind not in CLASSIFIER_KINDS:
         raise FeaturesError(f"unknown classifier kind {kind!r}; valid kinds: {CLASSIFIER_KINDS}")
     data = TrainingData.build(train_x, train_y, val_x, val_y, class_counts, config)
-    return CLASSIFIERS[kind].fit(kind, data, config, head_logits, base)
+    return CLASSIFIERS[kind].fit(kind, data, config, head_logits, base, progress)
