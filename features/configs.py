@@ -401,9 +401,8 @@ class SeparabilityConfig:
     """The head/tail logistic probe: scikit-learn's class-balanced logistic regression.
 
     Attributes:
-        max_iter: Most L-BFGS iterations (it stops earlier at ``tol``).
-        tol: Stopping tolerance of L-BFGS on the gradient (scikit-learn's default 1e-4 stops
-            short of the optimum on these small penalties).
+        max_iter: Most L-BFGS iterations (it stops earlier, at a gradient tolerance of
+            `features.analysis.separability.TOL`).
         l2: L2 penalty on the weights (not the bias); keeps them finite on separable data.
         max_rows_per_group: Train rows per group (head, tail) the probe sees, a seeded
             sample of each; bounds memory on big banks.
@@ -411,14 +410,12 @@ class SeparabilityConfig:
     """
 
     max_iter: int = 1000
-    tol: float = 1e-8
     l2: float = 1e-4
     max_rows_per_group: int = 20_000
     seed: int = 0
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
         "max_iter": POSITIVE_INT,
-        "tol": POSITIVE,
         "l2": NON_NEGATIVE,
         "max_rows_per_group": POSITIVE_INT,
         "seed": SEED,
