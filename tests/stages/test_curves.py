@@ -59,3 +59,25 @@ def test_an_earlier_runs_curves_are_replaced(tmp_path: Path) -> None:
             curves.log(RECORDS[0])
     rows = (tmp_path / "live" / "plots" / "metrics" / "lr.tsv").read_text().splitlines()
     assert rows == ["step\tlr", "0\t0.1"]
+
+
+def test_pretrain_ends_with_one_saved_line(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+    from tests.stages.conftest import tiny_params
+
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    params["train"].update(epochs=1, device="cpu")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert CliRunner().invoke(app, ["prepare"]).exit_code == 0
+    done = CliRunner().invoke(app, ["pretrain", "--method", "ce"])
+    assert done.exit_code == 0, done.stderr
+    metrics = json.loads((tmp_path / "results/pretrain/ce/seed0/metrics.json").read_text())
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"saved models/ce/seed0/model.pt (best epoch {metrics['best_epoch']}, "
+        f"val acc {metrics['best_val_acc']:.4f})")
