@@ -41,6 +41,7 @@ CLASSIFIER_KINDS = (
     "crt",
     "lws",
     "tau_norm",
+    "logit_adjusted",
 )
 SELECTIONS = ("purity", "likelihood")
 LATENTS = ("flow", "feature")
@@ -65,7 +66,7 @@ class ProbeConfig:
         cosine_scale: s, the temperature of the cosine classifier.
         crt_epochs: Epochs of cRT.
         lws_epochs: Epochs of LWS.
-        tau_grid: Candidate tau of tau-normalisation, chosen on val.
+        tau_grid: Candidate tau of tau-normalisation and of logit adjustment, chosen on val.
         seed: Seed of initialisation and sampling.
         device: torch device to train on ("cpu", "cuda", "cuda:1", ...) or "auto" for CUDA
             when available.
@@ -407,25 +408,23 @@ class KmeansConfig:
 
 @dataclass(frozen=True)
 class SeparabilityConfig:
-    """The head/tail logistic probe, fitted by full-batch L-BFGS from zero weights.
+    """The head/tail logistic probe: scikit-learn's class-balanced logistic regression.
 
     Attributes:
-        steps: L-BFGS calls.
-        max_iter: Iterations per call.
-        l2: L2 penalty on the weights; keeps them finite on separable data.
+        max_iter: Most L-BFGS iterations (it stops earlier, at a gradient tolerance of
+            `features.analysis.separability.TOL`).
+        l2: L2 penalty on the weights (not the bias); keeps them finite on separable data.
         max_rows_per_group: Train rows per group (head, tail) the probe sees, a seeded
             sample of each; bounds memory on big banks.
         seed: Seed of that sample.
     """
 
-    steps: int = 5
-    max_iter: int = 20
+    max_iter: int = 1000
     l2: float = 1e-4
     max_rows_per_group: int = 20_000
     seed: int = 0
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
-        "steps": POSITIVE_INT,
         "max_iter": POSITIVE_INT,
         "l2": NON_NEGATIVE,
         "max_rows_per_group": POSITIVE_INT,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.special
 
 from core.shots import SHOT_GROUPS
 from core.shots import shot_groups as core_shot_groups
@@ -95,10 +96,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     Returns:
         float64 [N, C], rows summing to 1.
     """
-    shifted = np.asarray(logits, dtype=np.float64)
-    shifted = shifted - shifted.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    # scipy's softmax shifts by the row maximum as ours did: the same bits in float64
+    return scipy.special.softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 @dataclass

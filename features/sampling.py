@@ -25,6 +25,9 @@ def class_balanced_order(
 ) -> torch.Tensor:
     """Class-balanced sampling (Kang et al. 2020): a class uniformly, then a row of it uniformly.
 
+    Stage 1's `pipeline.data.samplers.class_balanced_indices` draws the same way from a numpy
+    generator; sharing one would change this stage's seeded orders, so each keeps its own.
+
     Only classes with at least one row can be drawn, so each of them is visited
     num_samples / (number of such classes) times in expectation, whatever its frequency.
 

@@ -25,7 +25,7 @@ from stages.io import json_ready, write_csv, write_json
 from stages.layout import analyze_results, require_bank
 from stages.outputs import StageOutputs
 from stages.params import Params
-from stages.progress import log
+from stages.progress import StepProgress, log
 
 # t-SNE's perplexity must stay below the number of points; 30 is sklearn's default.
 
@@ -57,7 +57,8 @@ def run(params: Params, method_name: str, seed: int) -> Path:
                 f"neighbours per train row; set analyze.k to at most {available}"
             )
         budget = params.memory.budget_bytes
-        report = analyze_bank(bank, config, budget)
+        with StepProgress(f"analyze {method_name}", 1, "steps") as progress:
+            report = analyze_bank(bank, config, budget, progress.report)
         counts = bank.meta.class_counts
         test_y = bank.labels(QUERY_SPLIT)
         test_x = load_rows(bank, [(QUERY_SPLIT, "features")], budget)[QUERY_SPLIT, "features"]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from core.progress import Progress
 from features.bank import Bank
 from features.bank.splits import BankSplits
 from features.comparison import PREDICTIONS_FILE
@@ -19,7 +20,10 @@ from stages.io import fmt, json_ready, write_csv, write_json, write_predictions
 from stages.layout import classify_results, require_bank, resolve_device
 from stages.outputs import StageOutputs
 from stages.params import EvalParams, Params
-from stages.progress import log
+from stages.progress import StepProgress, log
+
+# The kinds that score the backbone's stored logits rather than the features.
+LOGIT_KINDS = ("head", "logit_adjusted")
 
 
 def run(params: Params, method_name: str, seed: int) -> Path:
@@ -55,17 +59,21 @@ def _classify(
     metrics: dict[str, Any] = {}
     per_class: dict[str, np.ndarray] = {}
     predicted: dict[str, np.ndarray] = {}
-    for kind in params.classify.kinds:
-        try:
-            test, val_acc, selected, predicted[kind] = fit_and_evaluate(
-                kind, splits, counts, config, params.eval)
-        except FeaturesError as error:
-            raise StageError(f"classify {method_name}: {error}") from None
-        metrics[kind] = {**json_ready(test.summary()), "val_overall": round(val_acc, 6),
-                         **{f"selected_{key}": value for key, value in selected.items()}}
-        per_class[kind] = test.per_class
-        log(f"classify {method_name} seed {seed} {kind}: test overall {test.overall:.4f} many "
-            f"{fmt(test.many)} medium {fmt(test.medium)} few {fmt(test.few)} (val {val_acc:.4f})")
+    kinds = params.classify.kinds
+    with StepProgress(f"classify {method_name}", len(kinds), "epochs") as progress:
+        for kind in kinds:
+            try:
+                test, val_acc, selected, predicted[kind] = fit_and_evaluate(
+                    kind, splits, counts, config, params.eval, progress.report)
+            except FeaturesError as error:
+                raise StageError(f"classify {method_name}: {error}") from None
+            metrics[kind] = {**json_ready(test.summary()), "val_overall": round(val_acc, 6),
+                             **{f"selected_{key}": value for key, value in selected.items()}}
+            per_class[kind] = test.per_class
+            progress.epoch_line(
+                f"classify {method_name} seed {seed} {kind}: test overall {test.overall:.4f} "
+                f"many {fmt(test.many)} medium {fmt(test.medium)} few {fmt(test.few)} "
+                f"(val {val_acc:.4f})")
     write_json(out / "metrics.json", metrics)
     write_predictions(out / PREDICTIONS_FILE, splits.test_index, splits["test"].labels, counts,
                       predicted)
@@ -81,17 +89,19 @@ def fit_and_evaluate(
     counts: np.ndarray,
     config: ProbeConfig,
     eval_params: EvalParams,
+    progress: Progress | None = None,
 ) -> tuple[Evaluation, float, dict[str, float], np.ndarray]:
-    """Fit one classifier kind on train (selected on val), evaluate it on val and test.
+    """Fit one classifier kind on train (selected on val), evaluate it on val and test;
+    ``progress`` is told each training epoch.
 
     Returns:
         The test evaluation, the val accuracy, what val selected (epoch, τ, ...) and the
         predicted class of each test row (int64 [N]).
     """
-    if kind == "head" and splits["train"].logits is None:
-        raise StageError("classifier kind 'head' needs the bank's logits, which this bank "
-                         "lacks; drop 'head' from the classifier kinds")
-    fitted = splits.fit(kind, counts, config)
+    if kind in LOGIT_KINDS and splits["train"].logits is None:
+        raise StageError(f"classifier kind '{kind}' needs the bank's logits, which this bank "
+                         f"lacks; drop '{kind}' from the classifier kinds")
+    fitted = splits.fit(kind, counts, config, progress)
     options = eval_params.model_dump()  # many_above, few_below, ece_bins: evaluate's options
     scores, logits = {}, {}
     for split in ("val", "test"):

@@ -40,7 +40,7 @@ from stages.layout import (
 )
 from stages.outputs import StageOutputs
 from stages.params import Params
-from stages.progress import log
+from stages.progress import StepProgress, log
 
 
 def run(params: Params, method_name: str, seed: int) -> Path:
@@ -82,8 +82,11 @@ def _fit_and_score(
     resume = dlsa_resume_dir(method_name, seed)
     resumed = resume.is_dir() and any(resume.iterdir())
     try:
-        model, gates = fit_dlsa(data["train"], data["val"], counts, section.base_kinds, probe,
-                                config, BankProvenance.of(meta), checkpoint_dir=resume)
+        # report() sets each piece's own total (a base's, a filter's flow's epochs)
+        with StepProgress(f"dlsa {method_name}", 1, "epochs") as progress:
+            model, gates = fit_dlsa(data["train"], data["val"], counts, section.base_kinds,
+                                    probe, config, BankProvenance.of(meta),
+                                    checkpoint_dir=resume, progress=progress.report)
     except FeaturesError as error:
         raise StageError(f"dlsa {method_name}: {error}") from None
     if resumed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,14 +72,18 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     start_process_group(rank, device)
     try:
         if not rank.is_main:
-            return _train_and_save(params, method_name, seed, rank, device, None)
+            _train_and_save(params, method_name, seed, rank, device, None)
+            return model_path(method_name, seed)
         check_writable(resume_path(method_name, seed), folder=False)
         check_writable(sweep_resume_dir(method_name, seed), folder=True)
         folders = [model_path(method_name, seed).parent, pretrain_results(method_name, seed)]
         with StageOutputs(folders=folders) as out:
-            _train_and_save(params, method_name, seed, rank, device, out)
+            kept = _train_and_save(params, method_name, seed, rank, device, out)
         resume_path(method_name, seed).unlink(missing_ok=True)
         shutil.rmtree(sweep_resume_dir(method_name, seed), ignore_errors=True)
+        assert kept is not None  # rank 0 always keeps a run
+        log(f"saved {model_path(method_name, seed)} (best epoch {kept.best_epoch + 1}, "
+            f"val acc {kept.best_val_acc:.4f})")
         return model_path(method_name, seed)
     finally:
         stop_process_group()
@@ -119,9 +124,13 @@ def _train_and_save(
     rank: Rank,
     device: torch.device,
     out: StageOutputs | None,
-) -> Path:
+) -> TrainResult | None:
     """Train every candidate on every rank; rank 0 (``out`` given) keeps the best on val and
-    writes the model and results into ``out``."""
+    writes the model and results into ``out``.
+
+    Returns:
+        The kept run on rank 0; None on the other ranks.
+    """
     entry = params.method(method_name)
     data = params.data
     source = data_source(data)
@@ -136,7 +145,7 @@ def _train_and_save(
     outcomes = [_outcome(setting, candidate, single=runs.sweep is None)
                 for candidate in runs.candidates]
     if out is None:
-        return model_path(method_name, seed)
+        return None
     chosen = select_on_val(outcomes, method_name)
     result = chosen.result
     assert result is not None  # select_on_val returns a finished run
@@ -165,7 +174,7 @@ def _train_and_save(
         log(f"pretrain {method_name}: kept {chosen.candidate.label} (val accuracy "
             f"{result.best_val_acc:.4f} at epoch {result.best_epoch + 1})")
     write_json(results / "metrics.json", metrics)
-    return target
+    return result
 
 
 def _outcome(setting: _Setting, candidate: Candidate, single: bool) -> Outcome:
@@ -219,7 +228,7 @@ def _fit(setting: _Setting, candidate: Candidate) -> TrainResult:
     if rank.distributed:
         log(f"{title}: {rank.world_size} data-parallel ranks, global batch {recipe.batch_size}")
     steps_per_epoch = len(train_loader)
-    with StepProgress(title, recipe.epochs * steps_per_epoch) as progress:
+    with StepProgress(title, recipe.epochs * steps_per_epoch, "steps") as progress:
 
         def on_epoch_end(record: EpochRecord) -> None:
             progress.epoch_line(
@@ -254,45 +263,47 @@ def load_teacher_payload(
 
 
 class CurveLogger:
-    """Training curves through DVCLive (``dvcyaml=False``: dvc.yaml declares the plots)."""
+    """Training curves in DVCLive's layout, written by DVCLive's own writers.
+
+    ``live/plots/metrics/<name>.tsv`` (one row per epoch) and ``live/metrics.json`` (the last
+    values and step) come from ``dvclive.plots.Metric`` and ``dvclive.serialize.dump_json``,
+    the writers ``dvclive.Live`` uses, so the files are those ``Live(dvcyaml=False,
+    save_dvc_exp=False, report=None)`` wrote. ``Live`` itself is not started: while it starts
+    it runs ``dvc init`` in a git repository without DVC, fails in one with no commit
+    (scmrepo's "Empty git repo", uncaught in dvclive 3.49) and posts to DVC Studio when a
+    token is set, and no option of ``Live`` (nor ``DVCLIVE_*`` variable) turns that off;
+    tailbank wants none of it (dvc.yaml declares the plots).
+    """
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._live: Any = None
+        self._metrics: dict[str, Any] = {}
+        self._summary: dict[str, Any] = {}
 
     def __enter__(self) -> CurveLogger:
-        self._live = _live_without_git(self._directory)
+        # as Live(resume=False): curves of an earlier run never mix with this one's
+        shutil.rmtree(self._directory / "plots" / "metrics", ignore_errors=True)
+        (self._directory / "metrics.json").unlink(missing_ok=True)
+        self._directory.mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._live.end()
+        pass
 
     def log(self, record: EpochRecord) -> None:
         """One step per epoch: train loss / accuracy, val accuracy and learning rate."""
-        self._live.step = record.epoch
+        from dvclive.plots import Metric
+        from dvclive.serialize import dump_json
+
         for name, value in asdict(record).items():
-            if name != "epoch":
-                self._live.log_metric(name, float(value))
-        self._live.next_step()
-
-
-def _live_without_git(directory: Path) -> Any:
-    """A DVCLive logger that also works in a git repository with no commit yet.
-
-    DVCLive asks git for the current revision while it starts and fails in a freshly
-    initialised repository (scmrepo raises ``SCMError: Empty git repo``, which DVCLive does not
-    catch). tailbank uses none of DVCLive's git integration (``dvcyaml=False``,
-    ``save_dvc_exp=False``), so that failure is turned into "no repository".
-    """
-    from dvclive import Live
-    from scmrepo.exceptions import SCMError
-
-    class _Live(Live):
-        def _init_dvc(self) -> None:
-            try:
-                super()._init_dvc()
-            except SCMError:
-                self._dvc_repo = None
-                self._save_dvc_exp = False
-
-    return _Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+            if name == "epoch":
+                continue
+            value = float(value)
+            # as Live.log_metric: a non-finite value is written as its text
+            value = value if math.isfinite(value) else str(value)
+            metric = self._metrics.setdefault(name, Metric(name, str(self._directory / "plots")))
+            metric.step = record.epoch
+            metric.dump(value)
+            self._summary[name] = value
+        self._summary["step"] = record.epoch
+        dump_json(self._summary, str(self._directory / "metrics.json"))

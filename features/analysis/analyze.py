@@ -26,6 +26,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from core.progress import Progress, tell
 from features.analysis.groups import class_group_means, class_means
 from features.analysis.kmeans import kmeans_rows
 from features.analysis.knn import knn_bank, use_gpu
@@ -50,7 +51,10 @@ from features.metrics import shot_groups
 
 
 def analyze_bank(
-    bank: Bank, config: AnalysisConfig | None = None, budget_bytes: int | None = None
+    bank: Bank,
+    config: AnalysisConfig | None = None,
+    budget_bytes: int | None = None,
+    progress: Progress | None = None,
 ) -> AnalysisResult:
     """Every analysis of this module on every view of a bank.
 
@@ -60,6 +64,8 @@ def analyze_bank(
         budget_bytes: Bytes of query rows held at once; a larger query split is read from
             the bank on demand, with the same result (None: no limit). The index split is
             always read in `config.knn.chunk_rows` blocks.
+        progress: Told ``(step, done, total)`` after each step: the posterior, then kNN,
+            k-means, representation and probe of each view ("features knn").
 
     Returns:
         The settings, per-class values (class counts, shot groups, tail flags, mean positive
@@ -77,7 +83,10 @@ def analyze_bank(
             )
     counts = bank.meta.class_counts
     groups = (config.many_above, config.few_below)
+    views = _views(bank, config)
+    steps = _Steps(progress, 1 + len(_VIEW_STEPS) * len(views))
     posterior = _posterior(bank, config)
+    steps.done("posterior")
     return AnalysisResult(
         method=bank.meta.method,
         backbone=bank.meta.backbone,
@@ -93,9 +102,23 @@ def analyze_bank(
             None if posterior is None
             else GroupMeans(**json_value(class_group_means(posterior, counts, *groups)))
         ),
-        views={view: _analyze_view(bank, view, config, budget_bytes)
-               for view in _views(bank, config)},
+        views={view: _analyze_view(bank, view, config, budget_bytes, steps) for view in views},
     )
+
+
+# the steps of one view, in the order `_analyze_view` runs them
+_VIEW_STEPS = ("knn", "kmeans", "representation", "probe")
+
+
+class _Steps:
+    """Counts the finished steps of one analysis and tells ``progress``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self._progress, self._total, self._done = progress, total, 0
+
+    def done(self, step: str) -> None:
+        self._done += 1
+        tell(self._progress, step, self._done, self._total)
 
 
 def _views(bank: Bank, config: AnalysisConfig) -> tuple[str, ...]:
@@ -122,7 +145,7 @@ def _posterior(bank: Bank, config: AnalysisConfig) -> np.ndarray | None:
 
 
 def _analyze_view(
-    bank: Bank, view: str, config: AnalysisConfig, budget_bytes: int | None
+    bank: Bank, view: str, config: AnalysisConfig, budget_bytes: int | None, steps: _Steps
 ) -> ViewResult:
     """kNN, k-means, representation statistics and the probe of one view of the bank."""
     index_split, query_split = config.index_split, config.query_split
@@ -138,6 +161,7 @@ def _analyze_view(
         field=view,
     )
     knn_query, knn_self = knn[query_split], knn[index_split]
+    steps.done(f"{view} knn")
     clusters = kmeans_rows(
         index_x,
         index_y,
@@ -148,7 +172,9 @@ def _analyze_view(
         use_gpu=use_gpu(config.knn),
         **groups,
     )
+    steps.done(f"{view} kmeans")
     representation = representation_stats(query_x, query_y, counts, **groups)
+    steps.done(f"{view} representation")
     separability = separability_rows(
         index_x,
         index_y,
@@ -158,6 +184,7 @@ def _analyze_view(
         config.separability,
         tail_max_count=config.tail_max_count,
     )
+    steps.done(f"{view} probe")
     num_classes = len(counts)
     return ViewResult(
         dim=query_x.dim,

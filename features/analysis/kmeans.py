@@ -200,6 +200,8 @@ def _kmeans_plus_plus(x: np.ndarray, n_clusters: int, config: KmeansConfig) -> n
     Returns:
         float32 [K, D], distinct rows of x.
     """
+    # Ours, not sklearn.cluster.kmeans_plusplus (greedy, with 2 + log K trials per centre and a
+    # RandomState: other centres, so other clusters) nor faiss's (it has no k-means++ seeding).
     rng = np.random.default_rng(config.seed)
     pool = x[seeded_rows(len(x), config.seeding_rows_per_cluster * n_clusters, config.seed)]
     chosen = [int(rng.integers(len(pool)))]

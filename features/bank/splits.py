@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from core.progress import Progress
 from core.splits import SPLITS
 from features.bank import Bank
 from features.bank.rows import BankRows, FeatureRows, dataset_bytes, load_rows
@@ -91,17 +92,25 @@ class BankSplits(Mapping[str, SplitRows]):
                     for split in SPLITS}
         return cls(by_split, bank.index("test"))
 
-    def fit(self, kind: str, class_counts: np.ndarray, config: ProbeConfig) -> FittedClassifier:
+    def fit(
+        self,
+        kind: str,
+        class_counts: np.ndarray,
+        config: ProbeConfig,
+        progress: Progress | None = None,
+    ) -> FittedClassifier:
         """One classifier kind on the train rows, its epoch or τ chosen on the val rows.
 
         Args:
             kind: one of `features.configs.CLASSIFIER_KINDS`; ``head`` needs stored logits.
             class_counts: int [C], the bank's training rows per class.
             config: the classifier's hyper-parameters.
+            progress: told ``(kind, epoch, epochs)`` after each training epoch.
         """
         (train_x, train_y, train_logits), (val_x, val_y, val_logits) = self["train"], self["val"]
         return fit_classifier(
             kind, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
             class_counts=class_counts, config=config,
             head_logits=(train_logits, val_logits) if train_logits is not None else None,
+            progress=progress,
         )

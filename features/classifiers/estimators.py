@@ -4,6 +4,7 @@
     TrainedHead       a freshly initialised head trained by SGD (linear, cosine, cRT, ...).
     WeightScaling     LWS: per-class scales learnt on a fitted `linear` classifier.
     TauNormalisation  tau-normalised weights of a fitted `linear` classifier.
+    LogitAdjustment   the stored logits shifted by -tau log pi (Menon et al. 2021, Eq. 9).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.progress import Progress
 from features.bank.rows import FeatureRows, as_rows
 from features.classifiers.fitted import INPUT_LOGITS, FittedClassifier, stored_predictions
 from features.classifiers.heads import CosineHead, LinearHead, Probe, ScaledLinearHead
@@ -34,8 +36,12 @@ from features.classifiers.training import (
 )
 from features.configs import ProbeConfig
 from features.errors import FeaturesError
+from features.logit_adjustment import choose_tau, log_label_prior
 
 HeadLogits = tuple[np.ndarray | FeatureRows, np.ndarray | FeatureRows]
+
+# Val rows of stored logits read at once when logit adjustment gathers them to choose tau.
+_VAL_BLOCK = 4096
 
 
 class Estimator(Protocol):
@@ -48,8 +54,10 @@ class Estimator(Protocol):
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
-        """Args as `features.classifiers.kinds.fit_classifier`'s; ``kind`` names the result."""
+        """Args as `features.classifiers.kinds.fit_classifier`'s; ``kind`` names the result
+        and ``progress`` is told ``(kind, epoch, epochs)`` after each training epoch."""
         ...
 
 
@@ -64,20 +72,10 @@ class StoredLogits:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Checks the stored train [N, C] and val [M, C] logits and measures val accuracy."""
-        if head_logits is None:
-            raise FeaturesError(
-                "classifier 'head' needs the bank's stored logits, but the bank has none; "
-                "re-dump the bank with logits or drop 'head' from the classifier kinds"
-            )
-        train_logits, val_logits = head_logits
-        checked = []
-        for name, logits, rows in (("head_logits[0] (train)", train_logits, len(data.train)),
-                                   ("head_logits[1] (val)", val_logits, len(data.val))):
-            checked.append(as_rows(logits, name, data.num_classes))
-            if len(checked[-1]) != rows:
-                raise FeaturesError(f"{name}: expected {rows} rows of logits")
+        checked = checked_head_logits(kind, head_logits, data)
         accuracy = top1_accuracy(stored_predictions(checked[1]), data.val_y.cpu())
         return FittedClassifier(
             kind=kind,
@@ -87,6 +85,65 @@ class StoredLogits:
             input_dim=data.num_classes,
             input_field=INPUT_LOGITS,
         )
+
+
+def checked_head_logits(
+    kind: str, head_logits: HeadLogits | None, data: TrainingData
+) -> list[FeatureRows]:
+    """The stored train [N, C] and val [M, C] logits as rows, checked against the data."""
+    if head_logits is None:
+        raise FeaturesError(
+            f"classifier '{kind}' needs the bank's stored logits, but the bank has none; "
+            f"re-dump the bank with logits or drop '{kind}' from the classifier kinds"
+        )
+    checked = []
+    for name, logits, rows in (("head_logits[0] (train)", head_logits[0], len(data.train)),
+                               ("head_logits[1] (val)", head_logits[1], len(data.val))):
+        checked.append(as_rows(logits, name, data.num_classes))
+        if len(checked[-1]) != rows:
+            raise FeaturesError(f"{name}: expected {rows} rows of logits")
+    return checked
+
+
+@dataclass(frozen=True)
+class LogitAdjustment:
+    """Post-hoc logit adjustment (Menon et al. 2021, Eq. 9) of the backbone's stored logits.
+
+    Scores ``f_y(x) - tau log pi_y`` with pi the training label frequencies; tau is the value
+    of `ProbeConfig.tau_grid` with the best balanced val accuracy (ties to the smaller tau,
+    `features.logit_adjustment.choose_tau`). Only the val rows are looked at: the test split
+    never takes part in the choice. Nothing is trained.
+    """
+
+    def fit(
+        self,
+        kind: str,
+        data: TrainingData,
+        config: ProbeConfig,
+        head_logits: HeadLogits | None,
+        base: FittedClassifier | None,
+        progress: Progress | None = None,
+    ) -> FittedClassifier:
+        """Chooses tau on the stored val logits; ``base`` is not used."""
+        _, val_rows = checked_head_logits(kind, head_logits, data)
+        val_logits = torch.cat([block.cpu() for block in val_rows.blocks(_VAL_BLOCK)]).numpy()
+        val_y = data.val_y.cpu().numpy()
+        counts = data.class_counts.cpu().numpy()
+        choice = choose_tau(val_logits, val_y, counts, tuple(config.tau_grid))
+        shift = torch.from_numpy((-choice.tau * log_label_prior(counts)).astype(np.float32))
+        fitted = FittedClassifier(
+            kind=kind,
+            selected={"tau": choice.tau},
+            model=None,
+            num_classes=data.num_classes,
+            input_dim=data.num_classes,
+            input_field=INPUT_LOGITS,
+            shift=shift,
+        )
+        # val_accuracy is top-1, as for every other kind (the choice itself is balanced)
+        predicted = torch.from_numpy(fitted.logits(val_logits).argmax(axis=1))
+        fitted.selected["val_accuracy"] = top1_accuracy(predicted, data.val_y.cpu())
+        return fitted
 
 
 def linear_init(data: TrainingData, config: ProbeConfig) -> nn.Module:
@@ -139,11 +196,12 @@ class TrainedHead:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Trains the head; ``head_logits`` and ``base`` are not used."""
         probe = data.probe(self.init(data, config))
         return train_probe(kind, probe, data, config, self.loss(data), balanced=self.balanced,
-                           epochs=getattr(config, self.epochs))
+                           epochs=getattr(config, self.epochs), progress=progress)
 
 
 @dataclass(frozen=True)
@@ -163,12 +221,14 @@ class OnLinearBase:
         config: ProbeConfig,
         head_logits: HeadLogits | None,
         base: FittedClassifier | None,
+        progress: Progress | None = None,
     ) -> FittedClassifier:
         """Re-heads ``base`` (fitted here when None); ``head_logits`` is not used."""
-        return self.refit(kind, base_linear(base, data, config, self.linear), data, config)
+        base = base_linear(base, data, config, self.linear, progress)
+        return self.refit(kind, base, data, config, progress)
 
     def refit(self, kind: str, base: FittedClassifier, data: TrainingData,
-              config: ProbeConfig) -> FittedClassifier:
+              config: ProbeConfig, progress: Progress | None) -> FittedClassifier:
         """The new classifier on the checked `linear` ``base``."""
         raise NotImplementedError
 
@@ -183,14 +243,14 @@ class WeightScaling(OnLinearBase):
     """
 
     def refit(self, kind: str, base: FittedClassifier, data: TrainingData,
-              config: ProbeConfig) -> FittedClassifier:
+              config: ProbeConfig, progress: Progress | None) -> FittedClassifier:
         """Trains the scales on ``base``'s frozen weights."""
         linear = _linear_head_of(base)
         head = ScaledLinearHead(linear.weight.detach(), linear.bias.detach())
         probe = _probe_on_base(base, head, data)
         no_decay = dataclasses.replace(config, weight_decay=0.0)
         return train_probe(kind, probe, data, no_decay, F.cross_entropy, balanced=True,
-                           epochs=config.lws_epochs)
+                           epochs=config.lws_epochs, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -202,7 +262,7 @@ class TauNormalisation(OnLinearBase):
     """
 
     def refit(self, kind: str, base: FittedClassifier, data: TrainingData,
-              config: ProbeConfig) -> FittedClassifier:
+              config: ProbeConfig, progress: Progress | None) -> FittedClassifier:
         """Normalises ``base``'s weights at each tau of the grid; keeps the best on val."""
         weight = _linear_head_of(base).weight.detach()
         norms = weight.norm(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).tiny)
@@ -219,12 +279,16 @@ class TauNormalisation(OnLinearBase):
 
 
 def base_linear(
-    base: FittedClassifier | None, data: TrainingData, config: ProbeConfig, linear: TrainedHead
+    base: FittedClassifier | None,
+    data: TrainingData,
+    config: ProbeConfig,
+    linear: TrainedHead,
+    progress: Progress | None = None,
 ) -> FittedClassifier:
     """``base`` checked to be a `linear` classifier of these rows; fitted by ``linear`` when
-    None."""
+    None (its epochs told to ``progress`` as "linear")."""
     if base is None:
-        return linear.fit("linear", data, config, None, None)
+        return linear.fit("linear", data, config, None, None, progress)
     if base.kind != "linear" or base.model is None:
         raise FeaturesError(
             f"base must be a fitted 'linear' classifier, got {base.kind!r}; "

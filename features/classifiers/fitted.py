@@ -25,7 +25,8 @@ class FittedClassifier:
     """A classifier chosen on val, ready to score any split of the bank.
 
     `input_field` names what `logits` takes, as the bank calls it: "features" for every
-    trained kind, "logits" for `head`, whose decision is the backbone's own stored logits.
+    trained kind, "logits" for `head` and `logit_adjusted`, whose decision is the backbone's
+    own stored logits.
     `split_logits` scores a split of a bank (`features.bank.splits.SplitRows`) whatever
     the kind; by hand, a caller does::
 
@@ -40,6 +41,8 @@ class FittedClassifier:
         num_classes: C.
         input_dim: Width of the input rows: D, or C for `head`.
         input_field: "features" or "logits", see above.
+        shift: float32 [C] added to every row's scores (`logit_adjusted`'s -tau log pi);
+            None adds nothing.
     """
 
     kind: str
@@ -48,6 +51,7 @@ class FittedClassifier:
     num_classes: int
     input_dim: int
     input_field: str = INPUT_FEATURES
+    shift: torch.Tensor | None = None
 
     def logits(self, features: np.ndarray | FeatureRows) -> np.ndarray:
         """Scores rows of a split.
@@ -63,8 +67,12 @@ class FittedClassifier:
         if len(rows) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         if self.model is None:
-            return torch.cat([block.cpu() for block in rows.blocks(_EVAL_BATCH)]).numpy()
-        return predict(self.model, rows).cpu().numpy()
+            scores = torch.cat([block.cpu() for block in rows.blocks(_EVAL_BATCH)])
+        else:
+            scores = predict(self.model, rows).cpu()
+        if self.shift is not None:
+            scores = scores + self.shift.to(scores.dtype)
+        return scores.numpy()
 
     def split_logits(self, split: tuple[Rows, np.ndarray, Rows | None]) -> np.ndarray:
         """Scores one split of a bank (`features.bank.splits.SplitRows`): ``head`` scores

@@ -8,6 +8,7 @@
     crt               Kang's classifier re-training: `cbs_linear` for `crt_epochs` epochs.
     lws               Kang's learnable weight scaling on the `linear` classifier.
     tau_norm          Kang's tau-normalised `linear` classifier.
+    logit_adjusted    the stored logits minus tau log pi (Menon et al. 2021, Eq. 9), tau on val.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import dataclasses
 
 import numpy as np
 
+from core.progress import Progress
 from features.bank.rows import FeatureRows
 from features.classifiers.estimators import (
     Estimator,
     HeadLogits,
+    LogitAdjustment,
     StoredLogits,
     TauNormalisation,
     TrainedHead,
@@ -48,6 +51,7 @@ CLASSIFIERS: dict[str, Estimator] = {
     "crt": dataclasses.replace(_CBS_LINEAR, epochs="crt_epochs"),
     "lws": WeightScaling(_LINEAR),
     "tau_norm": TauNormalisation(_LINEAR),
+    "logit_adjusted": LogitAdjustment(),
 }
 """Kind -> its estimator, in the order of `features.configs.CLASSIFIER_KINDS`."""
 
@@ -63,6 +67,7 @@ def fit_classifier(
     config: ProbeConfig,
     head_logits: HeadLogits | None = None,
     base: FittedClassifier | None = None,
+    progress: Progress | None = None,
 ) -> FittedClassifier:
     """Fits one kind of classifier on a bank's train rows, choosing on its val rows.
 
@@ -75,9 +80,12 @@ def fit_classifier(
         val_y: int [M], validation labels.
         class_counts: int [C], training rows per class (the bank's `class_counts`).
         config: Hyper-parameters.
-        head_logits: For kind `head`: the bank's stored logits (train [N, C], val [M, C]).
+        head_logits: For kinds `head` and `logit_adjusted`: the bank's stored logits
+            (train [N, C], val [M, C]).
         base: For `lws` and `tau_norm`: an already fitted `linear` classifier of the same
             rows and config to start from; fitted here when None.
+        progress: Told ``(kind, epoch, epochs)`` after each training epoch (the `linear`
+            base of `lws` / `tau_norm` fitted here reports as "linear").
 
     Returns:
         The classifier of the best val epoch (or tau).
@@ -85,4 +93,4 @@ def fit_classifier(
     if kind not in CLASSIFIER_KINDS:
         raise FeaturesError(f"unknown classifier kind {kind!r}; valid kinds: {CLASSIFIER_KINDS}")
     data = TrainingData.build(train_x, train_y, val_x, val_y, class_counts, config)
-    return CLASSIFIERS[kind].fit(kind, data, config, head_logits, base)
+    return CLASSIFIERS[kind].fit(kind, data, config, head_logits, base, progress)

@@ -29,11 +29,12 @@ def classifier_payload(fitted: FittedClassifier) -> dict[str, Any]:
     Returns:
         {"kind", "selected", "num_classes", "input_dim", "input_field", "head" (None for
         `head`, else "linear" / "cosine" / "scaled_linear"), "scale" (the cosine s or None),
-        "state" (the probe's state_dict on CPU)}.
+        "state" (the probe's state_dict on CPU)}, and "shift" (float32 [C]) for a kind
+        that shifts its scores (`logit_adjusted`) only, so other payloads keep their bytes.
     """
     model = fitted.model
     head = None if model is None else model.head
-    return {
+    payload = {
         "kind": fitted.kind,
         "selected": {key: float(value) for key, value in fitted.selected.items()},
         "num_classes": int(fitted.num_classes),
@@ -43,6 +44,9 @@ def classifier_payload(fitted: FittedClassifier) -> dict[str, Any]:
         "scale": float(head.scale) if isinstance(head, CosineHead) else None,
         "state": {} if model is None else state_snapshot(model, "cpu"),
     }
+    if fitted.shift is not None:
+        payload["shift"] = fitted.shift.detach().to("cpu", torch.float32).clone()
+    return payload
 
 
 def classifier_from_payload(payload: Mapping[str, Any], where: str) -> FittedClassifier:
@@ -68,6 +72,7 @@ def classifier_from_payload(payload: Mapping[str, Any], where: str) -> FittedCla
             num_classes=int(payload["num_classes"]),
             input_dim=int(payload["input_dim"]),
             input_field=str(payload["input_field"]),
+            shift=_shift_of(payload.get("shift"), int(payload["num_classes"])),
         )
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -75,6 +80,16 @@ def classifier_from_payload(payload: Mapping[str, Any], where: str) -> FittedCla
     if fitted.input_field not in (INPUT_FEATURES, INPUT_LOGITS):
         raise FeaturesError(f"{where}: unknown classifier input {fitted.input_field!r}")
     return fitted
+
+
+def _shift_of(shift: Any, num_classes: int) -> torch.Tensor | None:
+    """A saved score shift checked to be float [C]; None when the payload has none."""
+    if shift is None:
+        return None
+    tensor = torch.as_tensor(shift, dtype=torch.float32)
+    if tuple(tensor.shape) != (num_classes,):
+        raise ValueError(f"shift of shape {tuple(tensor.shape)}, expected ({num_classes},)")
+    return tensor
 
 
 def _probe_from_state(head_name: str, state: Mapping[str, torch.Tensor], scale: Any) -> Probe:

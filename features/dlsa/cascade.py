@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.progress import Progress, prefixed, tell
 from features.arrays import float_matrix, label_vector
 from features.bank.rows import FeatureRows, as_rows
 from features.configs import CascadeConfig
@@ -219,6 +220,7 @@ def fit_cascade(
     config: CascadeConfig,
     initial: LinearMap | None = None,
     checkpoint_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Cascade, list[np.ndarray], list[np.ndarray]]:
     """Fits the flow filters and cluster-aided classifiers of a DLSA cascade.
 
@@ -233,6 +235,8 @@ def fit_cascade(
         initial: The linear classifier each cluster-aided classifier's x part starts from.
         checkpoint_dir: Folder for per-filter flow checkpoints ("filter<f>.pt"), resumed when
             present; left in place for the caller to delete.
+        progress: Told each epoch of filter f's flow ("filter f/F flow") and cluster-aided
+            classifier ("filter f/F classifier").
 
     Returns:
         The cascade (CPU), and per number of filters n = 0..F the positions of the training
@@ -257,6 +261,7 @@ def fit_cascade(
             index, train, train_labels, remaining_train, val.subset(remaining_val),
             val_labels[remaining_val], counts.astype(np.int64), config, initial,
             None if checkpoint_dir is None else Path(checkpoint_dir) / f"filter{index}.pt",
+            prefixed(progress, f"filter {index + 1}/{config.num_filters}"),
         )
         filters.append(stage.flow)
         thresholds.append(stage.threshold)
@@ -292,6 +297,7 @@ def _fit_stage(
     config: CascadeConfig,
     initial: LinearMap | None,
     checkpoint: Path | None,
+    progress: Progress | None = None,
 ) -> _Stage:
     """Filter `index` on the training rows that reach it (positions ``reaching`` of
     ``train``), its threshold, its cluster prior over all training rows, and its classifier.
@@ -312,6 +318,7 @@ def _fit_stage(
         flow_config,
         name=f"DLSA filter {index}",
         checkpoint=checkpoint,
+        on_epoch=lambda epoch, _: tell(progress, "flow epoch", epoch, flow_config.epochs),
     )
     flow = trained.flow
     all_likelihood, all_clusters = evaluate_flow(flow, train.to("cpu"))
@@ -337,6 +344,7 @@ def _fit_stage(
             seed=config.seed + index,
             name=f"DLSA classifier of filter {index}",
             started=initial is not None,
+            progress=prefixed(progress, "classifier"),
         )
     info = {
         "selected_epoch": trained.selected_epoch,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.progress import Progress, tell
 from features.bank.rows import FeatureRows, as_rows
 from features.classifiers import balanced_softmax_loss, check_finite_loss
 from features.configs import CascadeConfig
@@ -189,6 +190,7 @@ def fit_cluster_aided(
     seed: int,
     name: str,
     started: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
     """Constant-lr SGD on the balanced softmax loss of the rows' class counts.
 
@@ -196,7 +198,7 @@ def fit_cluster_aided(
     epoch when fewer than `config.min_val_rows` val rows are given. With ``started`` (the
     classifier starts from a given one) epoch 0, the untrained start, is a candidate too. The
     latent z of each batch is computed from its rows by the frozen flow, so no [N, D] latent
-    array is held.
+    array is held. ``progress`` is told ``("epoch", epoch, epochs)`` after each epoch.
 
     Returns:
         {"classifier_epoch", "classifier_val_accuracy" (NaN when not chosen on val)}.
@@ -238,6 +240,7 @@ def fit_cluster_aided(
             if best_state is None or accuracy > best_accuracy:
                 best_epoch, best_accuracy = epoch, accuracy
                 best_state = state_snapshot(classifier)
+        tell(progress, "epoch", epoch, config.classifier_epochs)
     if best_state is not None:
         classifier.load_state_dict(best_state)
     classifier.to("cpu").eval()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.progress import Progress, prefixed
 from features.bank.rows import FeatureRows, as_rows
 from features.classifiers import (
     INPUT_LOGITS,
@@ -71,6 +72,7 @@ def fit_dlsa(
     config: CascadeConfig,
     provenance: BankProvenance,
     checkpoint_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> tuple[DLSAModel, GateReport]:
     """Fits bases, cascade, remainders and gate (see the module doc).
 
@@ -83,6 +85,8 @@ def fit_dlsa(
         config: The cascade's recipe.
         provenance: The bank's provenance, kept with the model.
         checkpoint_dir: Per-filter flow checkpoints (resumed when present).
+        progress: Told each epoch of the bases ("base <kind>"), of every filter's flow and
+            classifier ("filter f/F flow") and of the remainders ("remainder f/F <kind>").
     """
     train_x, train_y, train_logits = train
     val_x, val_y, val_logits = val
@@ -92,11 +96,13 @@ def fit_dlsa(
     select, gate = split_val(val_y, config.gate_share, config.seed)
     select_val = (val_rows.subset(select), val_y[select],
                   None if val_logits is None else as_rows(val_logits, "val logits").subset(select))
-    bases = {kind: _fit(kind, (train_x, train_y, train_logits), select_val, counts, probe)
+    bases = {kind: _fit(kind, (train_x, train_y, train_logits), select_val, counts, probe,
+                        prefixed(progress, "base"))
              for kind in base_kinds}
     initial = initial_map(config.init, train_x, train_logits, bases)
     cascade, left_train, left_select = fit_cascade(
-        train_x, train_y, select_val[0], select_val[1], counts, config, initial, checkpoint_dir)
+        train_x, train_y, select_val[0], select_val[1], counts, config, initial, checkpoint_dir,
+        progress)
     remainders = {}
     if config.remainder == "refit":
         train_rows = as_rows(train_x, "train_x")
@@ -106,7 +112,8 @@ def fit_dlsa(
                 continue  # the backbone's own head: nothing to fit on the remainder
             remainders[kind] = [
                 _fit(kind, (train_rows.subset(left_train[n]), train_labels[left_train[n]], None),
-                     _nonempty(select_val, left_select[n]), counts, probe)
+                     _nonempty(select_val, left_select[n]), counts, probe,
+                     prefixed(progress, f"remainder {n}/{len(cascade.filters)}"))
                 for n in range(1, len(cascade.filters) + 1)
             ]
     model = DLSAModel(cascade, bases, remainders, {}, provenance)
@@ -169,6 +176,7 @@ def _fit(
     val: tuple[FeatureRows, np.ndarray, FeatureRows | None],
     counts: np.ndarray,
     probe: ProbeConfig,
+    progress: Progress | None = None,
 ) -> FittedClassifier:
     """One classifier kind, its epoch chosen on ``val``; the bank's class counts are its
     prior and sampling weights (the official code's remainder uses them too)."""
@@ -177,7 +185,8 @@ def _fit(
         else None
     try:
         return fit_classifier(kind, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
-                              class_counts=counts, config=probe, head_logits=head)
+                              class_counts=counts, config=probe, head_logits=head,
+                              progress=progress)
     except FeaturesError as error:
         raise FeaturesError(f"DLSA {kind} classifier: {error}") from None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from features.analysis.result import ViewResult
 from features.report.inputs import (
@@ -285,18 +286,8 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     Returns:
         The Pearson correlation of the average ranks of `a` and `b`.
     """
-    ranks = [_average_ranks(np.asarray(values, np.float64)) for values in (a, b)]
-    centred = [r - r.mean() for r in ranks]
-    scale = math.sqrt(float((centred[0] ** 2).sum() * (centred[1] ** 2).sum()))
-    return None if scale == 0 else float((centred[0] * centred[1]).sum() / scale)
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """0-based ranks of values (n,); tied values share the mean of their ranks."""
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    for value in np.unique(values):
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    first, second = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    # scipy warns and returns NaN for a constant side; the report says nothing there instead
+    if np.ptp(first) == 0 or np.ptp(second) == 0:
+        return None
+    return float(scipy.stats.spearmanr(first, second).statistic)

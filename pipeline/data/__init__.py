@@ -16,7 +16,6 @@ _EXPORTS: dict[str, str] = {
     "exponential_profile": "pipeline.data.longtail",
     "make_splits": "pipeline.data.longtail",
     "shot_groups": "core.shots",
-    "ClassBalancedSampler": "pipeline.data.samplers",
     "class_balanced_indices": "pipeline.data.samplers",
     "instance_indices": "pipeline.data.samplers",
     "DATASETS": "pipeline.data.names",

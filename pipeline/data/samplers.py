@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-from torch.utils.data import Sampler
-
-from pipeline.data.randomness import epoch_rng
 
 
 def instance_indices(num_items: int, rng: np.random.Generator) -> np.ndarray:
@@ -29,6 +24,9 @@ def class_balanced_indices(
     """Class-balanced sampling (Kang et al. 2020, Eq. 1 with q = 0): every draw picks a class
     uniformly among those present, then one of its items uniformly, with replacement.
 
+    `features.sampling.class_balanced_order` draws the same way for stage 2 from a torch
+    generator; the two stay apart because merging them would change one stage's random stream.
+
     Args:
         labels: int [N], class of each item.
         num_samples: M, draws to make; ``None`` for N.
@@ -47,35 +45,3 @@ def class_balanced_indices(
     chosen_classes = rng.integers(0, len(classes), size=draws)
     offsets = rng.integers(0, sizes[chosen_classes])
     return grouped[starts[chosen_classes] + offsets].astype(np.int64)
-
-
-class ClassBalancedSampler(Sampler[int]):
-    """A torch sampler drawing classes uniformly, then items uniformly (Kang et al. 2020).
-
-    Call :meth:`set_epoch` before each epoch: the order of epoch ``e`` depends only on
-    ``(seed, e)``, so a run resumed at epoch ``e`` replays the same batches.
-
-    Args:
-        labels: int [N], class of each item of the dataset.
-        num_samples: draws per epoch; ``None`` for N.
-        seed: the run's seed.
-    """
-
-    def __init__(self, labels: np.ndarray, num_samples: int | None, seed: int) -> None:
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.num_samples = len(self.labels) if num_samples is None else num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration yields."""
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        indices = class_balanced_indices(
-            self.labels, self.num_samples, epoch_rng(self.seed, self.epoch)
-        )
-        return iter(indices.tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
