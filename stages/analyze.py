@@ -48,7 +48,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     section = params.analyze
     results = analyze_results(method_name, seed)
     with StageOutputs(folders=[results]) as outputs, Bank.open(path) as bank:
-        check_bank_origin(params, method_name, bank.meta)
+        check_bank_origin(params, method_name, bank.meta.source_kind)
         out = outputs.staged(results)
         available = bank.size("train") - 1  # a train row is not its own neighbour
         if section.k > available:

@@ -44,7 +44,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     with StageOutputs(folders=[results]) as out:
         # rows over memory.budget_mb stay in the open bank and are read on demand
         with Bank.open(require_stage2_bank(params, method_name, seed)) as bank:
-            check_bank_origin(params, method_name, bank.meta)
+            check_bank_origin(params, method_name, bank.meta.source_kind)
             splits = BankSplits.read(bank, params.memory.budget_bytes, log,
                                      f"classify {method_name}")
             _classify(params, method_name, seed, splits, bank.meta.class_counts,

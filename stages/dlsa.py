@@ -60,7 +60,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     with StageOutputs(folders=folders) as out:
         # rows over memory.budget_mb stay in the open bank and are read on demand
         with Bank.open(require_stage2_bank(params, method_name, seed)) as bank:
-            check_bank_origin(params, method_name, bank.meta)
+            check_bank_origin(params, method_name, bank.meta.source_kind)
             splits = BankSplits.read(bank, params.memory.budget_bytes, log, f"dlsa {method_name}")
             _fit_and_score(params, method_name, seed, splits, bank.meta, out)
     shutil.rmtree(dlsa_resume_dir(method_name, seed), ignore_errors=True)

@@ -17,7 +17,6 @@ from stages.errors import StageError
 if TYPE_CHECKING:
     import torch
 
-    from features.bank import BankMeta
     from stages.params import Params
 
 Seed = int | str
@@ -142,13 +141,22 @@ def require_stage2_bank(params: Params, method: str, seed: int) -> Path:
     ``tailbank import-bank`` or ``tailbank dump --checkpoint`` wrote; `check_bank_origin`
     confirms which once the bank is open.
     """
-    if method not in params.methods and not bank_path(method, seed).is_file():
+    if not _names_method(params, method) and not bank_path(method, seed).is_file():
         params.method(method)  # the one-line error that lists the methods there are
     return require_bank(method, seed)
 
 
-def check_bank_origin(params: Params, method: str, meta: BankMeta) -> None:
+def check_bank_origin(params: Params, method: str, source_kind: str | None) -> None:
     """A bank filed under a key params.yaml does not name must come from elsewhere (its
-    ``source_kind`` says so); a dumped one belongs to a method of params.yaml."""
-    if method not in params.methods and meta.source_kind is None:
+    ``source_kind`` attribute says so); a dumped one belongs to a method of params.yaml."""
+    if source_kind is None:
         params.method(method)
+
+
+def _names_method(params: Params, method: str) -> bool:
+    # a lookup, not a read of the whole `methods:` section (which no stage-2 stage depends on)
+    try:
+        params.method(method)
+    except StageError:
+        return False
+    return True
