@@ -309,6 +309,15 @@ def _check_bank_key(method: str) -> None:
                          "the stage-2 results)")
 
 
+def _import_entry(loaded: Any, method: str, kind: str, other_command: str) -> Any:
+    """``imports.<method>`` of params.yaml, which must be of ``kind``."""
+    entry = loaded.imported(method)
+    if entry.kind != kind:
+        raise StageError(f"imports.{method} is of kind '{entry.kind}': run `tailbank "
+                         f"{other_command} --method {method}` for it")
+    return entry
+
+
 CheckpointOption = typer.Option(
     None, "--checkpoint", help="A network trained elsewhere: the state_dict of a tailbank or "
     "torchvision backbone (read with weights_only=True; nothing is downloaded). --method then "
@@ -331,45 +340,59 @@ def dump(
 ) -> None:
     """Dump features, labels, index and logits of un-augmented train/val/test images.
 
-    Writes banks/<method>/seed<k>.h5 (atomically). Reads params: data, dump. With
-    --checkpoint PATH --backbone NAME the features come from that file's network instead of
-    `pretrain`'s (logits only when its head has one row per class; --seed defaults to the
-    first of `seeds:`).
+    Writes banks/<method>/seed<k>.h5 (atomically). Reads params: data, dump. For a key of
+    `imports:` of kind checkpoint, or with --checkpoint PATH --backbone NAME, the features
+    come from a network trained elsewhere instead of `pretrain`'s (logits only when its head
+    has one row per class; with --checkpoint, --seed defaults to the first of `seeds:`).
     """
     from stages import dump as stage
 
-    if checkpoint is None and backbone is None:
-        _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
-        return
-
     def work() -> None:
-        from pipeline.models.names import BACKBONES
-        from stages.sections import one_of
-
-        if checkpoint is None or backbone is None:
-            raise StageError("--checkpoint and --backbone go together; give both (or neither "
-                             "to dump the model `pretrain` trained)")
         loaded = _params(params)
-        try:
-            one_of(backbone, BACKBONES)
-        except ValueError as error:
-            raise StageError(f"--backbone: {error}") from None
-        _check_bank_key(method)
-        stage.run_checkpoint(loaded, checkpoint, backbone, method, _seeds(loaded, seed)[0])
+        if checkpoint is not None or backbone is not None:
+            _dump_checkpoint(loaded, method, seed, checkpoint, backbone)
+        elif method in loaded.imports:
+            entry = _import_entry(loaded, method, "checkpoint", "import-bank")
+            for each in _seeds(loaded, seed):
+                stage.run_checkpoint(loaded, entry.source_of(each), entry.backbone, method, each)
+        else:
+            loaded.method(method)
+            for each in _seeds(loaded, seed):
+                stage.run(loaded, method, each)
 
     _run(debug, work, params=params, method=method)
 
 
-SourceArgument = typer.Argument(..., help="A .npz, a .pt/.pth dict of tensors, or a folder of "
-                                "<key>.npy files (README: Your own features and networks).")
+def _dump_checkpoint(loaded: Any, method: str, seed: int | None, checkpoint: Path | None,
+                     backbone: str | None) -> None:
+    """``dump --checkpoint PATH --backbone NAME``: one seed's bank from a weights file."""
+    from pipeline.models.names import BACKBONES
+    from stages import dump as stage
+    from stages.sections import one_of
+
+    if checkpoint is None or backbone is None:
+        raise StageError("--checkpoint and --backbone go together; give both (or neither "
+                         "to dump the model `pretrain` trained)")
+    try:
+        one_of(backbone, BACKBONES)
+    except ValueError as error:
+        raise StageError(f"--backbone: {error}") from None
+    _check_bank_key(method)
+    stage.run_checkpoint(loaded, checkpoint, backbone, method, _seeds(loaded, seed)[0])
+
+
+SourceArgument = typer.Argument(
+    None, help="A .npz, a .pt/.pth dict of tensors, or a folder of <key>.npy files (README: "
+    "Your own features and networks); default: imports.<method>.source of params.yaml.")
 BankKeyOption = typer.Option(..., "--method", "-m", help="The key the bank is filed under "
                              "(banks/<method>/seed<k>.h5); run stage 2 with it.")
-BankSeedOption = typer.Option(0, "--seed", "-s", help="The seed it is filed under (one of "
-                              "`seeds:` to run stage 2 on it).")
-DatasetNameOption = typer.Option("imported", "--dataset", help="The data set's name, for the "
-                                 "report.")
-NetworkNameOption = typer.Option("imported", "--backbone", help="The network's name, for the "
-                                 "report.")
+BankSeedOption = typer.Option(None, "--seed", "-s", help="The seed it is filed under (one of "
+                              "`seeds:` to run stage 2 on it); default: 0 for a SOURCE given "
+                              "here, each of `seeds:` for an entry of `imports:`.")
+DatasetNameOption = typer.Option(None, "--dataset", help="With SOURCE: the data set's name, "
+                                 "for the report (default: imported).")
+NetworkNameOption = typer.Option(None, "--backbone", help="With SOURCE: the network's name, "
+                                 "for the report (default: imported).")
 
 
 @app.command(name="import-bank")
@@ -379,6 +402,7 @@ def import_bank(
     seed: int = BankSeedOption,
     dataset: str = DatasetNameOption,
     backbone: str = NetworkNameOption,
+    params: Path = ParamsOption,
     debug: bool = DebugOption,
 ) -> None:
     """Turn features computed elsewhere into a bank that classify, dlsa and analyze read.
@@ -386,15 +410,27 @@ def import_bank(
     The source holds <split>_features [N, D] and <split>_labels [N] for train, val and test
     (optional <split>_logits [N, C], <split>_index [N], class_names, num_classes); class
     counts come from train_labels. Writes banks/<method>/seed<k>.h5 (atomically), recording
-    the source's path and sha256. Reads no params.
+    the source's path and sha256. Without SOURCE it reads params: imports.<method> (kind
+    imported); with SOURCE, no params.
     """
     from stages import import_bank as stage
 
     def work() -> None:
         _check_bank_key(method)
-        stage.run(source, method, seed, dataset=dataset, backbone=backbone)
+        if source is not None:
+            stage.run(source, method, 0 if seed is None else seed,
+                      dataset=dataset or stage.IMPORTED, backbone=backbone or stage.IMPORTED)
+            return
+        if dataset is not None or backbone is not None:
+            raise StageError("--dataset and --backbone go with a SOURCE; for an entry of "
+                             "imports:, set them there")
+        loaded = _params(params)
+        entry = _import_entry(loaded, method, "imported", "dump")
+        for each in _seeds(loaded, seed):
+            stage.run(entry.source_of(each), method, each, dataset=entry.dataset or
+                      stage.IMPORTED, backbone=entry.backbone or stage.IMPORTED)
 
-    _run(debug, work, method=method)
+    _run(debug, work, params=params, method=method)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from core.constraints import SEED
@@ -280,6 +281,49 @@ class MethodParams(StrictSection):
     train: dict[Str, Any] = {}
 
 
+IMPORT_KINDS = ("imported", "checkpoint")
+ImportKind = Annotated[str, Strict(), _known(IMPORT_KINDS)]
+SEED_PLACEHOLDER = "{seed}"
+
+
+class ImportParams(StrictSection):
+    """One entry of ``imports:``: a bank from elsewhere, filed as ``banks/<key>/seed<k>.h5``.
+
+    Stage 2 (classify, dlsa, analyze) runs on it with ``--method <key>`` like on a method's.
+
+    Attributes:
+        kind: ``imported``: ``source`` holds features computed elsewhere (`tailbank
+            import-bank`); ``checkpoint``: ``source`` holds the weights of a network trained
+            elsewhere, whose features of ``data``'s images are dumped (`tailbank dump`).
+        source: the file (a folder of .npy files for ``imported``), relative to the project;
+            ``{seed}`` in it is replaced by each seed of ``seeds:`` (one file per seed).
+        backbone: ``checkpoint``: the architecture of the weights (required); ``imported``:
+            the network's name, for the report.
+        dataset: ``imported``: the data set's name, for the report (``checkpoint`` uses
+            ``data.dataset``).
+    """
+
+    kind: ImportKind
+    source: Str
+    backbone: Str | None = None
+    dataset: Str | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> ImportParams:
+        if self.kind == "checkpoint":
+            if self.backbone is None:
+                raise ValueError("kind 'checkpoint' needs backbone: the architecture of the "
+                                 f"weights (one of {', '.join(BACKBONES)})")
+            one_of(self.backbone, BACKBONES)
+            if self.dataset is not None:
+                raise ValueError("kind 'checkpoint' dumps data.dataset; remove dataset")
+        return self
+
+    def source_of(self, seed: int) -> Path:
+        """The source file of one seed."""
+        return Path(self.source.replace(SEED_PLACEHOLDER, str(seed)))
+
+
 class DumpParams(StrictSection):
     """Feature dumping: batch size of the un-augmented forward passes."""
 
@@ -348,6 +392,8 @@ class Params(StrictSection):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     methods: dict[Str, MethodParams]
+    # banks from elsewhere, each filed under its key beside the methods' banks
+    imports: dict[Str, ImportParams] = {}
 
     @field_validator("seeds")
     @classmethod
@@ -371,6 +417,18 @@ class Params(StrictSection):
                     raise ValueError(f"method key {name!r} {problem} (it names the method's "
                                      "folders, bank and DVC stages)")
         return methods
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _import_names(cls, imports: Any) -> Any:
+        if isinstance(imports, dict):
+            for name in imports:
+                problem = name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"import key {name!r} {problem} (it names the bank's "
+                                     "folder and the stage-2 results)")
+        return imports
+
     dump: DumpParams = DumpParams()
     classify: ClassifyParams = ClassifyParams()
     dlsa: DLSAParams = DLSAParams()
@@ -388,6 +446,16 @@ class Params(StrictSection):
                 f"defined: {', '.join(self.methods)}"
             )
         return self.methods[name]
+
+    def imported(self, name: str) -> ImportParams:
+        """The ``imports.<name>`` entry, or a one-line error listing the entries there are."""
+        if name not in self.imports:
+            defined = ", ".join(self.imports) or "none"
+            raise StageError(
+                f"{self._origin}: no entry '{name}' under 'imports:'"
+                f"{did_you_mean(name, tuple(self.imports))}; defined: {defined}"
+            )
+        return self.imports[name]
 
     def train_for(self, name: str) -> TrainParams:
         """``train`` with the overrides of ``methods.<name>.train`` merged in (validated)."""
@@ -427,6 +495,10 @@ def parse_params(raw: Any, origin: str) -> Params:
         )
     params = _validate(Params, raw, origin=origin)
     params._origin = origin
+    shared = next((name for name in params.imports if name in params.methods), None)
+    if shared is not None:
+        raise StageError(f"{origin}: imports.{shared}: also a key of methods:, whose bank it "
+                         "would overwrite; rename one of them")
     for name, entry in params.methods.items():
         _check_method_options(name, entry, origin=origin)
         _check_teacher(name, entry, params.methods, origin=origin)

@@ -100,3 +100,16 @@ def test_checkpoint_and_backbone_go_together(project: Path) -> None:
     assert code == 2 and "--checkpoint and --backbone go together" in message
     code, message = dump("--checkpoint", "x.pt", "--backbone", "resnet3")
     assert code == 2 and "--backbone" in message and "resnet32" in message
+
+
+def test_an_imports_entry_of_kind_checkpoint_is_dumped(project: Path) -> None:
+    network = build_backbone("resnet20", num_classes=10, in_channels=1, seed=2)
+    torch.save(network.state_dict(), project / "theirs.pt")
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["imports"] = {"theirs": {"kind": "checkpoint", "source": "theirs.pt",
+                                 "backbone": "resnet20"}}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    code, message = dump()
+    assert code == 0, message
+    with Bank.open(Path("banks/theirs/seed0.h5")) as bank:
+        assert (bank.meta.source_kind, bank.meta.source) == ("checkpoint", "theirs.pt")

@@ -147,3 +147,58 @@ def test_stage2_refuses_a_dumped_bank_under_a_key_params_does_not_name(project: 
 def test_stage2_names_the_methods_when_no_bank_exists(project: Path) -> None:
     result = CliRunner().invoke(app, ["classify", "--method", "nothing"])
     assert result.exit_code == 2 and "no method 'nothing'" in result.stderr
+
+
+def write_params_with(project: Path, imports: dict, seeds: list[int] | None = None) -> None:
+    raw = stage2_params().model_dump(mode="json") | {"imports": imports}
+    if seeds is not None:
+        raw["seeds"] = seeds
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def test_an_imports_entry_files_one_bank_per_seed(project: Path) -> None:
+    for seed in (0, 1):
+        np.savez(project / f"f_seed{seed}.npz", **feature_arrays())
+    write_params_with(project, {"mine": {"kind": "imported", "source": "f_seed{seed}.npz",
+                                         "dataset": "mine_lt", "backbone": "vit_b16"}},
+                      seeds=[0, 1])
+    code, message = import_bank("--method", "mine")
+    assert code == 0, message
+    with Bank.open(Path("banks/mine/seed1.h5")) as bank:
+        assert (bank.meta.source, bank.meta.seed) == ("f_seed1.npz", 1)
+        assert (bank.meta.dataset, bank.meta.backbone) == ("mine_lt", "vit_b16")
+    assert Path("banks/mine/seed0.h5").is_file()
+
+
+def test_import_bank_names_the_command_an_entry_of_another_kind_needs(project: Path) -> None:
+    write_params_with(project, {"theirs": {"kind": "checkpoint", "source": "w.pt",
+                                           "backbone": "resnet20"}})
+    code, message = import_bank("--method", "theirs")
+    assert code == 2 and "run `tailbank dump --method theirs`" in message
+    code, message = import_bank("--method", "nothing")
+    assert code == 2 and "no entry 'nothing' under 'imports:'" in message
+
+
+def test_an_imports_key_may_not_be_a_method_key(project: Path) -> None:
+    raw = stage2_params().model_dump(mode="json")
+    raw["imports"] = {"ce": {"kind": "imported", "source": "f.npz"}}
+    with pytest.raises(StageError, match="imports.ce: also a key of methods:"):
+        parse_params(raw, origin="params.yaml")
+
+
+def test_the_dvc_blocks_of_imports() -> None:
+    from stages.dag_imports import import_blocks
+
+    blocks = import_blocks({
+        "mine": {"kind": "imported", "source": "features/mine_seed{seed}.npz"},
+        "theirs": {"kind": "checkpoint", "source": "weights/r50.pth", "backbone": "resnet50"},
+    })
+    mine, theirs = blocks["import-mine"]["do"], blocks["dump-theirs"]["do"]
+    assert blocks["import-mine"]["foreach"] == "${seeds}"
+    assert mine["cmd"] == "tailbank import-bank --method mine --seed ${item}"
+    assert mine["deps"][0] == "features/mine_seed${item}.npz"
+    assert "features/bank/imported.py" in mine["deps"] and "stages/import_bank.py" in mine["deps"]
+    assert mine["outs"] == ["banks/mine/seed${item}.h5"] and mine["params"] == ["imports.mine"]
+    assert theirs["cmd"] == "tailbank dump --method theirs --seed ${item}"
+    assert theirs["deps"][:2] == ["weights/r50.pth", "data/splits/${data.dataset}.json"]
+    assert theirs["params"] == ["data", "dump", "imports.theirs"]
