@@ -2,7 +2,8 @@
 
 Layout of a bank (see DESIGN.md, "Feature bank")::
 
-    attrs                  schema_version + every scalar field of `BankMeta`
+    attrs                  schema_version + every scalar field of `BankMeta` (source_kind and
+                           source only in a bank from elsewhere)
     class_counts           int64   [C]
     class_names            utf-8   [C]      (optional)
     <split>/features       float32 [N, D]
