@@ -309,15 +309,6 @@ def _check_bank_key(method: str) -> None:
                          "the stage-2 results)")
 
 
-def _import_entry(loaded: Any, method: str, kind: str, other_command: str) -> Any:
-    """``imports.<method>`` of params.yaml, which must be of ``kind``."""
-    entry = loaded.imported(method)
-    if entry.kind != kind:
-        raise StageError(f"imports.{method} is of kind '{entry.kind}': run `tailbank "
-                         f"{other_command} --method {method}` for it")
-    return entry
-
-
 CheckpointOption = typer.Option(
     None, "--checkpoint", help="A network trained elsewhere: the state_dict of a tailbank or "
     "torchvision backbone (read with weights_only=True; nothing is downloaded). --method then "
@@ -352,9 +343,8 @@ def dump(
         if checkpoint is not None or backbone is not None:
             _dump_checkpoint(loaded, method, seed, checkpoint, backbone)
         elif method in loaded.imports:
-            entry = _import_entry(loaded, method, "checkpoint", "import-bank")
             for each in _seeds(loaded, seed):
-                stage.run_checkpoint(loaded, entry.source_of(each), entry.backbone, method, each)
+                stage.run_import(loaded, method, each)
         else:
             loaded.method(method)
             for each in _seeds(loaded, seed):
@@ -418,17 +408,16 @@ def import_bank(
     def work() -> None:
         _check_bank_key(method)
         if source is not None:
-            stage.run(source, method, 0 if seed is None else seed,
-                      dataset=dataset or stage.IMPORTED, backbone=backbone or stage.IMPORTED)
+            stage.import_source(source, method, 0 if seed is None else seed,
+                                dataset=dataset or stage.IMPORTED,
+                                backbone=backbone or stage.IMPORTED)
             return
         if dataset is not None or backbone is not None:
             raise StageError("--dataset and --backbone go with a SOURCE; for an entry of "
                              "imports:, set them there")
         loaded = _params(params)
-        entry = _import_entry(loaded, method, "imported", "dump")
         for each in _seeds(loaded, seed):
-            stage.run(entry.source_of(each), method, each, dataset=entry.dataset or
-                      stage.IMPORTED, backbone=entry.backbone or stage.IMPORTED)
+            stage.run(loaded, method, each)
 
     _run(debug, work, params=params, method=method)
 

@@ -92,6 +92,19 @@ def run(params: Params, method_name: str, seed: int) -> Path:
 CHECKPOINT = "checkpoint"
 
 
+def run_import(params: Params, method_name: str, seed: int) -> Path:
+    """Write the bank of entry ``imports.<method_name>`` (kind checkpoint) for one seed.
+
+    Returns:
+        The path of the bank.
+    """
+    entry = params.imported(method_name)
+    if entry.kind != CHECKPOINT or entry.backbone is None:
+        raise StageError(f"imports.{method_name} is of kind '{entry.kind}': run `tailbank "
+                         f"import-bank --method {method_name}` for it")
+    return run_checkpoint(params, entry.source_of(seed), entry.backbone, method_name, seed)
+
+
 def run_checkpoint(params: Params, checkpoint: Path, backbone: str, method_name: str,
                    seed: int) -> Path:
     """Write ``banks/<method>/seed<seed>.h5`` from a network trained elsewhere, no pretrain.

@@ -13,17 +13,32 @@ from pathlib import Path
 
 from features.bank import BankMeta, BankWriter, estimated_bank_bytes
 from features.bank.imported import ImportedFeatures, read_imported
+from stages.errors import StageError
 from stages.layout import bank_path
 from stages.outputs import check_space, check_writable
-from stages.params import section_digest
+from stages.params import Params, section_digest
 from stages.progress import log
 from stages.version import tailbank_version
 
 IMPORTED = "imported"
 
 
-def run(source: Path, method_name: str, seed: int, *, dataset: str = IMPORTED,
-        backbone: str = IMPORTED) -> Path:
+def run(params: Params, method_name: str, seed: int) -> Path:
+    """Write the bank of entry ``imports.<method_name>`` (kind imported) for one seed.
+
+    Returns:
+        The path of the bank.
+    """
+    entry = params.imported(method_name)
+    if entry.kind != IMPORTED:
+        raise StageError(f"imports.{method_name} is of kind '{entry.kind}': run `tailbank dump "
+                         f"--method {method_name}` for it")
+    return import_source(entry.source_of(seed), method_name, seed,
+                         dataset=entry.dataset or IMPORTED, backbone=entry.backbone or IMPORTED)
+
+
+def import_source(source: Path, method_name: str, seed: int, *, dataset: str = IMPORTED,
+                  backbone: str = IMPORTED) -> Path:
     """Check ``source`` and write it as the bank of ``method_name``'s seed ``seed``.
 
     Args:

@@ -113,3 +113,29 @@ def test_an_imports_entry_of_kind_checkpoint_is_dumped(project: Path) -> None:
     assert code == 0, message
     with Bank.open(Path("banks/theirs/seed0.h5")) as bank:
         assert (bank.meta.source_kind, bank.meta.source) == ("checkpoint", "theirs.pt")
+
+
+@pytest.mark.slow
+def test_the_import_blocks_list_what_their_stages_import_and_read(project: Path) -> None:
+    from stages.dag_imports import import_blocks
+    from tests.stages import test_dag_code as check
+    from tests.stages.test_import_bank import feature_arrays
+
+    torch.save(build_backbone("resnet20", num_classes=10, in_channels=1).state_dict(),
+               project / "theirs.pt")
+    np.savez(project / "mine.npz", **feature_arrays())
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["imports"] = {
+        "theirs": {"kind": "checkpoint", "source": "theirs.pt", "backbone": "resnet20"},
+        "mine": {"kind": "imported", "source": "mine.npz", "dataset": "mine_lt"},
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    blocks = yaml.safe_load(yaml.safe_dump(import_blocks(raw["imports"])))
+    for stage, name, key in (("dump:run_import", "dump-theirs", "theirs"),
+                             ("import_bank", "import-mine", "mine")):
+        trace, block = check._trace(project, stage, key, "0"), blocks[name]["do"]
+        assert not check.undeclared_modules(trace["modules"], block["deps"]), name
+        read, declared = trace["params"], block["params"]
+        assert not check.undeclared_reads(read, declared), (name, read)
+        assert not check.unread_declarations(read, declared), (name, read)
+        assert not check.unread_leaves(read, declared, trace["leaves"]), (name, read)
