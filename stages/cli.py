@@ -368,6 +368,9 @@ def _dump_checkpoint(loaded: Any, method: str, seed: int | None, checkpoint: Pat
     except ValueError as error:
         raise StageError(f"--backbone: {error}") from None
     _check_bank_key(method)
+    if method in loaded.methods or method in loaded.imports:
+        raise StageError(f"--method {method}: a key of params.yaml, whose bank `dump --method "
+                         f"{method}` makes; file a network from elsewhere under another key")
     stage.run_checkpoint(loaded, checkpoint, backbone, method, _seeds(loaded, seed)[0])
 
 

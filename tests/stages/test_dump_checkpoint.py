@@ -139,3 +139,13 @@ def test_the_import_blocks_list_what_their_stages_import_and_read(project: Path)
         assert not check.undeclared_reads(read, declared), (name, read)
         assert not check.unread_declarations(read, declared), (name, read)
         assert not check.unread_leaves(read, declared, trace["leaves"]), (name, read)
+
+
+def test_a_checkpoint_is_not_filed_under_a_key_of_params(project: Path) -> None:
+    code, message = dump_as("ce", "--checkpoint", "x.pt", "--backbone", "resnet20")
+    assert code == 2 and "--method ce: a key of params.yaml" in message
+
+
+def dump_as(method: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["dump", "--method", method, *args])
+    return result.exit_code, result.stderr.strip()
