@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from features.bank import Bank
+from features.errors import FeaturesError
 from stages import classify, dlsa
 from stages.cli import app
 from stages.errors import StageError
@@ -205,3 +206,12 @@ def test_the_dvc_blocks_of_imports() -> None:
     assert theirs["cmd"] == "tailbank dump --method theirs --seed ${item}"
     assert theirs["deps"][:2] == ["weights/r50.pth", "data/splits/${data.dataset}.json"]
     assert theirs["params"] == ["data", "dump", "imports.theirs"]
+
+
+def test_a_bank_with_half_its_provenance_is_refused(project: Path) -> None:
+    np.savez(project / "f.npz", **feature_arrays())
+    import_bank(str(project / "f.npz"), "--method", "mine")
+    with h5py.File("banks/mine/seed0.h5", "r+") as file:
+        del file.attrs["source"]
+    with pytest.raises(FeaturesError, match="source_kind and source go together"):
+        Bank.open(Path("banks/mine/seed0.h5"))
