@@ -22,7 +22,7 @@ from features.metrics import frequency_confusion
 from stages.configs import QUERY_SPLIT, analysis_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
-from stages.layout import analyze_results, require_bank
+from stages.layout import analyze_results, check_bank_origin, require_stage2_bank
 from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import StepProgress, log
@@ -43,12 +43,12 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     Returns:
         The results folder.
     """
-    params.method(method_name)
-    path = require_bank(method_name, seed)
+    path = require_stage2_bank(params, method_name, seed)
     config = analysis_config(params, seed)
     section = params.analyze
     results = analyze_results(method_name, seed)
     with StageOutputs(folders=[results]) as outputs, Bank.open(path) as bank:
+        check_bank_origin(params, method_name, bank.meta.source_kind)
         out = outputs.staged(results)
         available = bank.size("train") - 1  # a train row is not its own neighbour
         if section.k > available:

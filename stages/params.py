@@ -48,6 +48,7 @@ from pipeline.methods.kinds import METHOD_KINDS, method_options_fields
 from pipeline.models.names import BACKBONES
 from stages.data_section import DataParams
 from stages.errors import StageError
+from stages.imports_section import ImportParams
 from stages.sections import (
     Device,
     Float,
@@ -221,6 +222,8 @@ class Params(StrictSection):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     methods: dict[Str, MethodParams]
+    # banks from elsewhere, each filed under its key beside the methods' banks
+    imports: dict[Str, ImportParams] = {}
 
     @field_validator("seeds")
     @classmethod
@@ -244,6 +247,18 @@ class Params(StrictSection):
                     raise ValueError(f"method key {name!r} {problem} (it names the method's "
                                      "folders, bank and DVC stages)")
         return methods
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _import_names(cls, imports: Any) -> Any:
+        if isinstance(imports, dict):
+            for name in imports:
+                problem = name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"import key {name!r} {problem} (it names the bank's "
+                                     "folder and the stage-2 results)")
+        return imports
+
     dump: DumpParams = DumpParams()
     classify: ClassifyParams = ClassifyParams()
     dlsa: DLSAParams = DLSAParams()
@@ -261,6 +276,16 @@ class Params(StrictSection):
                 f"defined: {', '.join(self.methods)}"
             )
         return self.methods[name]
+
+    def imported(self, name: str) -> ImportParams:
+        """The ``imports.<name>`` entry, or a one-line error listing the entries there are."""
+        if name not in self.imports:
+            defined = ", ".join(self.imports) or "none"
+            raise StageError(
+                f"{self._origin}: no entry '{name}' under 'imports:'"
+                f"{did_you_mean(name, tuple(self.imports))}; defined: {defined}"
+            )
+        return self.imports[name]
 
     def train_for(self, name: str) -> TrainParams:
         """``train`` with the overrides of ``methods.<name>.train`` merged in (validated)."""
@@ -300,6 +325,10 @@ def parse_params(raw: Any, origin: str) -> Params:
         )
     params = _validate(Params, raw, origin=origin)
     params._origin = origin
+    shared = next((name for name in params.imports if name in params.methods), None)
+    if shared is not None:
+        raise StageError(f"{origin}: imports.{shared}: also a key of methods:, whose bank it "
+                         "would overwrite; rename one of them")
     for name, entry in params.methods.items():
         _check_method_options(name, entry, origin=origin)
         _check_teacher(name, entry, params.methods, origin=origin)
