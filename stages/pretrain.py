@@ -268,8 +268,12 @@ class CurveLogger:
         self._live.end()
 
     def log(self, record: EpochRecord) -> None:
-        """One step per epoch: train loss / accuracy, val accuracy and learning rate."""
-        self._live.step = record.epoch
+        """One step per epoch: train loss / accuracy, val accuracy and learning rate.
+
+        DVCLive's step is the 1-based epoch, the count the logs, ``best_epoch`` and the
+        report use (``record.epoch`` is 0-based).
+        """
+        self._live.step = record.epoch + 1
         for name, value in asdict(record).items():
             if name != "epoch":
                 self._live.log_metric(name, float(value))
