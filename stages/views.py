@@ -14,14 +14,13 @@ of ``dvc exp show`` narrow enough to be shown instead of collapsed into "…".
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from features.report import ReportInput
 from features.report.text import chosen_classifier
-from stages.io import write_bytes, write_json
+from stages.io import write_csv, write_json
 
 # The keys of results/summary/<method>.json, in order (README "Reading the results").
 SUMMARY_KEYS = ("acc", "acc_low", "acc_high", "many", "medium", "few", "dlsa_gain")
@@ -71,9 +70,12 @@ def write_plot_tables(folder: Path, item: ReportInput,
     """
     kind = chosen_classifier(item)
     per_class = (item.per_class or {}).get(kind) if kind else None
-    write_csv(folder / "curves.csv", CURVE_COLUMNS, mean_curves(curves))
-    write_csv(folder / "per_class.csv", PER_CLASS_COLUMNS, per_class or [])
-    write_csv(folder / "tsne.csv", TSNE_COLUMNS, item.tsne or [])
+    # a table without rows keeps its header: DVC then draws an empty plot instead of failing
+    for name, columns, rows in (("curves.csv", CURVE_COLUMNS, mean_curves(curves)),
+                                ("per_class.csv", PER_CLASS_COLUMNS, per_class or []),
+                                ("tsne.csv", TSNE_COLUMNS, item.tsne or [])):
+        write_csv(folder / name, columns, [[row.get(column, "") for column in columns]
+                                           for row in rows])
 
 
 def read_curves(live: Path) -> list[dict[str, str]]:
@@ -105,14 +107,3 @@ def mean_curves(per_seed: Sequence[Sequence[Mapping[str, str]]]) -> list[dict[st
             row[name] = f"{sum(values) / len(values):.6g}"
         rows.append(row)
     return rows
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    """A CSV table with ``columns`` (a header only when there are no rows: DVC then plots an
-    empty chart instead of failing on a missing file)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_bytes(path, buffer.getvalue().encode())

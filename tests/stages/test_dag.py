@@ -41,7 +41,8 @@ def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:
     assert "stages/report.py" not in ce and "features/report" in report_deps
     # a report plot module changed re-runs the report (its package is a dependency)
     assert any(Path("features/report/plots.py").is_relative_to(dep) for dep in report_deps)
-    assert list(stages["report"]["metrics"][0]) == ["reports/metrics.json"]
+    assert [next(iter(entry)) for entry in stages["report"]["metrics"]] == [
+        f"results/summary/{method}.json" for method in methods]
 
 
 def test_check_says_when_dvc_yaml_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
