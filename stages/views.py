@@ -7,8 +7,9 @@ The report stage writes them beside ``reports/index.html``, from the same means 
 * ``reports/plots/<method>/{curves,per_class,tsne}.csv``: what the top-level ``plots:`` of
   dvc.yaml overlay, one file per method (DVC tells the sources of a plot apart by file).
 
-Numbers are percent with two decimals: ``86.33`` reads like the report and keeps every column
-of ``dvc exp show`` narrow enough to be shown instead of collapsed into "…".
+Numbers are percent with one decimal (``86.3``) under short keys: every column of
+``dvc exp show`` stays a few characters wide, so more of them are shown before DVC collapses
+the rest into "…".
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from features.report import ReportInput
 from features.report.text import chosen_classifier
 from stages.io import write_csv, write_json
 
-# The keys of results/summary/<method>.json, in order (README "Reading the results").
-SUMMARY_KEYS = ("acc", "acc_low", "acc_high", "many", "medium", "few", "dlsa_gain")
+# The keys of results/summary/<method>.json as `dvc metrics show` names them (README "Reading
+# the results"); short, so that `dvc exp show` fits them in few columns.
+SUMMARY_KEYS = ("acc", "ci.lo", "ci.hi", "many", "med", "few", "dlsa")
 CURVE_COLUMNS = ("epoch", "val_acc", "train_acc", "train_loss")
 PER_CLASS_COLUMNS = ("class", "train_count", "accuracy")
 TSNE_COLUMNS = ("x", "y", "label", "group")
 
 
-def summary(item: ReportInput, dlsa_gain: float | None) -> dict[str, float | None]:
+def summary(item: ReportInput, dlsa_gain: float | None) -> dict[str, Any]:
     """One method's row of ``dvc metrics show``: its classifier chosen on val.
 
     Args:
@@ -37,20 +39,23 @@ def summary(item: ReportInput, dlsa_gain: float | None) -> dict[str, float | Non
         dlsa_gain: the overall gain of its main DLSA result (a fraction), None without one.
 
     Returns:
-        ``acc`` (test accuracy), ``acc_low``/``acc_high`` (its 95 % interval; None where the
-        predictions behind it are missing), ``many``/``medium``/``few`` and ``dlsa_gain``
-        (percentage points), all in percent; None for what the stages did not leave.
+        In percent with one decimal: ``acc`` (test accuracy), ``ci`` {``lo``, ``hi``} (its
+        95 % interval; None where the predictions behind it are missing), ``many`` / ``med``
+        / ``few`` (per shot group) and ``dlsa`` (the gain, in points); None for what the
+        stages did not leave.
     """
     kind = chosen_classifier(item)
     metrics: Mapping[str, Any] = ((item.classify or {}).get(kind) or {}) if kind else {}
-    interval = (metrics.get("ci") or {}).get("overall") or (None, None)
-    values = (metrics.get("overall"), *interval, metrics.get("many"), metrics.get("medium"),
-              metrics.get("few"), dlsa_gain)
-    return {key: _percent(value) for key, value in zip(SUMMARY_KEYS, values, strict=True)}
+    low, high = (metrics.get("ci") or {}).get("overall") or (None, None)
+    return {"acc": _percent(metrics.get("overall")),
+            "ci": {"lo": _percent(low), "hi": _percent(high)},
+            "many": _percent(metrics.get("many")), "med": _percent(metrics.get("medium")),
+            "few": _percent(metrics.get("few")), "dlsa": _percent(dlsa_gain)}
 
 
 def _percent(value: Any) -> float | None:
-    return None if value is None else round(100.0 * float(value), 2)
+    # one decimal: finer than the 95 % intervals of any test set here, and narrow columns
+    return None if value is None else round(100.0 * float(value), 1)
 
 
 def write_summary(folder: Path, item: ReportInput, dlsa_gain: float | None) -> None:
