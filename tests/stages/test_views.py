@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from features.report import ReportInput
 from pipeline.engine.records import EpochRecord
 from stages import dag, report, views
 from stages.io import write_json
 from stages.params import load_params
 from stages.pretrain import CurveLogger
-from tests.stages.conftest import REPO
+from tests.stages.conftest import REPO, tiny_params
+from tests.stages.test_dvc_pipeline import dvc
 from tests.stages.test_report import params_with, write_classify, write_dlsa
 
 METHODS = list(load_params(REPO / "params.yaml").model_dump(mode="json")["methods"])
@@ -141,3 +144,30 @@ def test_the_plots_page_carries_vega_and_no_cdn() -> None:
     for name in ("vega", "vega-lite", "vega-embed"):
         assert f"<!-- {name} " in page
     assert "University of Washington" in (REPO / "docs/dvc/VEGA_LICENSE").read_text()
+
+
+def test_dvc_shows_one_row_per_method_and_a_handful_of_columns(tmp_path: Path) -> None:
+    """`dvc metrics show` and the columns of `dvc exp show` in a project of one method (no
+    stage runs: the summary file is written here, as the report stage would)."""
+    params = tiny_params()
+    params["methods"] = {"ce": params["methods"]["ce"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text(dag.render(params["methods"]))
+    item = ReportInput(method="ce", classify={"cosine": {
+        "overall": 0.8634, "many": 0.95, "medium": 0.9, "few": 0.7, "val_overall": 0.8,
+        "ci": {"overall": [0.84, 0.88]}}})
+    views.write_summary(tmp_path / "results/summary", item, 0.0125)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc(tmp_path, "init", "-q")
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], cwd=tmp_path, check=True)
+    shown = json.loads(dvc(tmp_path, "metrics", "show", "--json"))
+    (data,) = (entry["data"] for entry in shown.values())
+    assert data == {"results/summary/ce.json": {"data": {
+        "acc": 86.3, "ci": {"lo": 84.0, "hi": 88.0}, "many": 95.0, "med": 90.0, "few": 70.0,
+        "dlsa": 1.2}}}
+    header = dvc(tmp_path, "exp", "show", "--csv", "--no-pager").splitlines()[0].split(",")
+    # metrics come after the Experiment's own columns, params (every params.yaml key) after
+    metrics = header[header.index("parent") + 1:header.index("analyze.chunk_rows")]
+    assert metrics == sorted(views.SUMMARY_KEYS)
