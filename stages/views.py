@@ -40,13 +40,17 @@ def summary(item: ReportInput, dlsa_gain: float | None) -> dict[str, Any]:
 
     Returns:
         In percent with one decimal: ``acc`` (test accuracy), ``ci`` {``lo``, ``hi``} (its
-        95 % interval; None where the predictions behind it are missing), ``many`` / ``med``
-        / ``few`` (per shot group) and ``dlsa`` (the gain, in points); None for what the
-        stages did not leave.
+        95 % interval; None with one seed whose predictions are missing), ``many`` / ``med`` /
+        ``few`` (per shot group) and ``dlsa`` (the gain, in points); None for what the stages
+        did not leave.
     """
     kind = chosen_classifier(item)
     metrics: Mapping[str, Any] = ((item.classify or {}).get(kind) or {}) if kind else {}
     low, high = (metrics.get("ci") or {}).get("overall") or (None, None)
+    if low is not None and low == high:
+        # one seed without its predictions: `features.seeds` gives the value itself as both
+        # ends, which would read as certainty
+        low = high = None
     return {"acc": _percent(metrics.get("overall")),
             "ci": {"lo": _percent(low), "hi": _percent(high)},
             "many": _percent(metrics.get("many")), "med": _percent(metrics.get("medium")),
