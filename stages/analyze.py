@@ -34,11 +34,11 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     """Analyse ``banks/<method>/seed<seed>.h5`` and write ``results/analyze/<method>/seed<seed>/``.
 
     Files: ``analysis.json`` (everything `analyze_bank` reports), ``metrics.json`` (headline
-    scalars for `dvc metrics show`), ``rho.csv`` (D_intra, D_inter, rho per view and shot
-    group), ``clusters.csv`` (k-means cluster sizes and purity of the `features` view),
-    ``tsne.csv`` (x, y, label, head/tail group) and ``confusion.json`` (row-normalised
-    confusion of the bank's logits between frequency bins; null without logits). The same bank
-    and params give the same bytes on CPU.
+    scalars; an output, not one of dvc.yaml's `metrics:`), ``rho.csv`` (D_intra, D_inter, rho
+    per view and shot group), ``clusters.csv`` (k-means cluster sizes and purity of the
+    `features` view), ``tsne.csv`` (x, y, label, head/tail group) and ``confusion.json``
+    (row-normalised confusion of the bank's logits between frequency bins; null without
+    logits). The same bank and params give the same bytes on CPU.
 
     Returns:
         The results folder.
@@ -88,7 +88,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
 
 
 def headline(report: AnalysisResult) -> dict[str, float | None]:
-    """A few scalars of the `features` view for `dvc metrics show`."""
+    """A few scalars of the `features` view (``metrics.json``, read by people and scripts)."""
     view = report.views["features"]
     purity = view.knn.query.purity
     values = {

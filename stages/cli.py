@@ -484,8 +484,8 @@ def analyze(
 
 @app.command()
 def report(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
-    """Render every method side by side: reports/index.html (plots embedded), summary.md and
-    the summary metrics reports/metrics.json.
+    """Render every method side by side: reports/index.html (plots embedded), summary.md, the
+    metrics files results/summary/<method>.json and the overlay tables reports/plots/.
 
     Reads what results/classify, results/dlsa, results/analyze and results/pretrain hold for
     each method of `methods:` and each seed of `seeds:`; a missing piece is named in the

@@ -101,10 +101,24 @@ def report_dir() -> Path:
     return Path("reports")
 
 
-def summary_metrics() -> Path:
-    """The one metrics file of the DAG: per method, the accuracy of its classifier chosen on
-    val and the DLSA difference, mean over the seeds (``dvc metrics show``)."""
-    return report_dir() / "metrics.json"
+def summary_dir() -> Path:
+    """The DAG's metrics files, one per method (``dvc metrics show``: a row each)."""
+    return RESULTS / "summary"
+
+
+def method_summary(method: str) -> Path:
+    """A method's metrics file: its classifier chosen on val, means over the seeds."""
+    return summary_dir() / f"{method}.json"
+
+
+def plot_tables_dir() -> Path:
+    """The tables the top-level plots of dvc.yaml overlay, one folder per method."""
+    return report_dir() / "plots"
+
+
+def plot_table(method: str, name: str) -> Path:
+    """One overlay table of ``method`` (``curves.csv``, ``per_class.csv``, ``tsne.csv``)."""
+    return plot_tables_dir() / method / name
 
 
 def resolve_device(name: str) -> torch.device:
