@@ -22,7 +22,7 @@ from features.metrics import frequency_confusion
 from stages.configs import QUERY_SPLIT, analysis_config
 from stages.errors import StageError
 from stages.io import json_ready, write_csv, write_json
-from stages.layout import analyze_results, require_bank
+from stages.layout import analyze_results, check_bank_origin, require_stage2_bank
 from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import StepProgress, log
@@ -34,21 +34,21 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     """Analyse ``banks/<method>/seed<seed>.h5`` and write ``results/analyze/<method>/seed<seed>/``.
 
     Files: ``analysis.json`` (everything `analyze_bank` reports), ``metrics.json`` (headline
-    scalars for `dvc metrics show`), ``rho.csv`` (D_intra, D_inter, rho per view and shot
-    group), ``clusters.csv`` (k-means cluster sizes and purity of the `features` view),
-    ``tsne.csv`` (x, y, label, head/tail group) and ``confusion.json`` (row-normalised
-    confusion of the bank's logits between frequency bins; null without logits). The same bank
-    and params give the same bytes on CPU.
+    scalars; an output, not one of dvc.yaml's `metrics:`), ``rho.csv`` (D_intra, D_inter, rho
+    per view and shot group), ``clusters.csv`` (k-means cluster sizes and purity of the
+    `features` view), ``tsne.csv`` (x, y, label, head/tail group) and ``confusion.json``
+    (row-normalised confusion of the bank's logits between frequency bins; null without
+    logits). The same bank and params give the same bytes on CPU.
 
     Returns:
         The results folder.
     """
-    params.method(method_name)
-    path = require_bank(method_name, seed)
+    path = require_stage2_bank(params, method_name, seed)
     config = analysis_config(params, seed)
     section = params.analyze
     results = analyze_results(method_name, seed)
     with StageOutputs(folders=[results]) as outputs, Bank.open(path) as bank:
+        check_bank_origin(params, method_name, bank.meta.source_kind)
         out = outputs.staged(results)
         available = bank.size("train") - 1  # a train row is not its own neighbour
         if section.k > available:
@@ -88,7 +88,7 @@ def run(params: Params, method_name: str, seed: int) -> Path:
 
 
 def headline(report: AnalysisResult) -> dict[str, float | None]:
-    """A few scalars of the `features` view for `dvc metrics show`."""
+    """A few scalars of the `features` view (``metrics.json``, read by people and scripts)."""
     view = report.views["features"]
     purity = view.knn.query.purity
     values = {

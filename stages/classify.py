@@ -17,7 +17,12 @@ from features.metrics import Evaluation, evaluate
 from stages.configs import probe_config
 from stages.errors import StageError
 from stages.io import fmt, json_ready, write_csv, write_json, write_predictions
-from stages.layout import classify_results, require_bank, resolve_device
+from stages.layout import (
+    check_bank_origin,
+    classify_results,
+    require_stage2_bank,
+    resolve_device,
+)
 from stages.outputs import StageOutputs
 from stages.params import EvalParams, Params
 from stages.progress import StepProgress, log
@@ -41,9 +46,9 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     """
     results = classify_results(method_name, seed)
     with StageOutputs(folders=[results]) as out:
-        params.method(method_name)
         # rows over memory.budget_mb stay in the open bank and are read on demand
-        with Bank.open(require_bank(method_name, seed)) as bank:
+        with Bank.open(require_stage2_bank(params, method_name, seed)) as bank:
+            check_bank_origin(params, method_name, bank.meta.source_kind)
             splits = BankSplits.read(bank, params.memory.budget_bytes, log,
                                      f"classify {method_name}")
             _classify(params, method_name, seed, splits, bank.meta.class_counts,

@@ -160,12 +160,22 @@ def _seeds(loaded: Any, seed: int | None) -> tuple[int, ...]:
 
 
 def _per_seed(
-    stage_run: Callable[[Any, str, int], Any], params: Path, method: str, seed: int | None
+    stage_run: Callable[[Any, str, int], Any],
+    params: Path,
+    method: str,
+    seed: int | None,
+    *,
+    banks_from_elsewhere: bool = False,
 ) -> Callable[[], None]:
-    """The work of a per-seed stage: ``stage_run(params, method, seed)`` for each seed."""
+    """The work of a per-seed stage: ``stage_run(params, method, seed)`` for each seed.
+
+    With ``banks_from_elsewhere`` (the stage-2 stages) ``method`` may also be a key that
+    params.yaml does not name, of a bank from `import-bank` or `dump --checkpoint`: the stage
+    checks that against the bank itself (`stages.layout.require_stage2_bank`).
+    """
 
     def work() -> None:
-        loaded = _method_params(params, method)
+        loaded = _params(params) if banks_from_elsewhere else _method_params(params, method)
         for each in _seeds(loaded, seed):
             stage_run(loaded, method, each)
 
@@ -289,20 +299,130 @@ def pretrain(
         raise typer.Exit(code)
 
 
+def _check_bank_key(method: str) -> None:
+    """A ``--method`` that names a bank from elsewhere is a valid method key all the same."""
+    from core.names import name_problem
+
+    problem = name_problem(method)
+    if problem is not None:
+        raise StageError(f"--method {method!r} {problem} (it names the bank's folder and "
+                         "the stage-2 results)")
+
+
+CheckpointOption = typer.Option(
+    None, "--checkpoint", help="A network trained elsewhere: the state_dict of a tailbank or "
+    "torchvision backbone (read with weights_only=True; nothing is downloaded). --method then "
+    "only names the bank, and need not be in params.yaml."
+)
+BackboneOption = typer.Option(
+    None, "--backbone", help="With --checkpoint: the architecture of its weights (resnet32, "
+    "resnet50, ...)."
+)
+
+
 @app.command()
 def dump(
     method: str = MethodOption,
     seed: int = SeedOption,
     params: Path = ParamsOption,
+    checkpoint: Path = CheckpointOption,
+    backbone: str = BackboneOption,
     debug: bool = DebugOption,
 ) -> None:
     """Dump features, labels, index and logits of un-augmented train/val/test images.
 
-    Writes banks/<method>/seed<k>.h5 (atomically). Reads params: data, dump.
+    Writes banks/<method>/seed<k>.h5 (atomically). Reads params: data, dump. For a key of
+    `imports:` of kind checkpoint, or with --checkpoint PATH --backbone NAME, the features
+    come from a network trained elsewhere instead of `pretrain`'s (logits only when its head
+    has one row per class; with --checkpoint, --seed defaults to the first of `seeds:`).
     """
     from stages import dump as stage
 
-    _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
+    def work() -> None:
+        loaded = _params(params)
+        if checkpoint is not None or backbone is not None:
+            _dump_checkpoint(loaded, method, seed, checkpoint, backbone)
+        elif method in loaded.imports:
+            for each in _seeds(loaded, seed):
+                stage.run_import(loaded, method, each)
+        else:
+            loaded.method(method)
+            for each in _seeds(loaded, seed):
+                stage.run(loaded, method, each)
+
+    _run(debug, work, params=params, method=method)
+
+
+def _dump_checkpoint(loaded: Any, method: str, seed: int | None, checkpoint: Path | None,
+                     backbone: str | None) -> None:
+    """``dump --checkpoint PATH --backbone NAME``: one seed's bank from a weights file."""
+    from pipeline.models.names import BACKBONES
+    from stages import dump as stage
+    from stages.sections import one_of
+
+    if checkpoint is None or backbone is None:
+        raise StageError("--checkpoint and --backbone go together; give both (or neither "
+                         "to dump the model `pretrain` trained)")
+    try:
+        one_of(backbone, BACKBONES)
+    except ValueError as error:
+        raise StageError(f"--backbone: {error}") from None
+    _check_bank_key(method)
+    if method in loaded.methods or method in loaded.imports:
+        raise StageError(f"--method {method}: a key of params.yaml, whose bank `dump --method "
+                         f"{method}` makes; file a network from elsewhere under another key")
+    stage.run_checkpoint(loaded, checkpoint, backbone, method, _seeds(loaded, seed)[0])
+
+
+SourceArgument = typer.Argument(
+    None, help="A .npz, a .pt/.pth dict of tensors, or a folder of <key>.npy files (README: "
+    "Your own features and networks); default: imports.<method>.source of params.yaml.")
+BankKeyOption = typer.Option(..., "--method", "-m", help="The key the bank is filed under "
+                             "(banks/<method>/seed<k>.h5); run stage 2 with it.")
+BankSeedOption = typer.Option(None, "--seed", "-s", help="The seed it is filed under (one of "
+                              "`seeds:` to run stage 2 on it); default: 0 for a SOURCE given "
+                              "here, each of `seeds:` for an entry of `imports:`.")
+DatasetNameOption = typer.Option(None, "--dataset", help="With SOURCE: the data set's name, "
+                                 "for the report (default: imported).")
+NetworkNameOption = typer.Option(None, "--backbone", help="With SOURCE: the network's name, "
+                                 "for the report (default: imported).")
+
+
+@app.command(name="import-bank")
+def import_bank(
+    source: Path = SourceArgument,
+    method: str = BankKeyOption,
+    seed: int = BankSeedOption,
+    dataset: str = DatasetNameOption,
+    backbone: str = NetworkNameOption,
+    params: Path = ParamsOption,
+    debug: bool = DebugOption,
+) -> None:
+    """Turn features computed elsewhere into a bank that classify, dlsa and analyze read.
+
+    The source holds <split>_features [N, D] and <split>_labels [N] for train, val and test
+    (optional <split>_logits [N, C], <split>_index [N], class_names, num_classes); class
+    counts come from train_labels. Writes banks/<method>/seed<k>.h5 (atomically), recording
+    the source's path and sha256. Without SOURCE it reads params: imports.<method> (kind
+    imported); with SOURCE, no params.
+    """
+    from stages import import_bank as stage
+
+    def work() -> None:
+        _check_bank_key(method)
+        if source is not None:
+            stage.import_source(source, method, 0 if seed is None else seed,
+                                dataset=dataset or stage.IMPORTED,
+                                backbone=backbone or stage.IMPORTED)
+            return
+        if dataset is not None or backbone is not None:
+            raise StageError("--dataset and --backbone go with a SOURCE; for an entry of "
+                             "imports:, set them there")
+        loaded = _params(params)
+        for each in _seeds(loaded, seed):
+            stage.run(loaded, method, each)
+
+    _run(debug, work, params=params, method=method)
 
 
 @app.command()
@@ -319,7 +439,8 @@ def classify(
     """
     from stages import classify as stage
 
-    _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
+    _run(debug, _per_seed(stage.run, params, method, seed, banks_from_elsewhere=True),
+         params=params, method=method)
 
 
 @app.command()
@@ -338,8 +459,8 @@ def dlsa(
     """
     from stages import dlsa as stage
 
-    _run(debug, _per_seed(stage.run, params, method, seed), resumable=True, params=params,
-         method=method)
+    _run(debug, _per_seed(stage.run, params, method, seed, banks_from_elsewhere=True),
+         resumable=True, params=params, method=method)
 
 
 @app.command()
@@ -357,13 +478,14 @@ def analyze(
     """
     from stages import analyze as stage
 
-    _run(debug, _per_seed(stage.run, params, method, seed), params=params, method=method)
+    _run(debug, _per_seed(stage.run, params, method, seed, banks_from_elsewhere=True),
+         params=params, method=method)
 
 
 @app.command()
 def report(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
-    """Render every method side by side: reports/index.html (plots embedded), summary.md and
-    the summary metrics reports/metrics.json.
+    """Render every method side by side: reports/index.html (plots embedded), summary.md, the
+    metrics files results/summary/<method>.json and the overlay tables reports/plots/.
 
     Reads what results/classify, results/dlsa, results/analyze and results/pretrain hold for
     each method of `methods:` and each seed of `seeds:`; a missing piece is named in the

@@ -142,7 +142,7 @@ def render(methods: dict[str, Any]) -> str:
             params=stage_params("pretrain", method),
             outs=[str(layout.model_path(method, seed)),
                   {str(results / "metrics.json"): {"cache": False}}],
-            plots=[{str(results / "live/plots/metrics"): {"x": "step", "cache": False}}],
+            plots=_curve_plots(method, results),
         )
         stages[stage_name("dump", method)] = _per_seed(
             f"tailbank dump --method {method} --seed {seed}",
@@ -157,12 +157,10 @@ def render(methods: dict[str, Any]) -> str:
             f"tailbank classify --method {method} --seed {seed}",
             deps=[bank, *code_dependencies("stages.classify")],
             params=stage_params("classify", method),
+            # per_class/ holds one table per classifier kind, a plot each under one title: the
+            # top-level per_class_accuracy overlays the methods' chosen ones instead
             outs=[{str(classify / name): {"cache": False}}
-                  for name in ("metrics.json", "predictions.npz")],
-            plots=[{str(classify / "per_class"): {
-                "x": "train_count", "y": "accuracy", "template": "scatter",
-                "x_label": "training images of the class", "y_label": "test accuracy",
-                "cache": False}}],
+                  for name in ("metrics.json", "predictions.npz", "per_class")],
         )
         dlsa = layout.dlsa_results(method, seed)
         stages[stage_name("dlsa", method)] = _per_seed(
@@ -174,7 +172,8 @@ def render(methods: dict[str, Any]) -> str:
                     for name in ("metrics.json", "filters.json", "predictions.npz"))],
             plots=[{str(dlsa / "filters.csv"): {
                 "x": "filter", "y": "separation_accuracy", "template": "bar_horizontal",
-                "title": f"DLSA head/tail separation accuracy per filter, {method} (test)",
+                "title": f"DLSA head/tail separation accuracy per filter, {method} seed {seed} "
+                         "(test)",
                 "cache": False}}],
         )
         analyze = layout.analyze_results(method, seed)
@@ -183,7 +182,7 @@ def render(methods: dict[str, Any]) -> str:
             deps=[bank, *code_dependencies("stages.analyze")],
             params=stage_params("analyze", method),
             outs=[{str(analyze / name): {"cache": False}}
-                  for name in ("analysis.json", "confusion.json", "metrics.json")],
+                  for name in ("analysis.json", "confusion.json", "metrics.json", "tsne.csv")],
             plots=_analysis_plots(method, analyze),
         )
     report = layout.report_dir()
@@ -192,11 +191,14 @@ def render(methods: dict[str, Any]) -> str:
         "deps": [str(folder) for folder in layout.RESULT_FOLDERS]
         + code_dependencies("stages.report"),
         "params": stage_params("report"),
-        "outs": [{str(report / name): {"cache": False}} for name in ("index.html", "summary.md")],
-        "metrics": [{str(layout.summary_metrics()): {"cache": False}}],
+        "outs": [{str(path): {"cache": False}} for path in
+                 (report / "index.html", report / "summary.md", layout.plot_tables_dir())],
+        "metrics": [{str(layout.method_summary(method)): {"cache": False}}
+                    for method in methods],
     }
     buffer = io.StringIO()
-    yaml.safe_dump({"stages": stages}, buffer, sort_keys=False, width=100)
+    yaml.safe_dump({"stages": stages, "plots": overlay_plots(list(methods))}, buffer,
+                   sort_keys=False, width=100)
     return HEADER + buffer.getvalue()
 
 
@@ -208,20 +210,69 @@ def _per_seed(cmd: str, *, deps: list[str], params: list[str], outs: list[Any],
     return {"foreach": "${seeds}", "do": block}
 
 
+# DVCLive's curves of one pretrain run: its step is the 1-based epoch (stages.pretrain)
+CURVES = {"val_acc": "val accuracy", "train_acc": "train accuracy", "train_loss": "train loss",
+          "lr": "learning rate"}
+# DVC's own templates colour by revision and tell files apart by dash or shape only, which
+# cannot be read for eight methods: these colour by the method (the table's folder) or by
+# the t-SNE table's `group` column (head / tail)
+LINES_BY_METHOD = "docs/dvc/lines_by_method.json"
+SCATTER_BY_METHOD = "docs/dvc/scatter_by_method.json"
+SCATTER_BY_GROUP = "docs/dvc/scatter_by_group.json"
+
+
+def _curve_plots(method: str, results: Path) -> list[Any]:
+    """One plot per curve, titled with the method and seed (the folder gave four plots of
+    one title)."""
+    return [{str(results / "live/plots/metrics" / f"{name}.tsv"): {
+        "x": "step", "y": name, "x_label": "epoch", "y_label": label, "cache": False,
+        "title": f"{label.capitalize()} per epoch, {method} seed {SEED_ITEM}"}}
+        for name, label in CURVES.items()]
+
+
 def _analysis_plots(method: str, analyze: Path) -> list[Any]:
+    seed = SEED_ITEM
     return [
         {str(analyze / "rho.csv"): {
             "x": "rho", "y": "label", "template": "bar_horizontal", "cache": False,
-            "title": f"rho = D_intra / D_inter per view and shot group, {method} (test; lower is "
-                     "better)"}},
+            "title": f"rho = D_intra / D_inter per view and shot group, {method} seed {seed} "
+                     "(test; lower is better)"}},
         {str(analyze / "clusters.csv"): {
             "x": "rank", "y": "purity", "template": "scatter", "cache": False,
-            "title": f"k-means clusters by size rank and their purity, {method} (train)",
+            "title": f"k-means clusters by size rank and their purity, {method} seed {seed} "
+                     "(train)",
             "x_label": "cluster rank (largest first)", "y_label": "purity"}},
-        {str(analyze / "tsne.csv"): {
-            "x": "x", "y": "y", "template": "scatter", "cache": False,
-            "title": f"t-SNE of test features, {method} (class-stratified sample)"}},
     ]
+
+
+def overlay_plots(methods: list[str]) -> list[dict[str, Any]]:
+    """dvc.yaml's top-level ``plots:``: every method on one plot, from the tables the report
+    stage writes (`stages.views`, means over the seeds, so adding seeds changes no path), and
+    one t-SNE per method coloured by shot group."""
+    from stages.layout import plot_table
+
+    def sources(name: str, field: str) -> dict[str, str]:
+        # DVC draws one series per file and names it by the file's path (the method's folder)
+        return {str(plot_table(method, name)): field for method in methods}
+
+    plots: list[dict[str, Any]] = [
+        {"val_accuracy": {
+            "template": LINES_BY_METHOD, "x": "epoch", "y": sources("curves.csv", "val_acc"),
+            "title": "Val accuracy per epoch, every method (mean over the seeds)",
+            "x_label": "epoch", "y_label": "val accuracy"}},
+        {"per_class_accuracy": {
+            "template": SCATTER_BY_METHOD, "x": "train_count",
+            "y": sources("per_class.csv", "accuracy"),
+            "title": "Per-class test accuracy against training count, every method (its "
+                     "classifier chosen on val, mean over the seeds)",
+            "x_label": "training images of the class (log scale)",
+            "y_label": "test accuracy"}},
+    ]
+    plots += [{f"tsne_{method}": {
+        "template": SCATTER_BY_GROUP, "x": "x", "y": {str(plot_table(method, "tsne.csv")): "y"},
+        "title": f"t-SNE of test features, {method}, head / tail (first seed, class-stratified "
+                 "sample)", "x_label": "t-SNE 1", "y_label": "t-SNE 2"}} for method in methods]
+    return plots
 
 
 # --- code dependencies -----------------------------------------------------------------------

@@ -32,10 +32,11 @@ from stages.io import fmt, json_ready, write_csv, write_json, write_predictions
 from stages.layout import (
     DLSA_MODEL_FILE,
     bank_path,
+    check_bank_origin,
     dlsa_model_dir,
     dlsa_results,
     dlsa_resume_dir,
-    require_bank,
+    require_stage2_bank,
     resolve_device,
 )
 from stages.outputs import StageOutputs
@@ -57,9 +58,9 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     """
     folders = [dlsa_model_dir(method_name, seed), dlsa_results(method_name, seed)]
     with StageOutputs(folders=folders) as out:
-        params.method(method_name)
         # rows over memory.budget_mb stay in the open bank and are read on demand
-        with Bank.open(require_bank(method_name, seed)) as bank:
+        with Bank.open(require_stage2_bank(params, method_name, seed)) as bank:
+            check_bank_origin(params, method_name, bank.meta.source_kind)
             splits = BankSplits.read(bank, params.memory.budget_bytes, log, f"dlsa {method_name}")
             _fit_and_score(params, method_name, seed, splits, bank.meta, out)
     shutil.rmtree(dlsa_resume_dir(method_name, seed), ignore_errors=True)

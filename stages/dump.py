@@ -11,7 +11,9 @@ from core.splits import SPLITS
 from features.bank import BankMeta, BankWriter, estimated_bank_bytes
 from pipeline.data import Splits, make_loader
 from pipeline.methods import Method
+from pipeline.models.base import Backbone
 from pipeline.models.checkpoint import load_model_payload, restore_method
+from pipeline.models.weights import load_backbone
 from stages.configs import data_source
 from stages.errors import StageError
 from stages.io import sha256_file
@@ -85,6 +87,98 @@ def run(params: Params, method_name: str, seed: int) -> Path:
     log(f"dump {method_name}: " + ", ".join(f"{split} {rows}" for split, rows in sizes.items())
         + f" -> {target}")
     return target
+
+
+CHECKPOINT = "checkpoint"
+
+
+def run_import(params: Params, method_name: str, seed: int) -> Path:
+    """Write the bank of entry ``imports.<method_name>`` (kind checkpoint) for one seed.
+
+    Returns:
+        The path of the bank.
+    """
+    entry = params.imported(method_name)
+    if entry.kind != CHECKPOINT or entry.backbone is None:
+        raise StageError(f"imports.{method_name} is of kind '{entry.kind}': run `tailbank "
+                         f"import-bank --method {method_name}` for it")
+    return run_checkpoint(params, entry.source_of(seed), entry.backbone, method_name, seed)
+
+
+def run_checkpoint(params: Params, checkpoint: Path, backbone: str, method_name: str,
+                   seed: int) -> Path:
+    """Write ``banks/<method>/seed<seed>.h5`` from a network trained elsewhere, no pretrain.
+
+    The features are the backbone's pooled ``forward_features`` of the un-augmented images of
+    ``data``'s splits (`tailbank prepare` makes them); logits only when the file's head has
+    one row per class. The bank records the file and its sha256 (``source_kind``
+    "checkpoint").
+
+    Args:
+        params: the params (data, dump).
+        checkpoint: a state dict of ``backbone`` (`pipeline.models.weights`).
+        backbone: the architecture the weights belong to (``resnet32``, ``resnet50``, ...).
+        method_name: the key the bank is filed under; stage 2 runs with ``--method`` it.
+        seed: the seed the bank is filed under.
+
+    Returns:
+        The path of the bank.
+    """
+    target = bank_path(method_name, seed)
+    check_writable(target, folder=False)
+    source = data_source(params.data)
+    splits = Splits.read(require_splits(source.name), source, fix=REDO_PREPARE)
+    network, head = load_backbone(Path(checkpoint), backbone, in_channels=source.channels,
+                                  num_classes=len(splits.class_counts))
+    device = resolve_device(params.dump.device)
+    network = network.to(device)
+    loaders = {
+        split: make_loader(source, getattr(splits, split), batch_size=params.dump.batch_size,
+                           train=False, device=device)
+        for split in SPLITS
+    }
+    digest = sha256_file(Path(checkpoint))
+    meta = BankMeta(
+        method=method_name,
+        backbone=backbone,
+        dataset=source.name,
+        num_classes=len(splits.class_counts),
+        feature_dim=network.feature_dim,
+        seed=seed,
+        params_digest=section_digest({CHECKPOINT: digest}, params.data, params.dump),
+        checkpoint_sha256=digest,
+        class_counts=splits.class_counts,
+        class_names=source.class_names,
+        augment="none",
+        tailbank_version=tailbank_version(),
+        source_kind=CHECKPOINT,
+        source=str(checkpoint),
+    )
+    sizes = {split: loader.num_samples for split, loader in loaders.items()}
+    check_space(target, estimated_bank_bytes(sizes, meta, logits=head))
+    with BankWriter(target, meta, split_sizes=sizes) as bank:
+        for split, loader in loaders.items():
+            for batch in loader.epoch(0):
+                _write_backbone_batch(bank, split, network, head, batch, device)
+    log(f"dump {method_name} from {checkpoint}: " + ", ".join(
+        f"{split} {rows}" for split, rows in sizes.items()) + f" -> {target}"
+        + ("" if head else " (no logits: the file's head is not one row per class)"))
+    return target
+
+
+@torch.inference_mode()
+def _write_backbone_batch(bank: BankWriter, split: str, network: Backbone, head: bool,
+                          batch: Any, device: torch.device) -> None:
+    """Append one batch's pooled features [B, D] (and logits [B, C] when the head fits)."""
+    feature_map = network.forward_features(batch.images.to(device, non_blocking=True))
+    features = network.forward_head(feature_map, pre_logits=True)
+    bank.append(
+        split,
+        features=features.float().cpu().numpy(),
+        labels=batch.labels.cpu().numpy(),
+        index=batch.index.cpu().numpy(),
+        logits=network.fc(features).float().cpu().numpy() if head else None,
+    )
 
 
 def _extra_width(method: Method, loaders: dict[str, Any]) -> int:

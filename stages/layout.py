@@ -17,6 +17,8 @@ from stages.errors import StageError
 if TYPE_CHECKING:
     import torch
 
+    from stages.params import Params
+
 Seed = int | str
 SEED_ITEM = "${item}"
 RESULTS = Path("results")
@@ -99,10 +101,24 @@ def report_dir() -> Path:
     return Path("reports")
 
 
-def summary_metrics() -> Path:
-    """The one metrics file of the DAG: per method, the accuracy of its classifier chosen on
-    val and the DLSA difference, mean over the seeds (``dvc metrics show``)."""
-    return report_dir() / "metrics.json"
+def summary_dir() -> Path:
+    """The DAG's metrics files, one per method (``dvc metrics show``: a row each)."""
+    return RESULTS / "summary"
+
+
+def method_summary(method: str) -> Path:
+    """A method's metrics file: its classifier chosen on val, means over the seeds."""
+    return summary_dir() / f"{method}.json"
+
+
+def plot_tables_dir() -> Path:
+    """The tables the top-level plots of dvc.yaml overlay, one folder per method."""
+    return report_dir() / "plots"
+
+
+def plot_table(method: str, name: str) -> Path:
+    """One overlay table of ``method`` (``curves.csv``, ``per_class.csv``, ``tsne.csv``)."""
+    return plot_tables_dir() / method / name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,3 +146,31 @@ REDO_PREPARE = "delete it and run `tailbank prepare`"
 def require_bank(method: str, seed: int) -> Path:
     """The bank of a method's seed, which the stage-2 stages read; `dump` makes it."""
     return require_file(bank_path(method, seed), f"tailbank dump --method {method} --seed {seed}")
+
+
+def require_stage2_bank(params: Params, method: str, seed: int) -> Path:
+    """The bank a stage-2 stage (classify, dlsa, analyze) reads.
+
+    That of a method of params.yaml, or, under a key params.yaml does not name, a bank that
+    ``tailbank import-bank`` or ``tailbank dump --checkpoint`` wrote; `check_bank_origin`
+    confirms which once the bank is open.
+    """
+    if not _names_method(params, method) and not bank_path(method, seed).is_file():
+        params.method(method)  # the one-line error that lists the methods there are
+    return require_bank(method, seed)
+
+
+def check_bank_origin(params: Params, method: str, source_kind: str | None) -> None:
+    """A bank filed under a key params.yaml does not name must come from elsewhere (its
+    ``source_kind`` attribute says so); a dumped one belongs to a method of params.yaml."""
+    if source_kind is None:
+        params.method(method)
+
+
+def _names_method(params: Params, method: str) -> bool:
+    # a lookup, not a read of the whole `methods:` section (which no stage-2 stage depends on)
+    try:
+        params.method(method)
+    except StageError:
+        return False
+    return True

@@ -1,13 +1,7 @@
 """The typed schema of params.yaml: every key validated on load, with one-line errors.
 
-Each DVC stage reads only the sections that dvc.yaml lists for it, so a change to one
-section re-runs only the stages that depend on it:
-
-- ``seed``, ``data``                          -> prepare
-- ``seed``, ``data``, ``train``, ``methods.<m>`` -> pretrain@<m>
-- ``data``, ``dump``                          -> dump@<m>
-- ``seed``, ``classify``, ``eval``              -> classify@<m>
-- ``seed``, ``analyze``, ``eval``               -> analyze@<m>
+Which keys each stage reads is declared once, in `stages.dag.STAGES` (dvc.yaml's params come
+from there, and tests/stages/test_dag_code.py checks them against the keys each stage reads).
 
 A section that configures a library is generated from the library's config dataclass (see
 `stages.sections`): ``dlsa.flow`` holds `features.configs.FlowTrainConfig`'s fields with its
@@ -28,12 +22,9 @@ from pydantic import (
     BaseModel,
     Field,
     PrivateAttr,
-    SerializerFunctionWrapHandler,
     Strict,
     ValidationError,
-    ValidationInfo,
     field_validator,
-    model_serializer,
 )
 
 from core.constraints import SEED
@@ -51,23 +42,21 @@ from features.configs import (
 )
 from pipeline.data.names import (
     AUGMENTATIONS,
-    DATASETS,
-    FILE_DATASETS,
-    PROFILED_TRAIN_POOL_DATASETS,
-    VAL_SOURCES,
 )
 from pipeline.engine.config import OptimConfig, ScheduleConfig, TrainConfig
 from pipeline.methods.kinds import METHOD_KINDS, method_options_fields
 from pipeline.models.names import BACKBONES
+from stages.data_section import DataParams
 from stages.errors import StageError
+from stages.imports_section import ImportParams
 from stages.sections import (
-    Bool,
     Device,
     Float,
     Int,
     Source,
     Str,
     StrictSection,
+    known,
     one_of,
     section_model,
 )
@@ -114,130 +103,14 @@ SOURCES: tuple[Source, ...] = (
 )
 
 
-def _known(choices: tuple[str, ...]) -> AfterValidator:
-    """A validator of a name among ``choices`` (a torch-free registry's names)."""
-    return AfterValidator(lambda name: one_of(name, choices))
-
-
 def _kinds_of(what: str) -> AfterValidator:
     """A validator of a list of classifier kinds (``what`` names them in errors)."""
     return AfterValidator(lambda kinds: _kinds(kinds, what))
 
 
-Dataset = Annotated[str, Strict(), _known(DATASETS)]
-Backbone = Annotated[str, Strict(), _known(BACKBONES)]
-Augmentation = Annotated[str, Strict(), _known(AUGMENTATIONS)]
-ValSource = Annotated[str, Strict(), _known(VAL_SOURCES)]
-MethodKindName = Annotated[str, Strict(), _known(tuple(METHOD_KINDS))]
-
-
-class SplitLists(StrictSection):
-    """Split list files of the list datasets (ImageNet-LT, Places-LT, iNaturalist 2018) and of
-    ``image_list`` (``train`` required there)."""
-
-    train: Str | None = None
-    val: Str | None = None
-    test: Str | None = None
-
-
-class SplitFolders(StrictSection):
-    """Class-folder trees of ``image_folder``, absolute or relative to ``data.root``.
-
-    ``train: null`` is ``data.root`` itself; a val or test folder left null means that split is
-    carved out of the training images (``val_per_class`` / ``test_per_class`` per class).
-    """
-
-    train: Str | None = None
-    val: Str | None = None
-    test: Str | None = None
-
-
-class DataParams(StrictSection):
-    """Which images, and how the long-tailed train / balanced val / test splits are made.
-
-    ``split_seed`` draws the splits; it is not one of the training ``seeds``, so every seed
-    trains on the same images and is tested on the same rows (paired comparisons need that).
-    """
-
-    dataset: Dataset = "digits_lt"
-    root: Str = "data/raw"
-    download: Bool = False
-    split_seed: Int = Field(0, ge=0, le=MAX_SEED)
-    imbalance_factor: Float = Field(20.0, ge=1.0)
-    max_per_class: Int | None = Field(None, ge=1)
-    val_per_class: Int = Field(10, ge=1)
-    test_per_class: Int = Field(40, ge=1)
-    # validated even when left out: image_list needs its training list
-    lists: SplitLists = Field(SplitLists(), validate_default=True)
-    # Keys after this line are left out of the section's dump at their default (see _dump).
-    # The side of the square images the model sees, for datasets read from image files
-    # (null: 224); the in-memory datasets keep their own size.
-    image_size: Int | None = Field(None, ge=8)
-    # Where the balanced val split of a profiled torchvision dataset comes from: "train" holds
-    # it out before the profile; "left_out" keeps the papers' train set (the profile over the
-    # whole train pool, as LDAM draws CIFAR-LT) and takes val from what the profile left out.
-    val_from: ValSource = "train"
-    folders: SplitFolders = SplitFolders()
-
-    @field_validator("lists")
-    @classmethod
-    def _lists_for(cls, lists: SplitLists, info: ValidationInfo) -> SplitLists:
-        dataset = info.data.get("dataset")
-        if dataset == "image_folder" and lists != SplitLists():
-            raise ValueError("image_folder reads class folders, not lists; use data.folders "
-                             "(or data.dataset: image_list)")
-        if dataset == "image_list" and lists.train is None:
-            raise ValueError("image_list needs data.lists.train, the list of training images "
-                             "('<relative/path> <integer label>' per line)")
-        return lists
-
-    @field_validator("image_size")
-    @classmethod
-    def _image_size_for(cls, image_size: int | None, info: ValidationInfo) -> int | None:
-        dataset = info.data.get("dataset")
-        if image_size is not None and dataset is not None and dataset not in FILE_DATASETS:
-            raise ValueError(f"{dataset} is held in memory at its own size; remove the key (it "
-                             f"applies to {', '.join(FILE_DATASETS)})")
-        return image_size
-
-    @field_validator("val_from")
-    @classmethod
-    def _val_from_for(cls, val_from: str, info: ValidationInfo) -> str:
-        dataset = info.data.get("dataset")
-        if val_from == "left_out" and dataset is not None and (
-                dataset not in PROFILED_TRAIN_POOL_DATASETS):
-            raise ValueError(f"'left_out' applies to a profile drawn from a train pool "
-                             f"({', '.join(PROFILED_TRAIN_POOL_DATASETS)}), not to {dataset}; "
-                             "remove the key")
-        return val_from
-
-    @field_validator("folders")
-    @classmethod
-    def _folders_for(cls, folders: SplitFolders, info: ValidationInfo) -> SplitFolders:
-        dataset = info.data.get("dataset")
-        if folders != SplitFolders() and dataset is not None and dataset != "image_folder":
-            raise ValueError(f"class folders apply to image_folder, not to {dataset}; remove "
-                             "the key")
-        return folders
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The section as a dict, without the keys added later that are at their default.
-
-        Model checkpoints and banks store `section_digest` of this dump, so its JSON is part of
-        their bytes. Leaving a later key out while it has its default keeps the digest of
-        params that do not use the key as it was before the key existed, and with it every
-        model and bank byte for byte; a key set to anything else is digested as usual.
-        """
-        dumped = handler(self)
-        for key in DATA_KEYS_DIGESTED_WHEN_SET:
-            if getattr(self, key) == type(self).model_fields[key].default:
-                dumped.pop(key, None)
-        return dumped
-
-
-# Keys of `data` added after outputs began to carry digests of the section (see _dump).
-DATA_KEYS_DIGESTED_WHEN_SET: tuple[str, ...] = ("image_size", "val_from", "folders")
+Backbone = Annotated[str, Strict(), known(BACKBONES)]
+Augmentation = Annotated[str, Strict(), known(AUGMENTATIONS)]
+MethodKindName = Annotated[str, Strict(), known(tuple(METHOD_KINDS))]
 
 
 OptimParams = section_model(
@@ -349,6 +222,8 @@ class Params(StrictSection):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     methods: dict[Str, MethodParams]
+    # banks from elsewhere, each filed under its key beside the methods' banks
+    imports: dict[Str, ImportParams] = {}
 
     @field_validator("seeds")
     @classmethod
@@ -372,6 +247,18 @@ class Params(StrictSection):
                     raise ValueError(f"method key {name!r} {problem} (it names the method's "
                                      "folders, bank and DVC stages)")
         return methods
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _import_names(cls, imports: Any) -> Any:
+        if isinstance(imports, dict):
+            for name in imports:
+                problem = name_problem(name)
+                if problem is not None:
+                    raise ValueError(f"import key {name!r} {problem} (it names the bank's "
+                                     "folder and the stage-2 results)")
+        return imports
+
     dump: DumpParams = DumpParams()
     classify: ClassifyParams = ClassifyParams()
     dlsa: DLSAParams = DLSAParams()
@@ -389,6 +276,16 @@ class Params(StrictSection):
                 f"defined: {', '.join(self.methods)}"
             )
         return self.methods[name]
+
+    def imported(self, name: str) -> ImportParams:
+        """The ``imports.<name>`` entry, or a one-line error listing the entries there are."""
+        if name not in self.imports:
+            defined = ", ".join(self.imports) or "none"
+            raise StageError(
+                f"{self._origin}: no entry '{name}' under 'imports:'"
+                f"{did_you_mean(name, tuple(self.imports))}; defined: {defined}"
+            )
+        return self.imports[name]
 
     def train_for(self, name: str) -> TrainParams:
         """``train`` with the overrides of ``methods.<name>.train`` merged in (validated)."""
@@ -428,6 +325,10 @@ def parse_params(raw: Any, origin: str) -> Params:
         )
     params = _validate(Params, raw, origin=origin)
     params._origin = origin
+    shared = next((name for name in params.imports if name in params.methods), None)
+    if shared is not None:
+        raise StageError(f"{origin}: imports.{shared}: also a key of methods:, whose bank it "
+                         "would overwrite; rename one of them")
     for name, entry in params.methods.items():
         _check_method_options(name, entry, origin=origin)
         _check_teacher(name, entry, params.methods, origin=origin)

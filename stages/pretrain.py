@@ -291,7 +291,11 @@ class CurveLogger:
         pass
 
     def log(self, record: EpochRecord) -> None:
-        """One step per epoch: train loss / accuracy, val accuracy and learning rate."""
+        """One step per epoch: train loss / accuracy, val accuracy and learning rate.
+
+        The step is the 1-based epoch, the count the logs, ``best_epoch`` and the report use
+        (``record.epoch`` is 0-based).
+        """
         from dvclive.plots import Metric
         from dvclive.serialize import dump_json
 
@@ -302,8 +306,8 @@ class CurveLogger:
             # as Live.log_metric: a non-finite value is written as its text
             value = value if math.isfinite(value) else str(value)
             metric = self._metrics.setdefault(name, Metric(name, str(self._directory / "plots")))
-            metric.step = record.epoch
+            metric.step = record.epoch + 1
             metric.dump(value)
             self._summary[name] = value
-        self._summary["step"] = record.epoch
+        self._summary["step"] = record.epoch + 1
         dump_json(self._summary, str(self._directory / "metrics.json"))

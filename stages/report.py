@@ -4,9 +4,9 @@ Collects whatever the classify, dlsa, analyze and pretrain stages left for each 
 ``methods:`` and each seed of ``seeds:``; a missing file becomes None and the report says so
 instead of failing. Accuracies are shown as the mean over the seeds with a 95 % interval
 (`features.seeds`), and a value is bold as best only when a paired bootstrap over the test rows
-finds it above every other (`features.seeds.leaders`). Writes the DAG's one metrics file,
-``reports/metrics.json``: per method, the test accuracy of its classifier chosen on val and
-the gain of its main DLSA result, means over the seeds.
+finds it above every other (`features.seeds.leaders`). Also writes what DVC's own views read
+(`stages.views`): the metrics files ``results/summary/<method>.json`` and the tables the
+top-level plots overlay, ``reports/plots/<method>/``.
 """
 
 from __future__ import annotations
@@ -33,18 +33,20 @@ from features.report import ReportInput, ReportSettings, render_report
 from features.report.text import chosen_classifier
 from features.seeds import ACCURACY_COLUMNS, accuracy_intervals, gain_intervals, leaders, mean_tree
 from stages.errors import StageError
-from stages.io import json_ready, write_bytes, write_json
+from stages.io import write_bytes
 from stages.layout import (
     analyze_results,
     classify_results,
     dlsa_results,
+    plot_tables_dir,
     pretrain_results,
     report_dir,
-    summary_metrics,
+    summary_dir,
 )
 from stages.outputs import StageOutputs
 from stages.params import Params
 from stages.progress import log
+from stages.views import read_curves, write_plot_tables, write_summary
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Collected:
     """One method's inputs to the report, and the test predictions behind its accuracies."""
 
     item: ReportInput
+    curves: list[list[dict[str, str]]] = field(default_factory=list)
     predictions: dict[str, SeededPredictions] = field(default_factory=dict)
     class_counts: np.ndarray | None = None
 
@@ -62,7 +65,7 @@ def run(params: Params) -> Path:
     Returns:
         The path of ``reports/index.html``.
     """
-    with StageOutputs(folders=[report_dir()]) as outputs:
+    with StageOutputs(folders=[report_dir(), summary_dir()]) as outputs:
         collected = [collect(method, params) for method in params.methods]
         marks = significance(collected, params)
         settings = ReportSettings(
@@ -79,7 +82,8 @@ def run(params: Params) -> Path:
         staged = outputs.staged(report_dir())
         write_bytes(staged / "index.html", page.encode())
         write_bytes(staged / "summary.md", summary.encode())
-        write_json(staged / summary_metrics().name, json_ready(headline(inputs)))
+        for entry in collected:
+            write_views(outputs, entry)
     out = report_dir()
     found = sum(item.classify is not None for item in inputs)
     log(f"report: {len(inputs)} methods ({found} with classifier results), "
@@ -126,7 +130,15 @@ def collect(method: str, params: Params) -> Collected:
     tsne = read_csv(analyze_results(method, seeds[0]) / "tsne.csv", ("x", "y", "label", "group"),
                     f"{again['analyze']} --seed {seeds[0]}")
     entry.tsne = tsne or None
+    collected.curves = [read_curves(pretrain_results(method, seed) / "live") for seed in seeds]
     return collected
+
+
+def write_views(outputs: StageOutputs, entry: Collected) -> None:
+    """One method's metrics file and overlay tables (`stages.views`)."""
+    item = entry.item
+    write_summary(outputs.staged(summary_dir()), item, main_gain(item, "gain"))
+    write_plot_tables(outputs.staged(plot_tables_dir() / item.method), item, entry.curves)
 
 
 def _fold_classify(collected: Collected, per_seed: dict[int, Any], params: Params) -> None:
@@ -277,20 +289,7 @@ def significance(collected: Sequence[Collected], params: Params) -> dict[str, di
     return marks
 
 
-def headline(inputs: Sequence[ReportInput]) -> dict[str, dict[str, float | None]]:
-    """``reports/metrics.json``: per method, the mean test accuracy of the classifier chosen
-    on val, and the mean overall gains of the val-gated DLSA and of the paper's cascade (every
-    filter) over the base whose gated DLSA is best on val."""
-    summary = {}
-    for item in inputs:
-        kind = chosen_classifier(item)
-        accuracy = ((item.classify or {}).get(kind) or {}).get("overall") if kind else None
-        summary[item.method] = {"accuracy": accuracy, "dlsa_gain": _main_gain(item, "gain"),
-                                "dlsa_paper_gain": _main_gain(item, "gain_paper")}
-    return summary
-
-
-def _main_gain(item: ReportInput, gain_key: str) -> float | None:
+def main_gain(item: ReportInput, gain_key: str) -> float | None:
     """An overall DLSA gain on the base kind whose gated base + DLSA is best on val."""
     entries = item.dlsa or {}
     if not entries:

@@ -177,6 +177,11 @@ def values(source: Source, section: BaseModel) -> dict[str, Any]:
     return {field: getattr(section, key) for field, key in source.keys.items()}
 
 
+def known(choices: tuple[str, ...]) -> AfterValidator:
+    """A validator of a name among ``choices`` (a torch-free registry's names)."""
+    return AfterValidator(lambda name: one_of(name, choices))
+
+
 def one_of(name: str, choices: tuple[str, ...]) -> str:
     """``name`` if it is one of ``choices``; else a ValueError naming the closest choice."""
     if name in choices:

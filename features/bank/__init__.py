@@ -4,6 +4,7 @@
 - `writer`: `BankWriter`, the streaming writer that renames a complete bank into place.
 - `verify`: the checks of attributes, dtypes and shapes a bank passes when it opens.
 - `reader`: `Bank`, the validating reader (whole datasets, blocks, gathered rows).
+- `imported`: features computed elsewhere (.npz, .pt, .npy files), read and checked for a bank.
 - `chunks`: chunk-aligned slicing of reads.
 - `arrays`: checked conversions of the arrays every stage-2 function takes.
 - `rows`: `FeatureRows`, rows in memory or read from a bank on demand under a memory budget

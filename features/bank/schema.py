@@ -2,7 +2,8 @@
 
 Layout of a bank (see DESIGN.md, "Feature bank")::
 
-    attrs                  schema_version + every scalar field of `BankMeta`
+    attrs                  schema_version + every scalar field of `BankMeta` (source_kind and
+                           source only in a bank from elsewhere)
     class_counts           int64   [C]
     class_names            utf-8   [C]      (optional)
     <split>/features       float32 [N, D]
@@ -42,6 +43,10 @@ STRING_ATTRS = (
     "tailbank_version",
 )
 INT_ATTRS = ("num_classes", "feature_dim", "seed")
+# Written only when set: a bank `dump` makes from a trained method has neither, so its bytes
+# are those of every bank before features from elsewhere could be imported.
+OPTIONAL_STRING_ATTRS = ("source_kind", "source")
+SOURCE_KINDS = ("imported", "checkpoint")
 
 
 def _installed_version() -> str:
@@ -68,6 +73,11 @@ class BankMeta:
         class_names: Optional C class names.
         augment: Augmentation applied before feature extraction ("none").
         tailbank_version: Version of tailbank that wrote the bank.
+        source_kind: None for a bank of a method tailbank trained; "imported" for features
+            computed elsewhere (`tailbank import-bank`; then `checkpoint_sha256` is the sha256
+            of the features file), "checkpoint" for a network trained elsewhere (`tailbank
+            dump --checkpoint`).
+        source: The file the features or the network came from (None with `source_kind`).
     """
 
     method: str
@@ -82,6 +92,8 @@ class BankMeta:
     class_names: tuple[str, ...] | None = None
     augment: str = "none"
     tailbank_version: str = field(default_factory=_installed_version)
+    source_kind: str | None = None
+    source: str | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BankMeta):
@@ -94,7 +106,9 @@ class BankMeta:
 
 def _meta_key(meta: BankMeta) -> tuple:
     # class_counts is an array: compared by value, as the tuple of its counts
-    scalars = tuple(getattr(meta, name) for name in STRING_ATTRS + INT_ATTRS)
+    scalars = tuple(
+        getattr(meta, name) for name in STRING_ATTRS + INT_ATTRS + OPTIONAL_STRING_ATTRS
+    )
     counts = tuple(int(count) for count in np.asarray(meta.class_counts).ravel())
     return scalars + (counts, meta.class_names)
 
@@ -104,6 +118,7 @@ def check_meta(meta: BankMeta, where: str) -> None:
     for name in STRING_ATTRS:
         if not isinstance(getattr(meta, name), str):
             raise FeaturesError(f"{where}: BankMeta.{name} must be a str; pass a string")
+    _check_source(meta, where)
     for name in INT_ATTRS:
         value = getattr(meta, name)
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -125,6 +140,21 @@ def check_meta(meta: BankMeta, where: str) -> None:
         raise FeaturesError(
             f"{where}: BankMeta.class_names has {len(meta.class_names)} names for "
             f"{meta.num_classes} classes; pass one name per class or None"
+        )
+
+
+def _check_source(meta: BankMeta, where: str) -> None:
+    """The optional provenance of a bank from elsewhere: both fields or neither."""
+    if (meta.source_kind is None) != (meta.source is None):
+        raise FeaturesError(
+            f"{where}: BankMeta.source_kind and source go together; set both or neither"
+        )
+    if meta.source_kind is None:
+        return
+    if meta.source_kind not in SOURCE_KINDS or not isinstance(meta.source, str):
+        raise FeaturesError(
+            f"{where}: BankMeta.source_kind must be one of {SOURCE_KINDS} with a str source, "
+            f"got {meta.source_kind!r}; pass one of them"
         )
 
 

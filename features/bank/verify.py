@@ -15,6 +15,7 @@ import numpy as np
 
 from features.bank.schema import (
     INT_ATTRS,
+    OPTIONAL_STRING_ATTRS,
     SCHEMA_VERSION,
     STRING_ATTRS,
     BankMeta,
@@ -49,6 +50,9 @@ def read_meta(path: Path, file: h5py.File) -> BankMeta:
         )
     values = {name: _string_attr(path, file, name) for name in STRING_ATTRS}
     values |= {name: _int_attr(path, file, name) for name in INT_ATTRS}
+    # a bank of features or a network from elsewhere says where they came from
+    values |= {name: _string_attr(path, file, name) for name in OPTIONAL_STRING_ATTRS
+               if name in attrs}
     meta = BankMeta(
         class_counts=_class_counts(path, file, values["num_classes"]),
         class_names=_class_names(path, file, values["num_classes"]),

@@ -28,6 +28,7 @@ from core.splits import SPLITS
 from features.bank.schema import (
     INT_ATTRS,
     LIBVER,
+    OPTIONAL_STRING_ATTRS,
     SCHEMA_VERSION,
     STRING_ATTRS,
     BankMeta,
@@ -35,6 +36,14 @@ from features.bank.schema import (
     chunk_rows,
 )
 from features.errors import FeaturesError
+
+
+def _write_string_attr(file: h5py.File, name: str, value: str) -> None:
+    encoded = value.encode("utf-8")
+    # Fixed-length strings live in the checksummed object header; variable-length
+    # ones would sit in the unchecksummed global heap.
+    string_type = h5py.string_dtype("utf-8", max(1, len(encoded)))
+    file.attrs.create(name, np.array(encoded, dtype=string_type))
 
 
 class BankWriter:
@@ -151,13 +160,14 @@ class BankWriter:
         file = self._require_open()
         file.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
         for name in STRING_ATTRS:
-            encoded = getattr(self.meta, name).encode("utf-8")
-            # Fixed-length strings live in the checksummed object header; variable-length
-            # ones would sit in the unchecksummed global heap.
-            string_type = h5py.string_dtype("utf-8", max(1, len(encoded)))
-            file.attrs.create(name, np.array(encoded, dtype=string_type))
+            _write_string_attr(file, name, getattr(self.meta, name))
         for name in INT_ATTRS:
             file.attrs[name] = np.int64(getattr(self.meta, name))
+        for name in OPTIONAL_STRING_ATTRS:
+            # after every attribute a dumped bank has, and only when set: dumped banks keep
+            # their bytes
+            if getattr(self.meta, name) is not None:
+                _write_string_attr(file, name, getattr(self.meta, name))
         counts = np.asarray(self.meta.class_counts, dtype=np.int64)
         self._create_fixed(file, "class_counts", counts)
         if self.meta.class_names is not None:

@@ -1,7 +1,8 @@
 """Run one stage in this process and say what it imported and which params keys it read.
 
-``python -m tests.stages.stage_trace OUT STAGE [METHOD SEED]``, run in a project folder (its
-params.yaml, splits, models and banks), writes OUT: a JSON object with ``modules`` (the files of
+``python -m tests.stages.stage_trace OUT STAGE[:FUNCTION] [METHOD SEED]`` (FUNCTION: another
+entry point than ``run``), run in a project folder (its params.yaml, splits, models and banks),
+writes OUT: a JSON object with ``modules`` (the files of
 tailbank's packages that are in ``sys.modules`` after the run) and ``params`` (the dotted params
 keys the stage read, traced on the loaded `Params` object). The stage runs in a fresh
 interpreter so that ``sys.modules`` holds what it, and only it, needed.
@@ -70,6 +71,7 @@ class ParamsReads:
         for cls in classes:
             undo.append(self._patch_getattribute(cls))
         undo += [self._patch_lookup("method", lambda name: (), None),
+                 self._patch_lookup("imported", lambda name: (f"imports.{name}",), None),
                  self._patch_lookup("train_for", lambda name: (f"methods.{name}.train",),
                                     "train")]
         try:
@@ -154,10 +156,12 @@ def main(argv: list[str]) -> None:
 
     params = load_params("params.yaml")
     reads = ParamsReads(params)
-    module = importlib.import_module(f"stages.{stage}")
+    # STAGE may name another entry point of the module: dump:run_import
+    name, _, function = stage.partition(":")
+    module = importlib.import_module(f"stages.{name}")
     arguments = (rest[0], int(rest[1])) if rest else ()
     with reads.tracing():
-        module.run(params, *arguments)
+        getattr(module, function or "run")(params, *arguments)
     repo = Path(__file__).resolve().parents[2]
     Path(out).write_text(json.dumps({"modules": our_module_files(repo),
                                      "params": sorted(reads.keys),

@@ -26,7 +26,7 @@ def test_curves_are_the_bytes_dvclive_writes(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path)  # outside any git / DVC repository, where Live starts cleanly
     live = Live(str(tmp_path / "live"), dvcyaml=False, save_dvc_exp=False, report=None)
     for record in RECORDS:
-        live.step = record.epoch
+        live.step = record.epoch + 1  # the 1-based epoch, as the logs and the report count
         for name, value in asdict(record).items():
             if name != "epoch":
                 live.log_metric(name, float(value))
@@ -50,7 +50,7 @@ def test_curves_leave_a_fresh_git_repository_alone(tmp_path: Path, monkeypatch) 
         curves.log(RECORDS[0])
     assert not (tmp_path / ".dvc").exists()
     assert (tmp_path / "live" / "plots" / "metrics" / "val_acc.tsv").read_text().splitlines() == \
-        ["step\tval_acc", "0\t0.125"]
+        ["step\tval_acc", "1\t0.125"]
 
 
 def test_an_earlier_runs_curves_are_replaced(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_an_earlier_runs_curves_are_replaced(tmp_path: Path) -> None:
         with CurveLogger(tmp_path / "live") as curves:
             curves.log(RECORDS[0])
     rows = (tmp_path / "live" / "plots" / "metrics" / "lr.tsv").read_text().splitlines()
-    assert rows == ["step\tlr", "0\t0.1"]
+    assert rows == ["step\tlr", "1\t0.1"]
 
 
 def test_pretrain_ends_with_one_saved_line(tmp_path: Path, monkeypatch) -> None:

@@ -41,7 +41,8 @@ def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:
     assert "stages/report.py" not in ce and "features/report" in report_deps
     # a report plot module changed re-runs the report (its package is a dependency)
     assert any(Path("features/report/plots.py").is_relative_to(dep) for dep in report_deps)
-    assert list(stages["report"]["metrics"][0]) == ["reports/metrics.json"]
+    assert [next(iter(entry)) for entry in stages["report"]["metrics"]] == [
+        f"results/summary/{method}.json" for method in methods]
 
 
 def test_check_says_when_dvc_yaml_is_out_of_date(tmp_path: Path, monkeypatch) -> None:
@@ -88,8 +89,10 @@ def test_a_second_seed_runs_only_its_own_stages(tmp_path: Path) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     second = ran_stages(dvc(root, "repro"))
     assert second == branch(*methods, seeds=(1,)) | {"report"}
-    summary = json.loads((root / "reports/metrics.json").read_text())
-    assert set(summary) == set(methods)
+    summaries = {path.stem: json.loads(path.read_text())
+                 for path in (root / "results/summary").glob("*.json")}
+    assert set(summaries) == set(methods)
+    assert all(summary["acc"] is not None for summary in summaries.values())
     for method in methods:
         assert (root / f"models/{method}/seed1/model.pt").is_file()
     teacher = json.loads((root / "results/pretrain/gml_student/seed1/metrics.json").read_text())

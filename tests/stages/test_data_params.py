@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from stages.data_section import DATA_KEYS_DIGESTED_WHEN_SET, DataParams
 from stages.errors import StageError
-from stages.params import DATA_KEYS_DIGESTED_WHEN_SET, DataParams, parse_params, section_digest
+from stages.params import parse_params, section_digest
 from tests.stages.conftest import tiny_params
 
 

@@ -45,6 +45,7 @@ def project(tmp_path_factory) -> Path:
         shutil.copytree(REPO / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")  # tests/stages/test_dag.py keeps it current
+    shutil.copytree(REPO / "docs/dvc", root / "docs/dvc")  # the top-level plots' templates
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
@@ -63,23 +64,32 @@ def branch(*methods: str, stages: tuple[str, ...] = PER_METHOD, seeds=(0,)) -> s
             for seed in seeds}
 
 
-def test_metrics_cover_every_method_and_classifier(project):
-    """The one metrics file: per method, the accuracy of its classifier chosen on val and the
-    DLSA gain; every classifier kind's details sit in the per-seed results."""
+def test_metrics_are_one_row_per_method(project):
+    """`dvc metrics show`: one small file per method (its classifier chosen on val, percent);
+    every classifier kind's details sit in the per-seed results, out of `metrics:`."""
     shown = json.loads(dvc(project, "metrics", "show", "--json"))
     metrics = next(iter(shown.values()))["data"]
-    assert list(metrics) == ["reports/metrics.json"]
-    summary = metrics["reports/metrics.json"]["data"]
-    assert set(summary) == set(METHODS)
+    assert sorted(metrics) == sorted(f"results/summary/{m}.json" for m in METHODS)
     for method in METHODS:
-        assert 0.0 <= summary[method]["accuracy"] <= 1.0
-        assert -1.0 <= summary[method]["dlsa_gain"] <= 1.0
-        assert -1.0 <= summary[method]["dlsa_paper_gain"] <= 1.0
+        row = metrics[f"results/summary/{method}.json"]["data"]
+        assert set(row) == {"acc", "ci", "many", "med", "few", "dlsa"}
+        assert 0.0 <= row["ci"]["lo"] <= row["acc"] <= row["ci"]["hi"] <= 100.0
+        assert -100.0 <= row["dlsa"] <= 100.0
         table = json.loads((project / f"results/classify/{method}/seed0/metrics.json").read_text())
         kinds = tiny_params()["classify"]["kinds"]
         assert set(table) == set(kinds)
         for kind in kinds:
             assert set(SCALARS) <= set(table[kind])
+
+
+def test_plots_show_renders_the_overlays(project):
+    """The top-level plots find their tables (the templates are copied with the code)."""
+    shown = json.loads(dvc(project, "plots", "show", "--json"))["data"]
+    assert {"val_accuracy", "per_class_accuracy"} | {f"tsne_{m}" for m in METHODS} <= set(shown)
+    for name in ("val_accuracy", "per_class_accuracy"):
+        (plot,) = shown[name]
+        values = plot["content"]["data"]["values"]
+        assert {row["filename"].split("/")[0] for row in values} == set(METHODS)
 
 
 def test_outputs_are_in_place(project):
