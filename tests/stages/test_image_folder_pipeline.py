@@ -60,5 +60,5 @@ def test_an_image_folder_runs_through_the_whole_dag(tmp_path: Path) -> None:
     assert splits["test"]["pool"] == "test" and len(splits["test"]["indices"]) == 20
     assert len(splits["val"]["indices"]) == 10
     assert (tmp_path / "banks/ce/seed0.h5").is_file()
-    summary = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert 0.0 <= summary["ce"]["accuracy"] <= 1.0
+    summary = json.loads((tmp_path / "results/summary/ce.json").read_text())
+    assert 0.0 <= summary["acc"] <= 100.0
