@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 ALLOWED = {"core": {"core"}, "pipeline": {"core", "pipeline"}, "features": {"core", "features"},
            "stages": {"core", "pipeline", "features", "stages"}}
 # the DAG's stages and the commands that run on their outputs
-STAGE_MODULES = {"prepare", "pretrain", "dump", "classify", "dlsa", "analyze", "report", "route",
+STAGE_MODULES = {"prepare", "pretrain", "dump", "import_bank", "classify", "dlsa", "analyze",
+                 "report", "route",
                  "compare", "fidelity"}
 
 
