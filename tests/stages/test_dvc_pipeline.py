@@ -64,7 +64,7 @@ def branch(*methods: str, stages: tuple[str, ...] = PER_METHOD, seeds=(0,)) -> s
             for seed in seeds}
 
 
-def test_metrics_are_one_row_per_method(project):
+def test_metrics_cover_every_method_and_classifier(project):
     """`dvc metrics show`: one small file per method (its classifier chosen on val, percent);
     every classifier kind's details sit in the per-seed results, out of `metrics:`."""
     shown = json.loads(dvc(project, "metrics", "show", "--json"))
