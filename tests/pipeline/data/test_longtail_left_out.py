@@ -18,26 +18,25 @@ IMBALANCE_FACTOR = 5.0
 
 
 def ldam_train_indices(targets: np.ndarray, imbalance_factor: float, seed: int) -> np.ndarray:
-    """``IMBALANCECIFAR10.gen_imbalanced_data`` of the official LDAM-DRW code, transcribed
-    (``imb_type='exp'``, ``imb_factor = 1 / IF``, ``rand_number = seed``)."""
-    state = np.random.get_state()
+    """The long-tailed CIFAR train set as the official LDAM-DRW code draws it, written from its
+    behaviour: numpy's global generator seeded with ``seed``; for each class in increasing
+    order, its image positions shuffled in place and the first n_c kept, with
+    n_c = int(n_max * IF^(-c / (C - 1))) and n_max the mean images per class."""
+    saved = np.random.get_state()
     try:
         np.random.seed(seed)
-        cls_num = len(np.unique(targets))
-        img_max = len(targets) / cls_num
-        img_num_per_cls = [
-            int(img_max * ((1 / imbalance_factor) ** (cls_idx / (cls_num - 1.0))))
-            for cls_idx in range(cls_num)
-        ]
-        targets_np = np.array(targets, dtype=np.int64)
-        selected = []
-        for the_class, the_img_num in zip(np.unique(targets_np), img_num_per_cls, strict=True):
-            idx = np.where(targets_np == the_class)[0]
-            np.random.shuffle(idx)
-            selected.append(idx[:the_img_num])
-        return np.sort(np.concatenate(selected))
+        labels = np.asarray(targets, dtype=np.int64)
+        classes = np.unique(labels)
+        per_class = len(labels) / len(classes)
+        kept = []
+        for rank, label in enumerate(classes):
+            count = int(per_class * (1 / imbalance_factor) ** (rank / (len(classes) - 1.0)))
+            positions = np.flatnonzero(labels == label)
+            np.random.shuffle(positions)
+            kept.append(positions[:count])
+        return np.sort(np.concatenate(kept))
     finally:
-        np.random.set_state(state)
+        np.random.set_state(saved)
 
 
 @pytest.fixture
