@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
@@ -19,14 +17,6 @@ from tests.stages.conftest import tiny_params
 
 FILES = ("analysis.json", "metrics.json", "confusion.json", "rho.csv", "clusters.csv", "tsne.csv")
 
-
-@pytest.fixture(autouse=True)
-def faiss_single_thread() -> Iterator[None]:
-    """faiss has its own OpenMP pool; the tests are tiny, so one thread avoids contention."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 def small_params(**analyze_keys: object) -> Params:

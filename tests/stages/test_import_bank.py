@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import h5py
 import numpy as np
 import pytest
@@ -27,13 +25,6 @@ from tests.stages.conftest import tiny_params
 COUNTS = np.array([120, 60, 30, 12, 6])
 VAL, TEST = 12, 20
 
-
-@pytest.fixture(autouse=True)
-def faiss_single_thread() -> Iterator[None]:
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 def stage2_params() -> Params:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
@@ -17,15 +15,6 @@ from features.bank import Bank
 from features.configs import AnalysisConfig, KmeansConfig, KnnConfig
 from features.errors import FeaturesError
 from tests.features.synthetic import COUNTS, write_bank
-
-
-@pytest.fixture(autouse=True)
-def faiss_single_thread() -> Iterator[None]:
-    """faiss has its own OpenMP pool; the tests are tiny, so one thread avoids contention."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 def test_analysis_config_validation() -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import faiss
 import numpy as np
 import pytest
 
@@ -13,15 +10,6 @@ from features.analysis.kmeans import ClusterReport, kmeans_clusters
 from features.configs import KmeansConfig
 from features.errors import FeaturesError
 from tests.features.synthetic import blobs
-
-
-@pytest.fixture(autouse=True)
-def faiss_single_thread() -> Iterator[None]:
-    """faiss has its own OpenMP pool; the tests are tiny, so one thread avoids contention."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 def test_kmeans_recovers_well_separated_classes() -> None:

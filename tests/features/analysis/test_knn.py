@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -16,15 +15,6 @@ from features.bank import Bank, BankMeta, BankWriter
 from features.bank.rows import ArrayRows, BankRows
 from features.configs import KnnConfig
 from features.errors import FeaturesError
-
-
-@pytest.fixture(autouse=True)
-def faiss_single_thread() -> Iterator[None]:
-    """faiss has its own OpenMP pool; the tests are tiny, so one thread avoids contention."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
 
 
 def clustered(
