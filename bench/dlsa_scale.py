@@ -33,8 +33,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from flow_throughput import bare_maf, synthetic_bank  # noqa: E402
-from stage2_memory import _current_rss_mb, _peak_rss_mb  # noqa: E402
+from flow_throughput import bare_maf, synthetic_bank, train_bare_maf  # noqa: E402
+from stage2_memory import current_rss_mb, peak_rss_mb  # noqa: E402
 
 from features.configs import CascadeConfig, FlowTrainConfig  # noqa: E402
 from features.dlsa.cascade import fit_cascade  # noqa: E402
@@ -52,7 +52,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     """Fit the cascade; its seconds, peak memory and per-filter row counts."""
     train_x, train_y, val_x, val_y, counts = synthetic_bank(args.rows, args.dim, args.classes, 0)
     config = cascade_config(args)
-    rss_before = _current_rss_mb()
+    rss_before = current_rss_mb()
     profiler = cProfile.Profile() if args.profile else None
     start = time.perf_counter()
     if profiler:
@@ -63,7 +63,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     seen = [len(rows) for rows in left_train[:-1]]  # rows filter f trained on
     routed = [len(left_train[f]) - len(left_train[f + 1]) for f in range(len(seen))]
-    result = {"seconds": seconds, "peak_mb": _peak_rss_mb() - rss_before,
+    result = {"seconds": seconds, "peak_mb": peak_rss_mb() - rss_before,
               "data_mb": train_x.nbytes / 2**20, "filter_rows": seen, "routed_rows": routed}
     if profiler:
         text = io.StringIO()
@@ -80,28 +80,19 @@ def run_bare(args: argparse.Namespace, filter_rows: list[int],
     standardised = (train_x - train_x.mean(0)) / np.maximum(train_x.std(0), 1e-6)
     x = torch.from_numpy(standardised.astype(np.float32))
     y = torch.from_numpy(train_y)
-    rss_before = _current_rss_mb()
+    rss_before = current_rss_mb()
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for seen, routed in zip(filter_rows, routed_rows, strict=True):
         _bare_flow(x[:seen], config.flow, generator)
         _bare_linear(x[:routed], y[:routed], args.classes, config, generator)
-    return {"seconds": time.perf_counter() - start, "peak_mb": _peak_rss_mb() - rss_before}
+    return {"seconds": time.perf_counter() - start, "peak_mb": peak_rss_mb() - rss_before}
 
 
 def _bare_flow(rows: torch.Tensor, config: FlowTrainConfig, generator: torch.Generator) -> None:
     flow = bare_maf(rows.shape[1])
     optimizer = torch.optim.SGD(flow.parameters(), lr=1e-3)
-    for _ in range(config.epochs):
-        order = torch.randperm(len(rows), generator=generator)
-        for first in range(0, len(order), config.batch_size):
-            batch = rows[order[first:first + config.batch_size]]
-            if len(batch) < 2:
-                continue
-            loss = -flow.log_prob(batch).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    train_bare_maf(flow, optimizer, rows, config.epochs, config.batch_size, generator)
 
 
 def _bare_linear(rows: torch.Tensor, labels: torch.Tensor, classes: int, config: CascadeConfig,

@@ -87,21 +87,29 @@ def time_bare(x: np.ndarray, config: FlowTrainConfig) -> float:
     optimizer = torch.optim.SGD(flow.parameters(), lr=config.lr, momentum=config.momentum)
     generator = torch.Generator().manual_seed(config.seed)
     start = time.perf_counter()
-    for _ in range(config.epochs):
+    loss = train_bare_maf(flow, optimizer, rows, config.epochs, config.batch_size, generator)
+    _synchronise(rows.device)
+    elapsed = time.perf_counter() - start
+    if not torch.isfinite(loss):
+        raise SystemExit("the bare MAF diverged; its time would not be comparable")
+    return elapsed
+
+
+def train_bare_maf(flow: Flow, optimizer: torch.optim.Optimizer, rows: torch.Tensor,
+                   epochs: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Plain-MLE SGD epochs of a bare nflows flow on rows [N, D]; returns the last loss."""
+    loss = torch.tensor(float("nan"))
+    for _ in range(epochs):
         order = torch.randperm(len(rows), generator=generator).to(rows.device)
-        for first in range(0, len(order), config.batch_size):
-            batch = rows[order[first : first + config.batch_size]]
+        for first in range(0, len(order), batch_size):
+            batch = rows[order[first : first + batch_size]]
             if len(batch) < 2:
                 continue
             loss = -flow.log_prob(batch).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    _synchronise(rows.device)
-    elapsed = time.perf_counter() - start
-    if not torch.isfinite(loss):
-        raise SystemExit("the bare MAF diverged; its time would not be comparable")
-    return elapsed
+    return loss
 
 
 def time_ours(data: tuple[np.ndarray, ...], config: FlowTrainConfig) -> float:

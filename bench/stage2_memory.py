@@ -67,7 +67,7 @@ def child(bank_path: Path, budget_mb: float | None, epochs: int) -> dict[str, An
 
     torch.set_num_threads(1)
     _warm_up()
-    floor_mb = _current_rss_mb()  # interpreter, torch, its optimiser modules: no bank rows yet
+    floor_mb = current_rss_mb()  # interpreter, torch, its optimiser modules: no bank rows yet
     budget = None if budget_mb is None else int(budget_mb * 2**20)
     start = time.perf_counter()
     with Bank.open(bank_path) as bank:
@@ -82,7 +82,7 @@ def child(bank_path: Path, budget_mb: float | None, epochs: int) -> dict[str, An
     seconds = time.perf_counter() - start
     buffer = io.BytesIO()
     torch.save(fitted.model.state_dict(), buffer)
-    peak_mb = _peak_rss_mb()
+    peak_mb = peak_rss_mb()
     return {"seconds": seconds, "peak_rss_mb": peak_mb, "added_rss_mb": peak_mb - floor_mb,
             "digest": hashlib.sha256(buffer.getvalue()).hexdigest(), "streamed": streamed}
 
@@ -99,7 +99,7 @@ def _warm_up() -> None:
                    class_counts=np.bincount(y), config=ProbeConfig(epochs=1))
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """VmHWM of this process image. Not getrusage's ru_maxrss: Linux keeps that high-water
     mark across fork and exec, so a child of a large parent would report the parent's peak."""
     with open("/proc/self/status") as status:
@@ -107,7 +107,7 @@ def _peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def _current_rss_mb() -> float:
+def current_rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
