@@ -39,12 +39,13 @@ import numpy as np
 import torch
 
 from features.uncertainty import Interval, t_interval
-from pipeline.data import DatasetSource, Splits, load_source, make_loader, make_splits
+from pipeline.data import DatasetSource, Splits, make_loader
 from pipeline.engine import evaluate_accuracy, set_seed, train
 from pipeline.errors import PipelineError
 from pipeline.methods import Method, build_method
-from stages.configs import train_config
+from stages.configs import data_source, train_config
 from stages.params import Params, load_params
+from stages.prepare import draw_splits
 
 TEACHER, STUDENT = "gml_teacher", "gml_student"
 CPU = torch.device("cpu")
@@ -96,17 +97,8 @@ class Outcome:
 def load_data(params: Params) -> Data:
     """The dataset and splits that ``tailbank prepare`` would write for ``params``."""
     data = params.data
-    source = load_source(data.dataset, data.root, download=data.download,
-                         lists=data.lists.model_dump())
-    splits = make_splits(
-        source,
-        imbalance_factor=data.imbalance_factor,
-        val_per_class=data.val_per_class,
-        test_per_class=data.test_per_class,
-        max_per_class=data.max_per_class,
-        seed=data.split_seed,
-    )
-    return Data(source, splits)
+    source = data_source(data)
+    return Data(source, draw_splits(source, data))
 
 
 def fit(

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 import pipeline.engine.loop as loop
-from pipeline.data import load_source, make_loader, make_splits
+from pipeline.data import make_loader
 from pipeline.engine import NonFiniteError, train
 from pipeline.methods import build_method
-from stages.configs import train_config
+from stages.configs import data_source, train_config
 from stages.params import Params, load_params
+from stages.prepare import draw_splits
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,8 @@ def train_once(params: Params, method_name: str, seed: int, max_grad_norm: float
     if lr is not None:
         recipe = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"lr": lr})})
     data = params.data
-    source = load_source(data.dataset, data.root, download=data.download,
-                         lists=data.lists.model_dump())
-    splits = make_splits(source, imbalance_factor=data.imbalance_factor,
-                         val_per_class=data.val_per_class, test_per_class=data.test_per_class,
-                         max_per_class=data.max_per_class, seed=data.split_seed)
+    source = data_source(data)
+    splits = draw_splits(source, data)
     device = torch.device("cpu")
     method = build_method(entry.kind, backbone=recipe.backbone, in_channels=source.channels,
                           class_counts=splits.class_counts.tolist(),

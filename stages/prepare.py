@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data import make_splits
+from pipeline.data import DatasetSource, Splits, make_splits
 from stages.configs import data_source
+from stages.data_section import DataParams
 from stages.io import write_json
 from stages.layout import splits_path
 from stages.outputs import check_writable
@@ -22,16 +23,7 @@ def run(params: Params) -> Path:
     data = params.data
     target = splits_path(data.dataset)
     check_writable(target, folder=False)
-    source = data_source(data)
-    splits = make_splits(
-        source,
-        imbalance_factor=data.imbalance_factor,
-        val_per_class=data.val_per_class,
-        test_per_class=data.test_per_class,
-        max_per_class=data.max_per_class,
-        seed=data.split_seed,
-        val_from=data.val_from,
-    )
+    splits = draw_splits(data_source(data), data)
     write_json(target, splits.to_dict())
     counts = splits.class_counts
     log(
@@ -40,3 +32,17 @@ def run(params: Params) -> Path:
         f"test {len(splits.test.indices)} -> {target}"
     )
     return target
+
+
+def draw_splits(source: DatasetSource, data: DataParams) -> Splits:
+    """The splits the ``data`` params draw from ``source`` (what prepare writes; the benches
+    that train outside the DAG draw theirs here too)."""
+    return make_splits(
+        source,
+        imbalance_factor=data.imbalance_factor,
+        val_per_class=data.val_per_class,
+        test_per_class=data.test_per_class,
+        max_per_class=data.max_per_class,
+        seed=data.split_seed,
+        val_from=data.val_from,
+    )
