@@ -187,13 +187,20 @@ def check(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
     """Validate params.yaml (every key, type and range) and that dvc.yaml matches its methods."""
 
     def work() -> None:
+        import yaml
+
         from stages import dag
 
         loaded = _params(params)
-        methods = loaded.model_dump(mode="json")["methods"]
-        if Path("dvc.yaml").is_file() and not dag.is_current(methods):
+        dumped = loaded.model_dump(mode="json")
+        if Path("dvc.yaml").is_file() and not dag.is_current(dumped):
             raise StageError("dvc.yaml: out of date with the methods of params.yaml; run "
                              "`tailbank dag` to regenerate it")
+        missing = dag.missing_params(yaml.safe_load(params.read_text()), dumped)
+        if missing:
+            raise StageError(f"{params}: {', '.join(missing)} missing; dvc.yaml tracks every "
+                             "key a stage reads, so write each one (the repository's "
+                             "params.yaml has them all, at their defaults)")
         print(f"{params}: ok ({len(loaded.methods)} methods: {', '.join(loaded.methods)}; "
               f"seeds {', '.join(map(str, loaded.seeds))})")
 
@@ -209,7 +216,7 @@ def dag(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
         from stages import dag as generator
 
         loaded = _params(params)
-        changed = generator.write(loaded.model_dump(mode="json")["methods"])
+        changed = generator.write(loaded.model_dump(mode="json"))
         print(f"dvc.yaml: {'written' if changed else 'already current'} "
               f"({len(loaded.methods)} methods)")
 
@@ -234,13 +241,14 @@ def run_all(seed: int = SeedOption, params: Path = ParamsOption,
             raise StageError("train.processes > 1 needs one process per rank; run `dvc repro` "
                              "(or `tailbank pretrain`) instead of `tailbank run`")
         seeds = _seeds(loaded, seed)
-        for stage, method in generator.run_order(loaded.model_dump(mode="json")["methods"]):
-            module = importlib.import_module(stage.module)
+        dumped = loaded.model_dump(mode="json")
+        for stage, method in generator.run_order(dumped["methods"], dumped["imports"]):
+            run = getattr(importlib.import_module(stage.module), stage.function)
             if method is None:
-                module.run(loaded)
+                run(loaded)
                 continue
             for each in seeds:
-                module.run(loaded, method, each)
+                run(loaded, method, each)
 
     _run(debug, work, resumable=True, params=params)
 
@@ -595,7 +603,7 @@ def preset(
         if "methods" in changed and Path("dvc.yaml").is_file():
             from stages import dag as generator
 
-            generator.write(_params(params).model_dump(mode="json")["methods"])
+            generator.write(_params(params).model_dump(mode="json"))
             print("dvc.yaml: regenerated for the preset's methods")
 
     _run(debug, work)

@@ -1,4 +1,4 @@
-"""The dvc.yaml blocks of ``imports:``: banks from elsewhere, for `stages.dag` to add.
+"""The dvc.yaml blocks of ``imports:``: banks from elsewhere, for `stages.dag.render` to add.
 
 An entry of kind ``imported`` becomes ``import-<key>`` (``tailbank import-bank``), one of kind
 ``checkpoint`` becomes ``dump-<key>`` (``tailbank dump``, which reads the entry); both write
@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.dag import code_dependencies, stage_name
+from stages.dag import IMPORT_STAGES, code_dependencies, stage_name, stage_params
 from stages.imports_section import SEED_PLACEHOLDER
 from stages.layout import SEED_ITEM, bank_path, splits_path
 
+COMMANDS = {"imported": "import-bank", "checkpoint": "dump"}
 
-def import_blocks(imports: dict[str, Any]) -> dict[str, Any]:
+
+def import_blocks(imports: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
     """The blocks that make the bank of each entry of ``imports:``.
 
     Args:
         imports: ``Params.model_dump(mode="json")["imports"]``: key -> its entry (kind,
             source, ...).
+        dataset: ``data.dataset`` (whose machine-only keys are no params; `stages.machine`).
 
     Returns:
         DVC stage name -> its block, in the order of ``imports``.
@@ -30,24 +33,13 @@ def import_blocks(imports: dict[str, Any]) -> dict[str, Any]:
     for key, entry in imports.items():
         seed = SEED_ITEM
         source = entry["source"].replace(SEED_PLACEHOLDER, seed)
-        bank = str(bank_path(key, seed))
-        if entry["kind"] == "imported":
-            blocks[stage_name("import", key)] = _over_seeds({
-                "cmd": f"tailbank import-bank --method {key} --seed {seed}",
-                "deps": [source, *code_dependencies("stages.import_bank")],
-                "params": [f"imports.{key}"],
-                "outs": [bank],
-            })
-        else:
-            blocks[stage_name("dump", key)] = _over_seeds({
-                "cmd": f"tailbank dump --method {key} --seed {seed}",
-                "deps": [source, str(splits_path("${data.dataset}")),
-                         *code_dependencies("stages.dump")],
-                "params": ["data", "dump", f"imports.{key}"],
-                "outs": [bank],
-            })
+        stage = IMPORT_STAGES[entry["kind"]]
+        # a checkpoint's features are of data's images, which prepare splits
+        reads = [str(splits_path("${data.dataset}"))] if entry["kind"] == "checkpoint" else []
+        blocks[stage_name(stage.name, key)] = {"foreach": "${seeds}", "do": {
+            "cmd": f"tailbank {COMMANDS[entry['kind']]} --method {key} --seed {seed}",
+            "deps": [source, *reads, *code_dependencies(stage.module)],
+            "params": stage_params(stage, key, dataset),
+            "outs": [str(bank_path(key, seed))],
+        }}
     return blocks
-
-
-def _over_seeds(block: dict[str, Any]) -> dict[str, Any]:
-    return {"foreach": "${seeds}", "do": block}

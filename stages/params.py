@@ -49,6 +49,7 @@ from pipeline.models.names import BACKBONES
 from stages.data_section import DataParams
 from stages.errors import StageError
 from stages.imports_section import ImportParams
+from stages.machine import machine_fields
 from stages.sections import (
     Device,
     Float,
@@ -239,8 +240,6 @@ class Params(StrictSection):
     @classmethod
     def _method_names(cls, methods: Any) -> Any:
         if isinstance(methods, dict):
-            if not methods:
-                raise ValueError("define at least one method")
             for name in methods:
                 problem = name_problem(name)
                 if problem is not None:
@@ -325,6 +324,9 @@ def parse_params(raw: Any, origin: str) -> Params:
         )
     params = _validate(Params, raw, origin=origin)
     params._origin = origin
+    if not params.methods and not params.imports:
+        raise StageError(f"{origin}: methods: define at least one method (or a bank under "
+                         "imports:)")
     shared = next((name for name in params.imports if name in params.methods), None)
     if shared is not None:
         raise StageError(f"{origin}: imports.{shared}: also a key of methods:, whose bank it "
@@ -361,12 +363,22 @@ def _check_teacher(
 
 
 def section_digest(*sections: Any) -> str:
-    """sha256 of the canonical JSON of some params sections (provenance in banks and models)."""
+    """sha256 of the canonical JSON of some params sections (provenance in banks and models),
+    without their machine-only keys (`stages.machine`): where and on what a model was trained
+    is not what it is."""
     import hashlib
 
-    payload = [s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in sections]
+    payload = [_digested(s) if isinstance(s, BaseModel) else s for s in sections]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digested(section: BaseModel) -> Any:
+    name = {DataParams: "data", TrainParams: "train", DumpParams: "dump"}.get(type(section))
+    if name is None:
+        return section.model_dump(mode="json")
+    left_out = machine_fields(name, getattr(section, "dataset", None))
+    return section.model_dump(mode="json", exclude=set(left_out))
 
 
 def _check_method_options(name: str, entry: MethodParams, origin: str) -> None:

@@ -60,13 +60,14 @@ class Collected:
 
 
 def run(params: Params) -> Path:
-    """Render the report of every method in ``params.methods`` over ``params.seeds``.
+    """Render the report of every method in ``params.methods``, then every bank of
+    ``params.imports``, over ``params.seeds``.
 
     Returns:
         The path of ``reports/index.html``.
     """
     with StageOutputs(folders=[report_dir(), summary_dir()]) as outputs:
-        collected = [collect(method, params) for method in params.methods]
+        collected = [collect(name, params) for name in [*params.methods, *params.imports]]
         marks = significance(collected, params)
         settings = ReportSettings(
             title=f"tailbank report: {params.data.dataset}",
@@ -114,7 +115,7 @@ def collect(method: str, params: Params) -> Collected:
 
     classify = per_seed(classify_results, "metrics.json", _MAPPING_OF_MAPPINGS, again["classify"])
     dlsa = per_seed(dlsa_results, "metrics.json", _MAPPING_OF_MAPPINGS, again["dlsa"])
-    collected = Collected(ReportInput(method=method, backbone=params.train_for(method).backbone))
+    collected = Collected(ReportInput(method=method, backbone=_backbone(method, params)))
     entry = collected.item
     entry.seeds = tuple(classify)
     _fold_classify(collected, classify, params)
@@ -130,8 +131,18 @@ def collect(method: str, params: Params) -> Collected:
     tsne = read_csv(analyze_results(method, seeds[0]) / "tsne.csv", ("x", "y", "label", "group"),
                     f"{again['analyze']} --seed {seeds[0]}")
     entry.tsne = tsne or None
-    collected.curves = [read_curves(pretrain_results(method, seed) / "live") for seed in seeds]
+    if method in params.methods:  # an imported bank was trained elsewhere: no curves
+        collected.curves = [read_curves(pretrain_results(method, seed) / "live")
+                            for seed in seeds]
     return collected
+
+
+def _backbone(name: str, params: Params) -> str:
+    """The network behind a method's bank, or the one an import names."""
+    if name in params.imports:
+        entry = params.imports[name]
+        return entry.backbone or "imported"
+    return params.train_for(name).backbone
 
 
 def write_views(outputs: StageOutputs, entry: Collected) -> None:

@@ -14,15 +14,38 @@ from typer.testing import CliRunner
 
 from stages import dag
 from stages.cli import app
+from stages.machine import MACHINE_KEYS
 from stages.params import load_params
 from tests.stages.conftest import REPO, tiny_params
 from tests.stages.test_dvc_pipeline import branch, dvc, ran_stages
 
 
 def test_the_committed_dvc_yaml_is_current() -> None:
-    methods = load_params(REPO / "params.yaml").model_dump(mode="json")["methods"]
-    assert (REPO / "dvc.yaml").read_text() == dag.render(methods), (
+    params = load_params(REPO / "params.yaml").model_dump(mode="json")
+    assert (REPO / "dvc.yaml").read_text() == dag.render_params(params), (
         "dvc.yaml is out of date: run `tailbank dag`")
+
+
+def test_machine_keys_are_no_stage_params() -> None:
+    """Where and on what the work runs re-runs nothing: no block tracks a machine-only key, or
+    a whole section holding one; for the user's own images the folder is the data."""
+    params = load_params(REPO / "params.yaml").model_dump(mode="json")
+    stages = yaml.safe_load(dag.render_params(params))["stages"]
+
+    def tracked(block: dict) -> list[str]:
+        return block.get("do", block)["params"]
+
+    def machine(key: str) -> bool:
+        return any(key == m or key.startswith(m + ".") or m.startswith(key + ".")
+                   for m in MACHINE_KEYS)
+
+    assert [key for block in stages.values() for key in tracked(block) if machine(key)] == []
+    assert "data.dataset" in tracked(stages["prepare"]) and "train.epochs" in tracked(
+        stages["pretrain-ce"])
+    own = yaml.safe_load(dag.render(params["methods"], dataset="image_folder"))["stages"]
+    for name in ("prepare", "pretrain-ce", "dump-ce"):
+        assert "data.root" in tracked(own[name])
+        assert "data.download" not in tracked(own[name])
 
 
 def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:
@@ -79,7 +102,7 @@ def test_a_second_seed_runs_only_its_own_stages(tmp_path: Path) -> None:
     params["dlsa"]["classifier"]["epochs"] = 1
     params["analyze"].update(tsne_samples=0, kmeans_niter=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    (root / "dvc.yaml").write_text(dag.render(params["methods"]))
+    (root / "dvc.yaml").write_text(dag.render(params["methods"], dataset="digits_lt"))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     methods = tuple(params["methods"])

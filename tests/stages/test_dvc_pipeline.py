@@ -106,6 +106,23 @@ def test_second_repro_runs_nothing(project):
     assert ran_stages(dvc(project, "repro")) == set()
 
 
+def test_machine_keys_rerun_nothing(project):
+    """Moving the data (unused by digits_lt), the loader's workers and the devices are where
+    the work runs, not what it computes."""
+    path = project / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    params["data"]["root"] = "/somewhere/else"
+    params["train"].update(num_workers=2, device="cpu")
+    for section in ("dump", "classify", "dlsa"):
+        params[section]["device"] = "cpu"
+    path.write_text(yaml.safe_dump(params))
+    try:
+        assert ran_stages(dvc(project, "repro")) == set()
+    finally:
+        path.write_text(original)
+
+
 def _output_bytes(project: Path) -> dict[str, bytes]:
     """Every output file's bytes, by path; not the .gitignore files DVC puts beside the
     outputs it caches (its bookkeeping, which `tailbank run` leaves to DVC)."""

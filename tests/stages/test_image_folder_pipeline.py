@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.dag import render
+from stages.dag import render_params
 from stages.params import parse_params
 from tests.pipeline.data.standins import write_image_folder
 from tests.stages.conftest import REPO, tiny_params
@@ -47,8 +47,8 @@ def test_an_image_folder_runs_through_the_whole_dag(tmp_path: Path) -> None:
     params = _params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     # dvc.yaml for the one method (the repository's lists all eight)
-    methods = parse_params(params, "params.yaml").model_dump(mode="json")["methods"]
-    (tmp_path / "dvc.yaml").write_text(render(methods))
+    (tmp_path / "dvc.yaml").write_text(render_params(
+        parse_params(params, "params.yaml").model_dump(mode="json")))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     dvc(tmp_path, "init", "-q")
     dvc(tmp_path, "config", "core.analytics", "false")

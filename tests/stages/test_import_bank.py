@@ -196,7 +196,53 @@ def test_the_dvc_blocks_of_imports() -> None:
     assert mine["outs"] == ["banks/mine/seed${item}.h5"] and mine["params"] == ["imports.mine"]
     assert theirs["cmd"] == "tailbank dump --method theirs --seed ${item}"
     assert theirs["deps"][:2] == ["weights/r50.pth", "data/splits/${data.dataset}.json"]
-    assert theirs["params"] == ["data", "dump", "imports.theirs"]
+    assert theirs["params"][-2:] == ["dump.batch_size", "imports.theirs"]
+    assert "data.dataset" in theirs["params"] and "data.root" not in theirs["params"]
+
+
+def test_imports_get_stage2_blocks_and_a_row_in_the_report() -> None:
+    from stages import dag
+
+    params = stage2_params().model_dump(mode="json")
+    params["imports"] = {"mine": {"kind": "imported", "source": "f.npz"}}
+    rendered = yaml.safe_load(dag.render_params(params))
+    stages = rendered["stages"]
+    for stage in ("import", "classify", "dlsa", "analyze"):
+        assert f"{stage}-mine" in stages
+    assert {"results/summary/ce.json": {"cache": False}} in stages["report"]["metrics"]
+    assert {"results/summary/mine.json": {"cache": False}} in stages["report"]["metrics"]
+    assert "imports" in stages["report"]["params"]
+    # no training curves for a bank trained elsewhere; its per-class accuracy and t-SNE are shown
+    plots = {name: spec for entry in rendered["plots"] for name, spec in entry.items()}
+    assert list(plots["val_accuracy"]["y"]) == ["reports/plots/ce/curves.csv"]
+    assert "reports/plots/mine/per_class.csv" in plots["per_class_accuracy"]["y"]
+    assert "tsne_mine" in plots
+    order = [(stage.name, name) for stage, name in dag.run_order(params["methods"],
+                                                                  params["imports"])]
+    assert order.index(("import", "mine")) < order.index(("classify", "mine"))
+    assert order[-1] == ("report", None)
+
+
+def test_a_project_of_imports_only_runs_through_tailbank_run(project: Path) -> None:
+    """No method to train: `tailbank run` imports the bank, runs stage 2 and the report on it."""
+    np.savez(project / "f.npz", **feature_arrays())
+    raw = stage2_params().model_dump(mode="json")
+    raw.update(methods={}, imports={"mine": {"kind": "imported", "source": "f.npz",
+                                             "dataset": "mine_lt", "backbone": "vit_b16"}})
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(Path("results/summary/mine.json").read_text())
+    assert summary["acc"] > 50  # separable blobs, in percent
+    assert "mine" in Path("reports/index.html").read_text()
+    for folder in ("classify", "dlsa", "analyze"):
+        assert (project / "results" / folder / "mine/seed0/metrics.json").is_file()
+
+
+def test_params_need_a_method_or_an_import() -> None:
+    raw = stage2_params().model_dump(mode="json") | {"methods": {}}
+    with pytest.raises(StageError, match="define at least one method"):
+        parse_params(raw, origin="params.yaml")
 
 
 def test_a_bank_with_half_its_provenance_is_refused(project: Path) -> None:

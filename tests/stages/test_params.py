@@ -101,6 +101,30 @@ def test_optimiser_keys_added_with_adamw_change_no_digest_at_their_defaults():
     assert _pretrain_digest(adamw) != adamw_digest
 
 
+def test_machine_keys_change_no_digest():
+    """Models and banks record what made them, not where: the root of a built-in data set,
+    the loader's workers and the devices leave the digests alone; a recipe key does not."""
+    plain = _pretrain_digest(tiny_params())
+    moved = tiny_params()
+    moved["data"].update(root="/data/elsewhere", download=True)
+    moved["train"].update(num_workers=3, device="cpu")
+    assert _pretrain_digest(moved) == plain
+    loaded = parse_params(moved, "params.yaml")
+    assert section_digest(loaded.data, loaded.dump) == section_digest(
+        parse_params(tiny_params(), "params.yaml").data, loaded.dump.model_copy(
+            update={"device": "cuda"}))
+    other = tiny_params()
+    other["train"]["epochs"] += 1
+    assert _pretrain_digest(other) != plain
+
+
+def test_the_root_of_your_own_images_is_part_of_the_digest():
+    from stages.data_section import DataParams
+
+    here, there = (DataParams(dataset="image_folder", root=root) for root in ("photos", "old"))
+    assert section_digest(here) != section_digest(there)
+
+
 def test_one_method_may_train_with_adamw():
     params = tiny_params()
     params["methods"]["ce"]["train"] = {"optim": {"kind": "adamw", "lr": 1e-3, "eps": 1e-6}}

@@ -26,8 +26,8 @@ METHODS = list(load_params(REPO / "params.yaml").model_dump(mode="json")["method
 
 @pytest.fixture(scope="module")
 def rendered() -> dict:
-    methods = load_params(REPO / "params.yaml").model_dump(mode="json")["methods"]
-    return yaml.safe_load(dag.render(methods))
+    return yaml.safe_load(dag.render_params(load_params(REPO / "params.yaml").model_dump(
+        mode="json")))
 
 
 def test_the_metrics_are_one_small_file_per_method(rendered) -> None:
