@@ -3,6 +3,7 @@ seed axis runs each seed once and adds seeds without re-running the others."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -24,6 +25,13 @@ def test_the_committed_dvc_yaml_is_current() -> None:
     assert (REPO / "dvc.yaml").read_text() == dag.render(methods), (
         "dvc.yaml is out of date: run `tailbank dag`")
 
+
+
+@pytest.mark.parametrize(
+    "package", ["pipeline.data", "pipeline.engine", "pipeline.methods", "pipeline.models"])
+def test_the_dag_reads_each_lazy_package_exports_from_its_source(package: str) -> None:
+    exports = dag._lazy_exports(package)
+    assert exports and importlib.import_module(package).__all__ == sorted(exports)
 
 def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:
     methods = load_params(REPO / "params.yaml").model_dump(mode="json")["methods"]
