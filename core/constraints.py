@@ -1,9 +1,10 @@
 """Declared constraints of library configs, checked when a config is built.
 
 Each library config dataclass declares ``CONSTRAINTS``, a table of field name -> rule (the way
-scikit-learn keeps ``_parameter_constraints`` beside an estimator), and checks it in
-``__post_init__`` with `check_constraints`; rules that tie two fields together raise the same
-`ConfigFieldError` by hand. The error carries the config, the field, the problem and the value,
+scikit-learn keeps ``_parameter_constraints`` beside an estimator), and derives from
+`Constrained`, whose ``__post_init__`` checks it with `check_constraints`; rules that tie two
+fields together raise the same `ConfigFieldError` by hand, in a ``__post_init__`` that calls
+the base's first. The error carries the config, the field, the problem and the value,
 so the layer that reads a params file can name its own key (``dlsa.flow.lr``) instead of the
 library's (``FlowTrainConfig.lr``). Nothing here imports torch.
 """
@@ -14,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ConfigFieldError(Exception):
@@ -151,6 +152,36 @@ def check_constraints(
         problem = rule.problem(value)
         if problem is not None:
             raise error(owner, name, problem, value)
+
+
+class Constrained:
+    """Base of a config dataclass that checks its ``CONSTRAINTS`` when built.
+
+    The library's error class is a class keyword, inherited by subclasses::
+
+        @dataclass(frozen=True)
+        class ProbeConfig(Constrained, error=ConfigError):
+            epochs: int = 30
+            CONSTRAINTS: ClassVar[dict[str, Rule]] = {"epochs": POSITIVE_INT}
+
+    It has no fields, so it suits frozen dataclasses too. A config with rules beyond the table
+    overrides ``__post_init__`` and calls ``super().__post_init__()`` first.
+
+    Attributes:
+        CONSTRAINTS: field name -> rule.
+        ERROR: the `ConfigFieldError` subclass raised for a field that breaks its rule.
+    """
+
+    CONSTRAINTS: ClassVar[Mapping[str, Rule]] = {}
+    ERROR: ClassVar[type[ConfigFieldError]] = ConfigFieldError
+
+    def __init_subclass__(cls, error: type[ConfigFieldError] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if error is not None:
+            cls.ERROR = error
+
+    def __post_init__(self) -> None:
+        check_constraints(self, self.CONSTRAINTS, self.ERROR)
 
 
 def _number(value: float) -> str:

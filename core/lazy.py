@@ -1,9 +1,12 @@
 """Package exports imported on first use (PEP 562), so that a torch-free module of a package
 (its ``names``, its configs) can be imported without importing the package's torch modules.
 
-A package's ``__init__`` declares which module holds each name it exports::
+A package's ``__init__`` declares which module holds each name it exports, in a module-level
+``_EXPORTS`` dict (`stages.dag` reads that dict from the source to find which module a
+``from package import name`` imports), and ends with one call::
 
-    __getattr__, __dir__ = lazy_exports(__name__, {"build_backbone": "pipeline.models.registry"})
+    _EXPORTS: dict[str, str] = {"build_backbone": "pipeline.models.registry"}
+    __all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)
 
 ``from pipeline.models import build_backbone`` then imports the registry (and torch) only then.
 """
@@ -16,17 +19,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_exports(
+def lazy_package(
     package: str, exports: Mapping[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """The module-level ``__getattr__`` and ``__dir__`` of a package with lazy exports.
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+    """The module-level ``__all__``, ``__getattr__`` and ``__dir__`` of a package with lazy
+    exports.
 
     Args:
         package: the package's ``__name__``.
         exports: each exported name mapped to the module that defines it.
 
     Returns:
-        ``(__getattr__, __dir__)`` to assign in the package's ``__init__``.
+        ``(__all__, __getattr__, __dir__)`` to assign in the package's ``__init__``:
+        ``__all__`` is the exported names, sorted.
     """
 
     def getattr_(name: str) -> Any:
@@ -40,4 +45,4 @@ def lazy_exports(
     def dir_() -> list[str]:
         return sorted({*vars(sys.modules[package]), *exports})
 
-    return getattr_, dir_
+    return sorted(exports), getattr_, dir_

@@ -22,13 +22,13 @@ from core.constraints import (
     POSITIVE_INT,
     SEED,
     UNIT_OPEN_HIGH,
+    Constrained,
     DeviceName,
     Flag,
     Interval,
     ListOf,
     OneOf,
     Rule,
-    check_constraints,
 )
 from features.errors import ConfigError
 
@@ -54,7 +54,7 @@ INITS = ("head", "base", "none")
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(Constrained, error=ConfigError):
     """Hyper-parameters of the classifiers on a bank.
 
     Attributes:
@@ -98,12 +98,9 @@ class ProbeConfig:
         "device": DeviceName(),
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class FlowTrainConfig:
+class FlowTrainConfig(Constrained, error=ConfigError):
     """Hyper-parameters of one flow filter (defaults: ImageNet-LT, DLSA supplement Sec. 5).
 
     Attributes:
@@ -195,12 +192,9 @@ class FlowTrainConfig:
         "device": DeviceName(),
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class CascadeConfig:
+class CascadeConfig(Constrained, error=ConfigError):
     """Hyper-parameters of a DLSA cascade.
 
     Attributes:
@@ -264,7 +258,7 @@ class CascadeConfig:
     }
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         if not isinstance(self.flow, FlowTrainConfig):
             raise ConfigError("CascadeConfig", "flow", "must be a FlowTrainConfig", self.flow)
 
@@ -285,7 +279,7 @@ class CascadeConfig:
 
 
 @dataclass(frozen=True)
-class ShotGroups:
+class ShotGroups(Constrained, error=ConfigError):
     """Many-shot classes have more than `many_above` training images, few-shot fewer than
     `few_below`, medium the rest (Kang et al. 2020 use 100 and 20).
 
@@ -304,7 +298,7 @@ class ShotGroups:
     }
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         if self.few_below > self.many_above + 1:
             raise ConfigError(
                 "ShotGroups", "few_below",
@@ -314,7 +308,7 @@ class ShotGroups:
 
 
 @dataclass(frozen=True)
-class KnnConfig:
+class KnnConfig(Constrained, error=ConfigError):
     """How the kNN index is built and searched.
 
     Attributes:
@@ -355,9 +349,6 @@ class KnnConfig:
         "seed": SEED,
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
     def check_k(self, num_train: int, exclude_self: bool) -> None:
         """Fails with one line when the train side has too few rows for k neighbours."""
         available = num_train - 1 if exclude_self else num_train
@@ -371,7 +362,7 @@ class KnnConfig:
 
 
 @dataclass(frozen=True)
-class KmeansConfig:
+class KmeansConfig(Constrained, error=ConfigError):
     """Spherical k-means on the L2-normalised rows of the index split (faiss).
 
     Centroids start from a seeded k-means++ draw (Arthur & Vassilvitskii 2007) rather than
@@ -402,12 +393,9 @@ class KmeansConfig:
         "seed": SEED,
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class SeparabilityConfig:
+class SeparabilityConfig(Constrained, error=ConfigError):
     """The head/tail logistic probe: scikit-learn's class-balanced logistic regression.
 
     Attributes:
@@ -431,12 +419,9 @@ class SeparabilityConfig:
         "seed": SEED,
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class AnalysisConfig:
+class AnalysisConfig(Constrained, error=ConfigError):
     """Settings of `features.analysis.analyze_bank`.
 
     Attributes:
@@ -470,7 +455,7 @@ class AnalysisConfig:
     }
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         ShotGroups(self.many_above, self.few_below)
         if self.index_split == self.query_split:
             raise ConfigError(

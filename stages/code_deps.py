@@ -130,8 +130,9 @@ def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
 
 @functools.cache
 def _lazy_exports(package: str) -> dict[str, str]:
-    """The names a package's ``__init__`` exports lazily (`core.lazy`), each with its module:
-    the module-level ``_EXPORTS`` dict. ``from package import name`` imports that module."""
+    """The names a package's ``__init__`` exports lazily (`core.lazy.lazy_package`), each with
+    its module: the module-level ``_EXPORTS`` dict. ``from package import name`` imports that
+    module."""
     path = REPO / _module_file(package)
     if path.name != "__init__.py":
         return {}

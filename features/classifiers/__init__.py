@@ -8,7 +8,8 @@ so CPU fits are bit-for-bit repeatable.
 
 Modules: `heads` (the torch modules), `fitted` (a fitted classifier and how it scores),
 `payload` (saving and restoring one), `training` (the SGD loop), `estimators` (how each
-family of kinds is fitted) and `kinds` (the registry of the eight kinds, `fit_classifier`).
+family of kinds is fitted), `logit_adjustment` (the arithmetic of post-hoc logit adjustment)
+and `kinds` (the registry of the kinds, `fit_classifier`).
 """
 
 from features.classifiers.fitted import INPUT_FEATURES, INPUT_LOGITS, FittedClassifier

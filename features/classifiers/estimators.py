@@ -23,6 +23,7 @@ from core.progress import Progress
 from features.bank.rows import FeatureRows, as_rows
 from features.classifiers.fitted import INPUT_LOGITS, FittedClassifier, stored_predictions
 from features.classifiers.heads import CosineHead, LinearHead, Probe, ScaledLinearHead
+from features.classifiers.logit_adjustment import choose_tau, log_label_prior
 from features.classifiers.training import (
     LossFn,
     TrainingData,
@@ -36,7 +37,6 @@ from features.classifiers.training import (
 )
 from features.configs import ProbeConfig
 from features.errors import FeaturesError
-from features.logit_adjustment import choose_tau, log_label_prior
 
 HeadLogits = tuple[np.ndarray | FeatureRows, np.ndarray | FeatureRows]
 
@@ -111,8 +111,8 @@ class LogitAdjustment:
 
     Scores ``f_y(x) - tau log pi_y`` with pi the training label frequencies; tau is the value
     of `ProbeConfig.tau_grid` with the best balanced val accuracy (ties to the smaller tau,
-    `features.logit_adjustment.choose_tau`). Only the val rows are looked at: the test split
-    never takes part in the choice. Nothing is trained.
+    `features.classifiers.logit_adjustment.choose_tau`). Only the val rows are looked at: the
+    test split never takes part in the choice. Nothing is trained.
     """
 
     def fit(

@@ -1,6 +1,6 @@
 """Datasets, long-tail splits, shot groups, samplers, transforms and loaders of stage 1."""
 
-from core.lazy import lazy_exports
+from core.lazy import lazy_package
 
 # Each name is imported from its module on first use: validating params imports the
 # torch-free modules of this package (names, options, configs) without torch.
@@ -25,5 +25,4 @@ _EXPORTS: dict[str, str] = {
     "Splits": "pipeline.data.splits",
     "AUGMENTATIONS": "pipeline.data.names",
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 Knows nothing of DVC, params.yaml or HDF5: it takes a method, two loaders and a recipe.
 """
 
-from core.lazy import lazy_exports
+from core.lazy import lazy_package
 
 # Each name is imported from its module on first use: validating params imports the
 # torch-free modules of this package (names, options, configs) without torch.
@@ -23,5 +23,4 @@ _EXPORTS: dict[str, str] = {
     "lr_at": "pipeline.engine.schedule",
     "set_seed": "pipeline.engine.seeding",
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)

@@ -12,12 +12,12 @@ from core.constraints import (
     POSITIVE_INT,
     SEED,
     UNIT_OPEN_HIGH,
+    Constrained,
     Flag,
     Interval,
     ListOf,
     OneOf,
     Rule,
-    check_constraints,
 )
 from pipeline.errors import ConfigError
 
@@ -31,7 +31,7 @@ ADAMW_ONLY: tuple[str, ...] = ("betas", "eps")
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(Constrained, error=ConfigError):
     """The optimiser and its hyper-parameters (the base learning rate is the peak after warm-up).
 
     Attributes:
@@ -65,7 +65,7 @@ class OptimConfig:
     }
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         if len(self.betas) != 2:
             raise ConfigError("OptimConfig", "betas", "must list two values, beta1 and beta2",
                               list(self.betas))
@@ -85,7 +85,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Constrained, error=ConfigError):
     """Linear warm-up, then step decay at milestones (epochs) or a cosine decay to zero.
 
     The defaults (cosine, no warm-up) are also the params' defaults; the papers' CIFAR recipe
@@ -104,12 +104,9 @@ class ScheduleConfig:
         "gamma": Interval(0, 1, low_open=True),
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Constrained, error=ConfigError):
     """Everything the training loop needs besides the method and the data.
 
     Attributes:
@@ -146,7 +143,7 @@ class TrainConfig:
     }
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         warmup = self.schedule.warmup_epochs
         if warmup > self.epochs:
             raise ConfigError("ScheduleConfig", "warmup_epochs", f"must be at most the "

@@ -8,7 +8,7 @@ the loss baselines ``la`` (logit adjustment), ``ldam_drw`` (LDAM with deferred r
 A new method is a module with a :class:`Method` subclass, added to :data:`METHODS`.
 """
 
-from core.lazy import lazy_exports
+from core.lazy import lazy_package
 
 # Each name is imported from its module on first use: validating params imports the
 # torch-free modules of this package (names, options, configs) without torch.
@@ -31,5 +31,4 @@ _EXPORTS: dict[str, str] = {
     "method_options_fields": "pipeline.methods.kinds",
     "method_sweep": "pipeline.methods.kinds",
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)

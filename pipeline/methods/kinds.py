@@ -19,12 +19,12 @@ from core.constraints import (
     POSITIVE,
     POSITIVE_INT,
     UNIT_OPEN_HIGH,
+    Constrained,
     Flag,
     Interval,
     ListOf,
     OneOf,
     Rule,
-    check_constraints,
 )
 from core.names import valid_hint
 from pipeline.data.names import AUGMENTATIONS
@@ -44,7 +44,7 @@ KEY_AUGMENTATIONS: tuple[str, ...] = AUGMENTATIONS
 
 
 @dataclass(frozen=True)
-class PaCoOptions:
+class PaCoOptions(Constrained, error=ConfigError):
     """Hyper-parameters of PaCo.
 
     Attributes:
@@ -88,13 +88,10 @@ class PaCoOptions:
         "own_key_positive": Flag(),
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 
 @dataclass(frozen=True)
-class BIBOptions:
+class BIBOptions(Constrained, error=ConfigError):
     """Hyper-parameters of BIB / MBIB (Sec. 3.2, 3.3 and 4.2).
 
     Attributes:
@@ -127,9 +124,6 @@ class BIBOptions:
         "z_dim": NON_NEGATIVE_INT,
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
 class MBIBOptions(BIBOptions):
@@ -141,7 +135,7 @@ class MBIBOptions(BIBOptions):
 
 
 @dataclass(frozen=True)
-class GMLTeacherOptions:
+class GMLTeacherOptions(Constrained, error=ConfigError):
     """Hyper-parameters of the GML teacher.
 
     Attributes:
@@ -152,9 +146,6 @@ class GMLTeacherOptions:
     scale: float = 30.0
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {"scale": POSITIVE}
-
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 
@@ -167,7 +158,7 @@ TRAIN_AUGMENT = "train"
 
 
 @dataclass(frozen=True)
-class GMLStudentOptions:
+class GMLStudentOptions(Constrained, error=ConfigError):
     """Hyper-parameters of the GML student (CIFAR-LT defaults of Table A.1).
 
     Attributes:
@@ -229,7 +220,7 @@ class GMLStudentOptions:
     }
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         if self.views == "shared" and self.view_augment != TRAIN_AUGMENT:
             raise ConfigError("GMLStudentOptions", "view_augment", "needs views: independent "
                               "(a shared view has no query or key view of its own); drop "
@@ -237,7 +228,7 @@ class GMLStudentOptions:
 
 
 @dataclass(frozen=True)
-class LogitAdjustedOptions:
+class LogitAdjustedOptions(Constrained, error=ConfigError):
     """Hyper-parameters of the logit-adjusted loss (Menon et al., ICLR 2021, Eq. 10).
 
     Attributes:
@@ -249,12 +240,9 @@ class LogitAdjustedOptions:
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {"tau": NON_NEGATIVE}
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class LDAMDRWOptions:
+class LDAMDRWOptions(Constrained, error=ConfigError):
     """Hyper-parameters of LDAM with deferred re-weighting (Cao et al., NeurIPS 2019).
 
     Attributes:
@@ -285,12 +273,9 @@ class LDAMDRWOptions:
         "cosine_head": Flag(),
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 @dataclass(frozen=True)
-class FocalOptions:
+class FocalOptions(Constrained, error=ConfigError):
     """Hyper-parameters of the focal loss (Lin et al., ICCV 2017, Eq. 4 and 5).
 
     Attributes:
@@ -308,16 +293,13 @@ class FocalOptions:
         "alpha": ListOf(NON_NEGATIVE, allow_empty=True, repeats=True),
     }
 
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
-
 
 # The base losses the class-balanced weights multiply (Cui et al. 2019, Sec. 4).
 CB_BASE_LOSSES: tuple[str, ...] = ("softmax", "focal")
 
 
 @dataclass(frozen=True)
-class ClassBalancedOptions:
+class ClassBalancedOptions(Constrained, error=ConfigError):
     """Hyper-parameters of the class-balanced loss (Cui et al., CVPR 2019).
 
     Attributes:
@@ -339,9 +321,6 @@ class ClassBalancedOptions:
         "loss": OneOf(CB_BASE_LOSSES),
         "gamma": NON_NEGATIVE,
     }
-
-    def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
 
 
 @dataclass(frozen=True)

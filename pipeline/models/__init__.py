@@ -4,7 +4,7 @@ Every backbone follows timm's API (``forward_features``, ``forward_head``, ``fc`
 ``forward_stages``, the pooled outputs of its three stages.
 """
 
-from core.lazy import lazy_exports
+from core.lazy import lazy_package
 
 # Each name is imported from its module on first use: validating params imports the
 # torch-free modules of this package (names, options, configs) without torch.
@@ -15,5 +15,4 @@ _EXPORTS: dict[str, str] = {
     "BACKBONES": "pipeline.models.names",
     "build_backbone": "pipeline.models.registry",
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_package(__name__, _EXPORTS)

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from features.classifiers.logit_adjustment import (
+    TAU_GRID,
+    adjust_logits,
+    choose_tau,
+    log_label_prior,
+)
 from features.errors import FeaturesError
-from features.logit_adjustment import TAU_GRID, adjust_logits, choose_tau, log_label_prior
 
 COUNTS = np.array([60, 25, 9, 3])
 

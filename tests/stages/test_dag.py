@@ -3,6 +3,7 @@ seed axis runs each seed once and adds seeds without re-running the others."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stages import dag
+from stages import code_deps, dag
 from stages.cli import app
 from stages.machine import MACHINE_KEYS
 from stages.params import load_params
@@ -46,6 +47,13 @@ def test_machine_keys_are_no_stage_params() -> None:
     for name in ("prepare", "pretrain-ce", "dump-ce"):
         assert "data.root" in tracked(own[name])
         assert "data.download" not in tracked(own[name])
+
+
+@pytest.mark.parametrize(
+    "package", ["pipeline.data", "pipeline.engine", "pipeline.methods", "pipeline.models"])
+def test_the_dag_reads_each_lazy_package_exports_from_its_source(package: str) -> None:
+    exports = code_deps._lazy_exports(package)
+    assert exports and importlib.import_module(package).__all__ == sorted(exports)
 
 
 def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from core.constraints import NON_NEGATIVE, Rule, check_constraints
+from core.constraints import NON_NEGATIVE, Constrained, Rule
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.methods.options import OptionSweep, find_sweep, option_defaults, parse_options
 
@@ -66,7 +66,7 @@ def test_a_field_without_default_is_a_programming_error() -> None:
 
 
 @dataclass(frozen=True)
-class CheckedOptions:
+class CheckedOptions(Constrained, error=ConfigError):
     """Options with declared constraints and a rule tying two of them together."""
 
     alpha: float = 0.01
@@ -79,7 +79,7 @@ class CheckedOptions:
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE}
 
     def __post_init__(self) -> None:
-        check_constraints(self, self.CONSTRAINTS, ConfigError)
+        super().__post_init__()
         if self.alpha > self.beta:
             raise ConfigError("CheckedOptions", "alpha", "must not exceed beta", self.alpha)
 
