@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 
 import pytest
 import torch
+
+# The end-to-end tests launch DVC stages as subprocesses: one thread each, like the tests
+# themselves, so that two xdist workers on a 2-core machine do not fight over the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Prepare the items for xdist's ``--dist loadgroup`` (pyproject's addopts).
+
+    A test runs in its module's group (its module-scoped fixtures are built once) unless it
+    names a group of its own (the tests sharing the session's small DVC project); the slow
+    end-to-end groups come first, so the two longest start at once on two workers instead of
+    one of them starting last.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

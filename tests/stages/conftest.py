@@ -36,3 +36,22 @@ def write_params(tmp_path: Path):
         return target
 
     return write
+
+
+@pytest.fixture(scope="session")
+def small_project(tmp_path_factory) -> Path:
+    """A DVC project of `dvc_projects.SMALL_METHODS` after one full `dvc repro` (session-wide:
+    the rerun tests of test_dvc_pipeline.py and the seed test of test_dag.py share it, in one
+    xdist group)."""
+    from tests.stages.dvc_projects import (
+        SMALL_METHODS,
+        branch,
+        dvc,
+        new_project,
+        ran_stages,
+        small_params,
+    )
+
+    root = new_project(tmp_path_factory.mktemp("small") / "project", small_params())
+    assert ran_stages(dvc(root, "repro")) == {"prepare", "report"} | branch(*SMALL_METHODS)
+    return root

@@ -18,7 +18,7 @@ from stages.cli import app
 from stages.machine import MACHINE_KEYS
 from stages.params import load_params
 from tests.stages.conftest import REPO, tiny_params
-from tests.stages.test_dvc_pipeline import branch, dvc, ran_stages
+from tests.stages.dvc_projects import branch, dvc, ran_stages
 
 
 def test_the_committed_dvc_yaml_is_current() -> None:
@@ -93,29 +93,15 @@ def test_check_says_when_dvc_yaml_is_out_of_date(tmp_path: Path, monkeypatch) ->
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_a_second_seed_runs_only_its_own_stages(tmp_path: Path) -> None:
-    """Two seeds of ce, and of a GML student that learns from the same seed's teacher."""
+@pytest.mark.xdist_group("small_project")
+def test_a_second_seed_runs_only_its_own_stages(small_project: Path, tmp_path: Path) -> None:
+    """Two seeds of ce, and of a GML student that learns from the same seed's teacher: a copy
+    of the shared three-method project (tests/stages/conftest.py) gets a second seed."""
     root = tmp_path / "project"
-    root.mkdir()
-    for package in ("core", "pipeline", "features", "stages"):
-        shutil.copytree(REPO / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    params = tiny_params()
-    params["methods"] = {name: params["methods"][name]
-                         for name in ("ce", "gml_teacher", "gml_student")}
-    params["train"]["epochs"] = 1
-    params["classify"].update(kinds=["linear", "balanced_softmax"], epochs=1)
-    params["dlsa"].update(base_kinds=["balanced_softmax"], num_filters=1)
-    params["dlsa"]["flow"]["epochs"] = 1
-    params["dlsa"]["classifier"]["epochs"] = 1
-    params["analyze"].update(tsne_samples=0, kmeans_niter=1)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    (root / "dvc.yaml").write_text(dag.render(params["methods"], dataset="digits_lt"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    dvc(root, "init", "-q")
+    shutil.copytree(small_project, root, symlinks=True)
+    assert ran_stages(dvc(root, "repro")) == set()  # the copy is up to date
+    params = yaml.safe_load((root / "params.yaml").read_text())
     methods = tuple(params["methods"])
-    assert ran_stages(dvc(root, "repro")) == {"prepare", "report"} | branch(*methods)
-
     params["seeds"] = [0, 1]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     second = ran_stages(dvc(root, "repro"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +13,14 @@ import pytest
 import yaml
 
 from tests.stages.conftest import REPO, tiny_params
+from tests.stages.dvc_projects import (
+    SMALL_METHODS,
+    branch,
+    dvc,
+    edit_params,
+    new_project,
+    ran_stages,
+)
 
 # a whole `dvc repro` of eight methods (twice for the determinism test) outlasts the default
 # per-test limit on a loaded 2-core machine
@@ -23,45 +30,16 @@ METHODS = tuple(tiny_params()["methods"])
 SCALARS = ("overall", "many", "medium", "few", "mcc", "nmi", "ece")
 
 
-def dvc(project: Path, *args: str) -> str:
-    """Run a dvc command in the project; fail the test with its output when it fails."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A copy of the code and dvc.yaml with tiny params, after one full `dvc repro`."""
-    root = tmp_path_factory.mktemp("project")
-    for package in ("core", "pipeline", "features", "stages"):
-        shutil.copytree(REPO / package, root / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")  # tests/stages/test_dag.py keeps it current
-    shutil.copytree(REPO / "docs/dvc", root / "docs/dvc")  # the top-level plots' templates
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    dvc(root, "init", "-q")
-    dvc(root, "config", "core.analytics", "false")
+    """A copy of the code and the repository's dvc.yaml (all eight methods) with tiny params,
+    after one full `dvc repro`."""
+    # tests/stages/test_dag.py keeps the committed dvc.yaml current
+    root = new_project(tmp_path_factory.mktemp("project"), tiny_params(),
+                       dvc_yaml=(REPO / "dvc.yaml").read_text())
     output = dvc(root, "repro")
     assert ran_stages(output) == {"prepare", "report"} | branch(*METHODS)
     return root
-
-
-PER_METHOD = ("pretrain", "dump", "classify", "dlsa", "analyze")
-
-
-def branch(*methods: str, stages: tuple[str, ...] = PER_METHOD, seeds=(0,)) -> set[str]:
-    """The per-method stages of ``methods`` (one per seed)."""
-    return {f"{stage}-{method}@{seed}" for stage in stages for method in methods
-            for seed in seeds}
 
 
 def test_metrics_cover_every_method_and_classifier(project):
@@ -152,25 +130,30 @@ def test_forced_rerun_from_scratch_gives_identical_bytes(project):
     assert ran_stages(dvc(project, "repro")) == set(), "dvc should find the same outputs"
 
 
-def test_classifier_param_reruns_only_classify(project):
+# The rerun tests look at which blocks re-run, which is a property of each branch: they share
+# the three-method project of test_dag.py's seed test (tests/stages/conftest.py), which an
+# xdist worker builds beside the eight-method one above.
+SMALL = pytest.mark.xdist_group("small_project")
+
+
+@SMALL
+def test_classifier_param_reruns_only_classify(small_project):
     """classify.kinds is read by classify alone (dlsa fits dlsa.base_kinds with classify's
     recipe: tests/stages/test_dag_code.py checks that dlsa declares and reads that recipe)."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["classify"]["kinds"] = params["classify"]["kinds"][:-1]
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran_stages(dvc(project, "repro")) == branch(*METHODS, stages=("classify",)) | {
+    edit_params(small_project, lambda p: p["classify"].update(kinds=p["classify"]["kinds"][:-1]))
+    assert ran_stages(dvc(small_project, "repro")) == branch(
+        *SMALL_METHODS, stages=("classify",)) | {"report"}
+
+
+@SMALL
+def test_method_param_reruns_only_its_branch(small_project):
+    edit_params(small_project, lambda p: p["methods"]["ce"].update(train={"epochs": 2}))
+    assert ran_stages(dvc(small_project, "repro")) == branch("ce") | {"report"}
+
+
+@SMALL
+def test_teacher_change_reruns_its_student(small_project):
+    edit_params(small_project, lambda p: p["methods"]["gml_teacher"].update(
+        train={"epochs": 2}))
+    assert ran_stages(dvc(small_project, "repro")) == branch("gml_teacher", "gml_student") | {
         "report"}
-
-
-def test_method_param_reruns_only_its_branch(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["methods"]["cbs"]["train"] = {"epochs": 1}
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran_stages(dvc(project, "repro")) == branch("cbs") | {"report"}
-
-
-def test_teacher_change_reruns_its_student(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["methods"]["gml_teacher"]["train"] = {"epochs": 1}
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert ran_stages(dvc(project, "repro")) == branch("gml_teacher", "gml_student") | {"report"}

@@ -14,7 +14,7 @@ from stages.dag import render_params
 from stages.params import parse_params
 from tests.pipeline.data.standins import write_image_folder
 from tests.stages.conftest import REPO, tiny_params
-from tests.stages.test_dvc_pipeline import branch, dvc, ran_stages
+from tests.stages.dvc_projects import branch, dvc, ran_stages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

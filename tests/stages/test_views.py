@@ -18,7 +18,7 @@ from stages.io import write_json
 from stages.params import load_params
 from stages.pretrain import CurveLogger
 from tests.stages.conftest import REPO, tiny_params
-from tests.stages.test_dvc_pipeline import dvc
+from tests.stages.dvc_projects import dvc
 from tests.stages.test_report import params_with, write_classify, write_dlsa
 
 METHODS = list(load_params(REPO / "params.yaml").model_dump(mode="json")["methods"])
