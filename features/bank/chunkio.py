@@ -94,12 +94,14 @@ def read_verified(
     Returns:
         [stop - start, ...] rows.
     """
-    total = int(dataset.shape[0])
+    # h5py's properties are HDF5 calls: read them once, not once per chunk
+    total, *row_shape = dataset.shape
+    dtype, rows, dataset_id = dataset.dtype, int(dataset.chunks[0]), dataset.id
     stop = min(stop, total)
     start = min(max(start, 0), stop)
-    rows = int(dataset.chunks[0])
-    out = np.empty((stop - start, *dataset.shape[1:]), dtype=dataset.dtype)
+    out = np.empty((stop - start, *row_shape), dtype=dtype)
     scratch: np.ndarray | None = None
+    expected = digests.tolist()
     for chunk in range(start // rows, math.ceil(stop / rows)):
         first = chunk * rows
         valid = min(rows, total - first)
@@ -107,11 +109,11 @@ def read_verified(
             target = out[first - start : first - start + rows]
         else:
             if scratch is None:
-                scratch = np.empty((rows, *dataset.shape[1:]), dtype=dataset.dtype)
+                scratch = np.empty((rows, *row_shape), dtype=dtype)
             target = scratch
-        offset = (first,) + (0,) * (dataset.ndim - 1)
-        dataset.id.read_direct_chunk(offset, out=target.reshape(-1).view(np.uint8))
-        if block_digest(target[:valid]) != int(digests[chunk]):
+        offset = (first,) + (0,) * len(row_shape)
+        dataset_id.read_direct_chunk(offset, out=target.reshape(-1).view(np.uint8))
+        if block_digest(target[:valid]) != expected[chunk]:
             raise refuse(first, first + valid - 1)
         if target is scratch:
             low, high = max(start, first), min(stop, first + valid)
