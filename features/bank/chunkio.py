@@ -33,8 +33,9 @@ class ChunkWriter:
         """
         self.dataset = dataset
         self.rows = int(dataset.chunks[0])
+        self.row_shape: tuple[int, ...] = tuple(dataset.shape[1:])
         self.digests: list[int] = []
-        self._buffer = np.zeros((self.rows, *dataset.shape[1:]), dtype=dataset.dtype)
+        self._buffer = np.zeros((self.rows, *self.row_shape), dtype=dataset.dtype)
         self._filled = 0
         self._written = 0
 
@@ -66,7 +67,7 @@ class ChunkWriter:
         first = self._written
         self.digests.append(block_digest(chunk[:valid]))
         self.dataset.resize(first + valid, axis=0)
-        offset = (first,) + (0,) * (chunk.ndim - 1)
+        offset = (first,) + (0,) * len(self.row_shape)
         self.dataset.id.write_direct_chunk(offset, np.ascontiguousarray(chunk))
         self._written = first + valid
 

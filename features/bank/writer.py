@@ -89,6 +89,7 @@ class BankWriter:
         self._previous_hooks: tuple[Callable[..., None], Callable[..., None]] | None = None
         self._tmp_path: Path | None = None
         self._datasets: dict[str, ChunkWriter] = {}
+        self._split_fields: dict[str, set[str]] = {}
 
     def __enter__(self) -> BankWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,15 +154,17 @@ class BankWriter:
         if split not in SPLITS:
             raise FeaturesError(f"{self.path}: unknown split {split!r}; use one of {SPLITS}")
         rows = self._validated_rows(where, features, labels, index, logits, extra or {})
-        group = file.require_group(split)
-        if "features" in group and self._fields(group) != set(rows):
+        # The fields of a split are remembered from its first append rather than looked up
+        # in the file: HDF5 lookups on every append cost more than writing its rows.
+        fields = self._split_fields.setdefault(split, set(rows))
+        if fields != set(rows):
             raise FeaturesError(
                 f"{where}: this append has fields {sorted(rows)} but earlier appends had "
-                f"{sorted(self._fields(group))}; give logits/extra on every append or on none"
+                f"{sorted(fields)}; give logits/extra on every append or on none"
             )
         with self._naming_write_errors():
             for name, values in rows.items():
-                self._append_rows(group, name, values)
+                self._append_rows(file, split, name, values)
 
     def _write_header(self) -> None:
         file = self._require_open()
@@ -229,17 +232,18 @@ class BankWriter:
             raise FeaturesError(f"{where}: arrays of one append differ in length: {lengths}")
         return rows
 
-    def _append_rows(self, group: h5py.Group, name: str, values: np.ndarray) -> None:
+    def _append_rows(self, file: h5py.File, split: str, name: str, values: np.ndarray) -> None:
         # One open ChunkWriter per dataset holds the partly filled chunk in memory, so HDF5
         # only ever sees whole chunks: no chunk cache, no read-back of a partial chunk.
-        key = f"{group.name}/{name}"
+        key = f"/{split}/{name}"
         if key not in self._datasets:
+            group = file.require_group(split)
             self._datasets[key] = ChunkWriter(self._create_growing(group, name, values))
         stream = self._datasets[key]
-        if stream.dataset.shape[1:] != values.shape[1:]:
+        if stream.row_shape != values.shape[1:]:
             raise FeaturesError(
-                f"{self.path}:{group.name}/{name}: width {values.shape[1:]} differs from earlier "
-                f"appends {stream.dataset.shape[1:]}; keep every append the same width"
+                f"{self.path}:{key}: width {values.shape[1:]} differs from earlier "
+                f"appends {stream.row_shape}; keep every append the same width"
             )
         stream.append(values)
 
