@@ -1,8 +1,11 @@
-"""Feature banks (HDF5, schema version 1) and the rows stage 2 reads from them.
+"""Feature banks (HDF5, schema version 2) and the rows stage 2 reads from them.
 
 - `schema`: the layout, the attributes (`BankMeta`) and their checks; the size estimate.
 - `writer`: `BankWriter`, the streaming writer that renames a complete bank into place.
-- `verify`: the checks of attributes, dtypes and shapes a bank passes when it opens.
+- `digest`: the 64-bit digest of each chunk of a row dataset.
+- `chunkio`: whole-chunk writes with their digests, and reads that verify every chunk.
+- `verify`: the checks of attributes, dtypes, shapes and digest tables a bank passes when it
+  opens.
 - `reader`: `Bank`, the validating reader (whole datasets, blocks, gathered rows).
 - `imported`: features computed elsewhere (.npz, .pt, .npy files), read and checked for a bank.
 - `chunks`: chunk-aligned slicing of reads.

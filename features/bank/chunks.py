@@ -1,8 +1,8 @@
 """Row arithmetic of chunked reads: which rows one slice of a dataset covers.
 
-A bank's datasets are chunked and checksummed, so a read costs whole chunks. These helpers
-turn wanted rows into few, chunk-aligned slices (`Bank.gather`) and pick a block height that
-matches the chunks (`Bank.iter_chunks`).
+A bank's row datasets are chunked and each chunk is verified whole, so a read costs whole
+chunks. These helpers turn wanted rows into few, chunk-aligned slices (`Bank.gather`) and
+pick a block height that matches the chunks (`Bank.iter_chunks`).
 """
 
 from __future__ import annotations

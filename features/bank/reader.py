@@ -1,9 +1,10 @@
 """The validating reader of a bank: whole datasets, consecutive blocks and gathered rows.
 
-`Bank.open` checks the attributes and every dataset's dtype and shape
-(`features.bank.verify`); each read then checks the values it returns (finite floats, labels
-in [0, C)). Any failure, including a damaged file, is one `FeaturesError` line naming the
-file and what is wrong.
+`Bank.open` checks the attributes, every dataset's dtype and shape and loads the per-chunk
+digest tables (`features.bank.verify`); each read then verifies every chunk it touches
+against its digest while streaming it in (`features.bank.chunkio`), and checks labels lie in
+[0, C). Any failure, including a damaged file, is one `FeaturesError` line naming the file,
+the dataset and what to do.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import h5py
 import numpy as np
 
 from core.splits import SPLITS
+from features.bank.chunkio import read_verified
 from features.bank.chunks import GATHER_CHUNKS, chunk_runs, default_rows, position_vector
 from features.bank.verify import read_meta, validate_splits
 from features.errors import FeaturesError
@@ -37,8 +39,6 @@ READ_ERRORS = (
     MemoryError,
 )
 
-
-
 class Bank:
     """Read side of a bank, validated in full when opened; a context manager.
 
@@ -54,6 +54,7 @@ class Bank:
         self._file = file
         self.meta = self._guard(lambda: read_meta(path, file))
         self.splits = tuple(split for split in SPLITS if split in file)
+        self._digests: dict[tuple[str, str], np.ndarray] = {}
 
     @classmethod
     def open(cls, path: str | Path) -> Bank:
@@ -82,7 +83,9 @@ class Bank:
             ) from error
         try:
             bank = cls(path, file)
-            bank._guard(lambda: validate_splits(path, file, bank.meta, bank.splits))
+            bank._digests = bank._guard(
+                lambda: validate_splits(path, file, bank.meta, bank.splits)
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 file.close()
@@ -176,8 +179,7 @@ class Bank:
             raise FeaturesError(f"{self.path}: rows must be >= 1, got {step}")
         total = self._guard(lambda: dataset.shape[0])
         for start in range(0, total, step):
-            block = self._guard(lambda start=start: dataset[start : start + step])
-            yield self._checked_values(split, field, block)
+            yield self._rows(split, field, start, start + step)
 
     def has(self, split: str, field: str) -> bool:
         """Whether a split holds a dataset `field` (`logits` and extra views are optional)."""
@@ -191,16 +193,14 @@ class Bank:
 
     def read_rows(self, split: str, field: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a dataset of a split, checked like every read."""
-        dataset = self._dataset(split, field)
-        block = self._guard(lambda: dataset[start:stop])
-        return self._checked_values(split, field, block)
+        return self._rows(split, field, start, stop)
 
     def gather(self, split: str, field: str, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, repeats allowed), reading each HDF5 chunk once.
 
         The wanted rows are sorted, grouped into runs of neighbouring chunks of at most
         `GATHER_CHUNKS` chunks, and each run is read with one slice: a random subset of a
-        chunked, checksummed dataset costs one pass over the chunks it touches instead of
+        chunked, verified dataset costs one pass over the chunks it touches instead of
         one HDF5 call per row.
 
         Args:
@@ -223,13 +223,30 @@ class Bank:
         for begin, end in chunk_runs(unique // chunk, GATHER_CHUNKS):
             first = int(unique[begin] // chunk) * chunk
             last = min((int(unique[end - 1] // chunk) + 1) * chunk, total)
-            block = self._guard(lambda first=first, last=last: dataset[first:last])
+            block = self._verified(split, field, first, last)
             rows[begin:end] = block[unique[begin:end] - first]
         return self._checked_values(split, field, rows)[inverse.reshape(-1)]
 
     def _read(self, split: str, field: str) -> np.ndarray:
+        return self._rows(split, field, 0, self.size(split))
+
+    def _rows(self, split: str, field: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) (clipped to the dataset), verified and checked."""
+        return self._checked_values(split, field, self._verified(split, field, start, stop))
+
+    def _verified(self, split: str, field: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop), every chunk they touch verified against its digest."""
         dataset = self._dataset(split, field)
-        return self._checked_values(split, field, self._guard(lambda: dataset[...]))
+        digests = self._digests[split, field]
+
+        def refuse(first: int, last: int) -> FeaturesError:
+            return FeaturesError(
+                f"{self.path}:{split}/{field}: rows {first}-{last} do not match their "
+                "checksum (the file was damaged or changed after it was written); delete it "
+                "and re-run `tailbank dump`"
+            )
+
+        return self._guard(lambda: read_verified(dataset, digests, start, stop, refuse))
 
     def _group(self, split: str) -> h5py.Group:
         if split not in self.splits:
@@ -256,20 +273,20 @@ class Bank:
             ) from error
 
     def _checked_values(self, split: str, field: str, values: np.ndarray) -> np.ndarray:
-        """Refuse NaN or infinite floats and labels outside [0, C) in what a read returns.
+        """Refuse labels outside [0, C) in what a read returns.
 
-        Checking what is read, rather than scanning the bank when it opens, costs one pass
-        over data that is already in memory instead of a second read of the whole file.
+        Floats are not scanned for NaN/inf here: `BankWriter` refuses non-finite values, and
+        a chunk that matches its digest holds exactly the bytes the writer checked, so the
+        scan (a third of the cost of a read) would never fire on a bank that verified. The
+        label range stays checked: it is cheap, and a label out of range would index past
+        every per-class array downstream.
         """
-        if field == "labels":
-            if values.size and (values.min() < 0 or values.max() >= self.meta.num_classes):
-                raise FeaturesError(
-                    f"{self.path}:{split}/labels: labels outside [0, {self.meta.num_classes}); "
-                    "re-dump the bank"
-                )
-        elif values.dtype.kind == "f" and not np.isfinite(values).all():
+        if field == "labels" and values.size and (
+            values.min() < 0 or values.max() >= self.meta.num_classes
+        ):
             raise FeaturesError(
-                f"{self.path}:{split}/{field}: contains NaN or inf; re-dump the bank"
+                f"{self.path}:{split}/labels: labels outside [0, {self.meta.num_classes}); "
+                "re-dump the bank"
             )
         return values
 

@@ -1,4 +1,4 @@
-"""The bank's schema, version 1: its layout, its attributes (`BankMeta`) and their checks.
+"""The bank's schema, version 2: its layout, its attributes (`BankMeta`) and their checks.
 
 Layout of a bank (see DESIGN.md, "Feature bank")::
 
@@ -11,6 +11,16 @@ Layout of a bank (see DESIGN.md, "Feature bank")::
     <split>/index          int64   [N]
     <split>/logits         float32 [N, C]   (optional)
     <split>/extra/<name>   float32 [N, D']  (optional)
+    digests/<split>/<field> uint64  [ceil(N / chunk rows)]  one per chunk of each dataset above
+
+The row datasets are chunked without filters; each chunk is verified on read against its
+digest (`features.bank.digest`). The small datasets (class_counts, class_names, the digest
+tables) keep HDF5's Fletcher-32 filter, which costs nothing at their size.
+
+Version 1 put Fletcher-32 on every dataset and had no digests. Its checksum ran at about
+2 GB/s and took half of every read and write; a version-1 bank is refused with a message to
+re-run `tailbank dump` rather than kept readable, since a bank is a pipeline output that dump
+rewrites.
 
 The writer (`features.bank.writer`) and the reader (`features.bank.reader`) both follow what
 this module fixes: the attribute names and their order, the pinned HDF5 format and the string
@@ -28,7 +38,9 @@ import numpy as np
 
 from features.errors import FeaturesError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Group of the per-chunk digest tables, which mirror the paths of the row datasets.
+DIGESTS = "digests"
 
 # Pinned so that the bytes of a bank do not depend on the HDF5 release's defaults; 1.10 objects
 # carry checksums on all metadata.
@@ -158,6 +170,11 @@ def _check_source(meta: BankMeta, where: str) -> None:
         )
 
 
+def digest_path(split: str, field: str) -> str:
+    """Path of the digest table of dataset `<split>/<field>` (field may be `extra/<name>`)."""
+    return f"{DIGESTS}/{split}/{field}"
+
+
 def chunk_rows(row_bytes: int, chunk_bytes: int) -> int:
     """Rows of `row_bytes` bytes that fill one chunk of `chunk_bytes` bytes (at least 1)."""
     return max(1, chunk_bytes // max(1, row_bytes))
@@ -176,7 +193,7 @@ def estimated_bank_bytes(
 
     Returns:
         4 (D + C + extra) + 16 bytes per row (float32 values, int64 labels and index), plus
-        5 % and 1 MiB for chunk checksums, headers and the attributes.
+        5 % and 1 MiB for chunk digests, headers and the attributes.
     """
     per_row = 4 * (meta.feature_dim + (meta.num_classes if logits else 0) + extra_width) + 16
     data = per_row * sum(int(rows) for rows in split_sizes.values())

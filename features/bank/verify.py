@@ -1,18 +1,21 @@
-"""Verification of a bank as it opens: its attributes and the dtype and shape of its datasets.
+"""Verification of a bank as it opens: its attributes, the dtype and shape of its datasets and
+their digest tables.
 
-Everything here reads metadata only (HDF5 checksums it); the values themselves are checked by
-the reader on each read, which costs one pass over data already in memory instead of a second
-read of the whole file.
+Everything here reads metadata (HDF5 checksums it) and the small digest tables (Fletcher-32);
+the rows themselves are verified chunk by chunk against those digests by each read, which
+costs one pass over data already in memory instead of a second read of the whole file.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from features.bank.digest import DIGEST_DTYPE
 from features.bank.schema import (
     INT_ATTRS,
     OPTIONAL_STRING_ATTRS,
@@ -20,13 +23,14 @@ from features.bank.schema import (
     STRING_ATTRS,
     BankMeta,
     check_meta,
+    digest_path,
     is_fixed_utf8,
 )
 from features.errors import FeaturesError
 
 
 def read_meta(path: Path, file: h5py.File) -> BankMeta:
-    """The bank's attributes, checked against schema version 1.
+    """The bank's attributes, checked against the schema version this tailbank writes.
 
     Args:
         path: The bank's file, for the messages.
@@ -44,9 +48,12 @@ def read_meta(path: Path, file: h5py.File) -> BankMeta:
         raise FeaturesError(f"{path}: not a tailbank bank (no schema_version attribute)")
     version = _int_attr(path, file, "schema_version")
     if version != SCHEMA_VERSION:
+        # Version 1 (Fletcher-32 chunks, no digests) is not read: dump rewrites a bank in
+        # seconds, and one read path keeps every read verified the same way.
         raise FeaturesError(
-            f"{path}: schema_version {version} but this tailbank reads "
-            f"{SCHEMA_VERSION}; re-dump the bank with this version"
+            f"{path}: schema_version {version} but this tailbank reads {SCHEMA_VERSION} "
+            "(per-chunk digests); re-run `tailbank dump` (or `tailbank import-bank`) to "
+            "rewrite the bank"
         )
     values = {name: _string_attr(path, file, name) for name in STRING_ATTRS}
     values |= {name: _int_attr(path, file, name) for name in INT_ATTRS}
@@ -119,26 +126,56 @@ def _root_dataset(path: Path, file: h5py.File, name: str) -> h5py.Dataset:
 
 def validate_splits(
     path: Path, file: h5py.File, meta: BankMeta, splits: tuple[str, ...]
-) -> None:
-    """Checks every dataset of each split: present, dtype, row shape and equal lengths.
+) -> dict[tuple[str, str], np.ndarray]:
+    """Checks every dataset of each split: present, dtype, row shape, equal lengths, chunked
+    without filters, and a digest table with one digest per chunk.
 
-    Values are not scanned here: the reader checks what each read returns.
+    Values are not scanned here: each read verifies the chunks it touches.
+
+    Returns:
+        (split, field) -> uint64 [chunks], the digest of each chunk of that dataset.
 
     Raises:
-        FeaturesError: a missing, unexpected or mistyped dataset, or datasets of one split
-            that differ in length.
+        FeaturesError: a missing, unexpected or mistyped dataset or digest table, or
+            datasets of one split that differ in length.
     """
+    digests: dict[tuple[str, str], np.ndarray] = {}
     for split in splits:
         group = file[split]
         if not isinstance(group, h5py.Group):
             raise FeaturesError(f"{path}:{split}: is not a group; re-dump the bank")
         specs = _expected_specs(path, meta, group, split)
-        lengths = {
-            name: _checked_dataset(path, group, split, name, spec).shape[0]
-            for name, spec in specs.items()
-        }
+        lengths = {}
+        for name, spec in specs.items():
+            dataset = _checked_dataset(path, group, split, name, spec)
+            lengths[name] = dataset.shape[0]
+            digests[split, name] = _digest_table(path, file, dataset, split, name)
         if len(set(lengths.values())) != 1:
             raise FeaturesError(f"{path}:{split}: datasets differ in length: {lengths}")
+    return digests
+
+
+def _digest_table(
+    path: Path, file: h5py.File, dataset: h5py.Dataset, split: str, name: str
+) -> np.ndarray:
+    """The digests of a row dataset's chunks, after checking the dataset is chunked without
+    filters (the reader moves raw chunks) and the table has one uint64 per chunk."""
+    where = f"{path}:{split}/{name}"
+    if dataset.chunks is None or dataset.id.get_create_plist().get_nfilters() != 0:
+        raise FeaturesError(
+            f"{where}: not stored as unfiltered chunks, as schema {SCHEMA_VERSION} writes; "
+            "re-run `tailbank dump`"
+        )
+    table = file.get(digest_path(split, name))
+    chunks = math.ceil(dataset.shape[0] / dataset.chunks[0])
+    if not isinstance(table, h5py.Dataset) or table.dtype != DIGEST_DTYPE or (
+        table.shape != (chunks,)
+    ):
+        raise FeaturesError(
+            f"{where}: its digest table {digest_path(split, name)} is missing or does not "
+            f"hold {chunks} uint64 digests; the bank is damaged: re-run `tailbank dump`"
+        )
+    return table[...]
 
 
 def _expected_specs(

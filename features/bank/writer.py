@@ -3,9 +3,11 @@
 Rows are appended split by split into a temporary file next to the bank, which is renamed
 into place only when every split is complete. The same appends give the same file bytes:
 times are not recorded, the HDF5 format version is pinned and attributes are written in one
-fixed order (`features.bank.schema`). Every dataset is chunked with the Fletcher-32 checksum
-filter, and the pinned format (HDF5 1.10 objects) checksums all metadata, so a corrupted bank
-is reported as such instead of being read as garbage.
+fixed order (`features.bank.schema`). Row datasets are written a whole chunk at a time, each
+chunk with its digest (`features.bank.chunkio`, `features.bank.digest`); the digest tables and
+the small root datasets carry the Fletcher-32 filter, and the pinned format (HDF5 1.10
+objects) checksums all metadata, so a corrupted bank is reported as such instead of being
+read as garbage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np
 
 from core.atomic import commit, new_temporary
 from core.splits import SPLITS
+from features.bank.chunkio import ChunkWriter
+from features.bank.digest import DIGEST_DTYPE
 from features.bank.schema import (
     INT_ATTRS,
     LIBVER,
@@ -34,6 +38,7 @@ from features.bank.schema import (
     BankMeta,
     check_meta,
     chunk_rows,
+    digest_path,
 )
 from features.errors import FeaturesError
 
@@ -83,7 +88,8 @@ class BankWriter:
         self._lost_writes: list[int] = []
         self._previous_hooks: tuple[Callable[..., None], Callable[..., None]] | None = None
         self._tmp_path: Path | None = None
-        self._datasets: dict[str, h5py.Dataset] = {}
+        self._datasets: dict[str, ChunkWriter] = {}
+        self._split_fields: dict[str, set[str]] = {}
 
     def __enter__(self) -> BankWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +120,8 @@ class BankWriter:
             self._discard(traceback)
             return
         try:
+            with self._naming_write_errors():
+                self._finish_datasets()
             self._check_lengths()
             self._commit()
         except BaseException as error:
@@ -146,15 +154,17 @@ class BankWriter:
         if split not in SPLITS:
             raise FeaturesError(f"{self.path}: unknown split {split!r}; use one of {SPLITS}")
         rows = self._validated_rows(where, features, labels, index, logits, extra or {})
-        group = file.require_group(split)
-        if "features" in group and self._fields(group) != set(rows):
+        # The fields of a split are remembered from its first append rather than looked up
+        # in the file: HDF5 lookups on every append cost more than writing its rows.
+        fields = self._split_fields.setdefault(split, set(rows))
+        if fields != set(rows):
             raise FeaturesError(
                 f"{where}: this append has fields {sorted(rows)} but earlier appends had "
-                f"{sorted(self._fields(group))}; give logits/extra on every append or on none"
+                f"{sorted(fields)}; give logits/extra on every append or on none"
             )
         with self._naming_write_errors():
             for name, values in rows.items():
-                self._append_rows(group, name, values)
+                self._append_rows(file, split, name, values)
 
     def _write_header(self) -> None:
         file = self._require_open()
@@ -178,14 +188,14 @@ class BankWriter:
             self._create_fixed(file, "class_names", names)
 
     @staticmethod
-    def _create_fixed(
-        file: h5py.File, name: str, data: np.ndarray, dtype: np.dtype | None = None
-    ) -> None:
+    def _create_fixed(file: h5py.File, name: str, data: np.ndarray) -> None:
+        # Small datasets read whole: Fletcher-32 costs nothing here. maxshape None admits the
+        # one-element chunk of an empty digest table.
         file.create_dataset(
             name,
             data=data,
-            dtype=dtype,
             chunks=(max(1, len(data)),),
+            maxshape=(None,),
             fletcher32=True,
             track_times=False,
         )
@@ -222,38 +232,46 @@ class BankWriter:
             raise FeaturesError(f"{where}: arrays of one append differ in length: {lengths}")
         return rows
 
-    def _append_rows(self, group: h5py.Group, name: str, values: np.ndarray) -> None:
-        # Keeping each dataset open keeps HDF5's chunk cache: reopening it per append would
-        # flush the cache and read back, checksum and rewrite the partly filled last chunk.
-        key = f"{group.name}/{name}"
+    def _append_rows(self, file: h5py.File, split: str, name: str, values: np.ndarray) -> None:
+        # One open ChunkWriter per dataset holds the partly filled chunk in memory, so HDF5
+        # only ever sees whole chunks: no chunk cache, no read-back of a partial chunk.
+        key = f"/{split}/{name}"
         if key not in self._datasets:
-            if name not in group:
-                self._create_growing(group, name, values)
-            self._datasets[key] = group[name]
-        dataset = self._datasets[key]
-        if dataset.shape[1:] != values.shape[1:]:
+            group = file.require_group(split)
+            self._datasets[key] = ChunkWriter(self._create_growing(group, name, values))
+        stream = self._datasets[key]
+        if stream.row_shape != values.shape[1:]:
             raise FeaturesError(
-                f"{self.path}:{group.name}/{name}: width {values.shape[1:]} differs from earlier "
-                f"appends {dataset.shape[1:]}; keep every append the same width"
+                f"{self.path}:{key}: width {values.shape[1:]} differs from earlier "
+                f"appends {stream.row_shape}; keep every append the same width"
             )
-        start = dataset.shape[0]
-        dataset.resize(start + len(values), axis=0)
-        dataset[start:] = values
+        stream.append(values)
 
-    def _create_growing(self, group: h5py.Group, name: str, values: np.ndarray) -> None:
+    def _finish_datasets(self) -> None:
+        """Writes every partial last chunk, then the digest table of each row dataset."""
+        file = self._require_open()
+        for key in sorted(self._datasets):
+            stream = self._datasets[key]
+            stream.finish()
+            split, field = key.strip("/").split("/", 1)
+            self._create_fixed(
+                file, digest_path(split, field), np.array(stream.digests, dtype=DIGEST_DTYPE)
+            )
+
+    def _create_growing(self, group: h5py.Group, name: str, values: np.ndarray) -> h5py.Dataset:
         row_shape = values.shape[1:]
         row_bytes = values.dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
         rows = chunk_rows(row_bytes, self.chunk_bytes)
         split = group.name.strip("/").split("/")[0]
         if self.split_sizes.get(split, 0) > 0:
             rows = min(rows, self.split_sizes[split])
-        group.create_dataset(
+        # No filter: each chunk's digest (features.bank.digest) is its checksum.
+        return group.create_dataset(
             name,
             shape=(0, *row_shape),
             maxshape=(None, *row_shape),
             chunks=(rows, *row_shape),
             dtype=values.dtype,
-            fletcher32=True,
             track_times=False,
         )
 
