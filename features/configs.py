@@ -221,6 +221,9 @@ class CascadeConfig(Constrained, error=ConfigError):
             code), else a linear base; "base", the first linear base classifier; "none".
         gate_share: Share of each class's val rows set aside to choose how many filters to
             use (the gate); the rest choose every epoch.
+        gate_alpha: Level of the one-sided sign test a cascade must pass on the gate rows
+            against its base to be kept (`features.dlsa.fit`); 1 keeps the best gate
+            accuracy whatever the evidence.
         seed: Seed of every filter and classifier.
     """
 
@@ -238,6 +241,7 @@ class CascadeConfig(Constrained, error=ConfigError):
     remainder: str = "refit"
     init: str = "head"
     gate_share: float = 0.5
+    gate_alpha: float = 0.05
     seed: int = 0
 
     CONSTRAINTS: ClassVar[dict[str, Rule]] = {
@@ -254,6 +258,7 @@ class CascadeConfig(Constrained, error=ConfigError):
         "remainder": OneOf(REMAINDERS),
         "init": OneOf(INITS),
         "gate_share": Interval(0, 1, low_open=True, high_open=True),
+        "gate_alpha": Interval(0, 1, low_open=True),
         "seed": SEED,
     }
 

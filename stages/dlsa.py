@@ -142,6 +142,7 @@ def write_results(
             **{name: json_ready(score.summary()) for name, score in scores.items()},
             "filters": chosen,
             "gate_accuracy": [round(value, 6) for value in gates.accuracy[kind]],
+            "gate_p": [round(value, 6) for value in gates.p_values[kind]],
             "val_overall_dlsa": round(gates.accuracy[kind][chosen], 6),
         }
         log(f"dlsa {method_name} {kind}: test overall {scores['base'].overall:.4f} -> "

@@ -77,7 +77,8 @@ PROBE = Source.of(ProbeConfig, "classify", exclude=("seed", "device"))
 FLOW = Source.of(FlowTrainConfig, "dlsa.flow", exclude=("seed", "device"),
                  nullable=("num_clusters",))
 CASCADE = Source.of(CascadeConfig, "dlsa", fields=(
-    "num_filters", "routed_share", "latent", "remainder", "init", "gate_share", "tail_max_count",
+    "num_filters", "routed_share", "latent", "remainder", "init", "gate_share", "gate_alpha",
+    "tail_max_count",
 ))
 CASCADE_CLASSIFIER = Source.of(CascadeConfig, "dlsa.classifier", rename={
     "classifier_epochs": "epochs",

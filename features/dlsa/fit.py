@@ -2,9 +2,14 @@
 
 The val split is cut in two halves, per class and seeded: the *select* half chooses every
 epoch (base classifiers, flows, cluster-aided and remainder classifiers), the *gate* half
-only the number of filters n = 0 .. F each base kind uses. n is the one with the best gate
-accuracy, the smallest on ties, so the gate never picks a cascade that is worse on those rows
-than the base (n = 0) and DLSA does not lower held-out val accuracy.
+only the number of filters n = 0 .. F each base kind uses. A cascade of n >= 1 filters is a
+candidate only when, on the gate rows, it fixes significantly more of the base's errors than
+it makes: a one-sided sign test (exact binomial, p = 1/2) over the rows where the two disagree,
+at level ``gate_alpha``. Of the base (n = 0) and the candidates, the gate keeps the one with the
+best gate accuracy, the smallest n on ties. So it never picks a cascade that is worse on those
+rows than the base, and it needs evidence, not a lucky handful of val rows, to leave the base:
+with a few hundred val rows a gain of two or three rows is noise, and held-out accuracy would
+pay for it. ``gate_alpha: 1`` keeps the best accuracy whatever the evidence.
 """
 
 from __future__ import annotations
@@ -37,11 +42,15 @@ class GateReport:
     Attributes:
         rows: Val rows of the gate half.
         accuracy: Base kind -> gate accuracy of n = 0 .. F filters.
+        p_values: Base kind -> the sign test's p of n = 1 .. F filters against the base (the
+            chance of fixing at least as many of the base's errors as n did, among the rows
+            where the two disagree, if neither were better).
         chosen: Base kind -> the n chosen.
     """
 
     rows: int
     accuracy: dict[str, list[float]]
+    p_values: dict[str, list[float]]
     chosen: dict[str, int]
 
 
@@ -118,7 +127,8 @@ def fit_dlsa(
             ]
     model = DLSAModel(cascade, bases, remainders, {}, provenance)
     report = choose_gates(model, val_rows.subset(gate), val_y[gate],
-                          None if val_logits is None else as_rows(val_logits, "val").subset(gate))
+                          None if val_logits is None else as_rows(val_logits, "val").subset(gate),
+                          config.gate_alpha)
     model.gates = dict(report.chosen)
     return model, report
 
@@ -153,21 +163,51 @@ def choose_gates(
     gate_x: FeatureRows,
     gate_y: np.ndarray,
     gate_logits: FeatureRows | None,
+    alpha: float = 0.05,
 ) -> GateReport:
-    """Per base kind, the number of filters with the best accuracy on the gate rows (the
-    smallest on ties)."""
+    """Per base kind, the number of filters the gate keeps (see the module doc).
+
+    Args:
+        model: The fitted model (its bases, cascade and remainders).
+        gate_x: [M, D] the gate rows of val.
+        gate_y: int [M] their labels.
+        gate_logits: [M, C] their bank logits, or None.
+        alpha: Level of the one-sided sign test a cascade must pass to be a candidate.
+    """
     walk = model.cascade.walk(gate_x)
-    accuracy, chosen = {}, {}
+    accuracy, p_values, chosen = {}, {}, {}
     for kind in model.bases:
-        scores = []
-        for filters in range(model.num_filters + 1):
-            logits = model.logits(kind, gate_x, gate_logits, filters, walk)
-            scores.append(float((logits.argmax(axis=1) == gate_y).mean()) if len(gate_y)
-                          else float("nan"))
+        correct = [model.logits(kind, gate_x, gate_logits, filters, walk).argmax(axis=1)
+                   == gate_y for filters in range(model.num_filters + 1)]
+        if not len(gate_y):  # no val rows to judge on: the paper's cascade
+            accuracy[kind], p_values[kind] = [float("nan")] * len(correct), []
+            chosen[kind] = model.num_filters
+            continue
+        scores = [float(right.mean()) for right in correct]
+        p_values[kind] = [sign_test(right, correct[0]) for right in correct[1:]]
+        candidates = [0] + [n for n in range(1, len(correct)) if p_values[kind][n - 1] < alpha]
         accuracy[kind] = scores
-        best = max(range(len(scores)), key=lambda n: (scores[n], -n))
-        chosen[kind] = best if len(gate_y) else model.num_filters
-    return GateReport(len(gate_y), accuracy, chosen)
+        chosen[kind] = max(candidates, key=lambda n: (scores[n], -n))
+    return GateReport(len(gate_y), accuracy, p_values, chosen)
+
+
+def sign_test(right: np.ndarray, base_right: np.ndarray) -> float:
+    """One-sided exact sign test that ``right`` beats ``base_right`` on the same rows.
+
+    Of the m rows where exactly one of the two is right, k are the rows only ``right`` gets;
+    p = P(X >= k) for X ~ Binomial(m, 1/2) (1 when m = 0): McNemar's exact test, one-sided.
+
+    Args:
+        right: bool [M], rows the candidate classifies correctly.
+        base_right: bool [M], rows the base classifies correctly.
+    """
+    from scipy.stats import binomtest
+
+    fixed = int(np.sum(right & ~base_right))
+    disagree = fixed + int(np.sum(~right & base_right))
+    if disagree == 0:
+        return 1.0
+    return float(binomtest(fixed, disagree, 0.5, alternative="greater").pvalue)
 
 
 def _fit(

@@ -241,8 +241,10 @@ def _dlsa_blocks(inputs: list[ReportInput], missing: dict[str, list[str]]) -> li
         ),
         paragraph(
             "\u201cGated\u201d uses the number of filters chosen on val rows no epoch was "
-            "chosen on (filters kept, per seed; 0 is the base alone), so it does not lower val "
-            "accuracy; \u201call filters\u201d is the paper's cascade, on which the paper's "
+            "chosen on (filters kept, per seed; 0 is the base alone), and only filters that beat "
+            "the base there by a sign test (dlsa.gate_alpha), so it does not lower val accuracy "
+            "and leaves the base only on evidence; \u201call filters\u201d is the paper's "
+            "cascade, on which the paper's "
             "claim is judged. Rows the kept filters leave go to a classifier of the base's kind "
             "fitted on those rows (dlsa.remainder: refit)."
         ),
