@@ -21,12 +21,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     A test runs in its module's group (its module-scoped fixtures are built once) unless it
     names a group of its own (the tests sharing the session's small DVC project); the slow
     end-to-end groups come first, so the two longest start at once on two workers instead of
-    one of them starting last.
+    one of them starting last (xdist hands each worker one group, then the next in this
+    order as it finishes).
     """
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+    def start(item: pytest.Item) -> tuple[int, int]:
+        group = item.get_closest_marker("xdist_group").args[0]
+        longest = LONGEST_GROUPS.index(group) if group in LONGEST_GROUPS else len(LONGEST_GROUPS)
+        return longest, item.get_closest_marker("slow") is None
+
+    items.sort(key=start)
+
+
+# The two DVC projects the end-to-end tests share, several minutes each: one per worker first.
+LONGEST_GROUPS = ("tests/stages/test_dvc_pipeline.py", "small_project")
 
 
 @pytest.fixture(autouse=True)

@@ -91,6 +91,19 @@ def test_check_says_when_dvc_yaml_is_out_of_date(tmp_path: Path, monkeypatch) ->
     assert CliRunner().invoke(app, ["check"]).exit_code == 0
 
 
+def test_check_names_a_tracked_key_the_params_file_leaves_out(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """dvc.yaml lists each key a stage reads, and DVC refuses a stage whose key is absent
+    (even one at its default): `check` says which before DVC does."""
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    del params["data"]["image_size"], params["dlsa"]["gate_alpha"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = CliRunner().invoke(app, ["check"])
+    assert done.exit_code == 2
+    assert "data.image_size, dlsa.gate_alpha missing; dvc.yaml tracks every key" in done.output
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.xdist_group("small_project")
