@@ -209,16 +209,18 @@ def check(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
 
 @app.command()
 def dag(params: Path = ParamsOption, debug: bool = DebugOption) -> None:
-    """Write dvc.yaml for the methods of params.yaml (one block per stage and method, each
-    over the seeds). Run it after adding, removing or renaming a method."""
+    """Write the DAG for the methods and imports of params.yaml: dvc.yaml (prepare, report)
+    and pipelines/<bank>/dvc.yaml (each bank's branch, every block over the seeds). Run it
+    after adding, removing or renaming a method or an import."""
 
     def work() -> None:
         from stages import dag as generator
 
         loaded = _params(params)
         changed = generator.write(loaded.model_dump(mode="json"))
-        print(f"dvc.yaml: {'written' if changed else 'already current'} "
-              f"({len(loaded.methods)} methods)")
+        state = "written" if changed else "already current"
+        print(f"dvc.yaml and pipelines/<bank>/dvc.yaml: {state} ({len(loaded.methods)} "
+              f"methods, {len(loaded.imports)} imports)")
 
     _run(debug, work)
 

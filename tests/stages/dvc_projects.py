@@ -31,7 +31,9 @@ def dvc(project: Path, *args: str) -> str:
 
 
 def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    """The stages a dvc command ran, by name (without the ``pipelines/<m>/dvc.yaml:`` of a
+    branch's file)."""
+    return set(re.findall(r"Running stage '(?:[^':]*dvc\.yaml:)?([^']+)'", output))
 
 
 def branch(*methods: str, stages: tuple[str, ...] = PER_METHOD, seeds=(0,)) -> set[str]:
@@ -40,17 +42,16 @@ def branch(*methods: str, stages: tuple[str, ...] = PER_METHOD, seeds=(0,)) -> s
             for seed in seeds}
 
 
-def new_project(root: Path, params: dict[str, Any], dvc_yaml: str | None = None) -> Path:
-    """A git + DVC project in ``root``: tailbank's packages, ``params`` and dvc.yaml (rendered
-    for ``params`` unless given), the plots' templates; nothing run yet."""
+def new_project(root: Path, params: dict[str, Any]) -> Path:
+    """A git + DVC project in ``root``: tailbank's packages, ``params`` and its dvc.yaml files
+    (`stages.dag.write`), the plots' templates; nothing run yet."""
     root.mkdir(parents=True, exist_ok=True)
     for package in ("core", "pipeline", "features", "stages"):
         shutil.copytree(REPO / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "docs/dvc", root / "docs/dvc")  # the top-level plots' templates
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    (root / "dvc.yaml").write_text(dvc_yaml or dag.render(
-        params["methods"], params.get("imports"), params["data"]["dataset"]))
+    dag.write(params, root)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
     dvc(root, "config", "core.analytics", "false")

@@ -23,15 +23,16 @@ from tests.stages.dvc_projects import branch, dvc, ran_stages
 
 def test_the_committed_dvc_yaml_is_current() -> None:
     params = load_params(REPO / "params.yaml").model_dump(mode="json")
-    assert (REPO / "dvc.yaml").read_text() == dag.render_params(params), (
-        "dvc.yaml is out of date: run `tailbank dag`")
+    assert dag.is_current(params, REPO), "dvc.yaml is out of date: run `tailbank dag`"
+    assert sorted(str(path.relative_to(REPO)) for path in REPO.glob("pipelines/*/dvc.yaml")) == (
+        sorted(f"pipelines/{name}/dvc.yaml" for name in params["methods"]))
 
 
 def test_machine_keys_are_no_stage_params() -> None:
     """Where and on what the work runs re-runs nothing: no block tracks a machine-only key, or
     a whole section holding one; for the user's own images the folder is the data."""
     params = load_params(REPO / "params.yaml").model_dump(mode="json")
-    stages = yaml.safe_load(dag.render_params(params))["stages"]
+    stages = dag.stage_blocks(params["methods"], params["imports"], params["data"]["dataset"])
 
     def tracked(block: dict) -> list[str]:
         return block.get("do", block)["params"]
@@ -43,7 +44,7 @@ def test_machine_keys_are_no_stage_params() -> None:
     assert [key for block in stages.values() for key in tracked(block) if machine(key)] == []
     assert "data.dataset" in tracked(stages["prepare"]) and "train.epochs" in tracked(
         stages["pretrain-ce"])
-    own = yaml.safe_load(dag.render(params["methods"], dataset="image_folder"))["stages"]
+    own = dag.stage_blocks(params["methods"], dataset="image_folder")
     for name in ("prepare", "pretrain-ce", "dump-ce"):
         assert "data.root" in tracked(own[name])
         assert "data.download" not in tracked(own[name])
@@ -58,7 +59,7 @@ def test_the_dag_reads_each_lazy_package_exports_from_its_source(package: str) -
 
 def test_each_branch_depends_on_its_own_method_code_and_its_teacher() -> None:
     methods = load_params(REPO / "params.yaml").model_dump(mode="json")["methods"]
-    stages = yaml.safe_load(dag.render(methods))["stages"]
+    stages = dag.stage_blocks(methods)
     paco = stages["pretrain-paco"]["do"]["deps"]
     ce = stages["pretrain-ce"]["do"]["deps"]
     assert "pipeline/methods/paco.py" in paco and "pipeline/methods/paco_loss.py" in paco
@@ -87,7 +88,13 @@ def test_check_says_when_dvc_yaml_is_out_of_date(tmp_path: Path, monkeypatch) ->
     done = CliRunner().invoke(app, ["check"])
     assert done.exit_code == 2 and "dvc.yaml: out of date" in done.output
     assert CliRunner().invoke(app, ["dag"]).exit_code == 0
-    assert "pretrain-ce2" in (tmp_path / "dvc.yaml").read_text()
+    assert "pretrain-ce2" in (tmp_path / "pipelines/ce2/dvc.yaml").read_text()
+    del params["methods"]["ce2"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = CliRunner().invoke(app, ["check"])  # a pipeline of a method that is gone
+    assert done.exit_code == 2 and "dvc.yaml: out of date" in done.output
+    assert CliRunner().invoke(app, ["dag"]).exit_code == 0
+    assert not (tmp_path / "pipelines/ce2").exists()
     assert CliRunner().invoke(app, ["check"]).exit_code == 0
 
 
@@ -118,7 +125,7 @@ def test_a_second_seed_runs_only_its_own_stages(small_project: Path, tmp_path: P
     methods = tuple(params["methods"])
     params["seeds"] = [0, 1]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    (root / "dvc.yaml").write_text(dag.render(params["methods"], dataset="digits_lt"))
+    assert dag.write(params, root)  # the plain method's pipeline goes
     second = ran_stages(dvc(root, "repro"))
     assert second == branch(*methods, seeds=(1,)) | {"report"}
     summaries = {path.stem: json.loads(path.read_text())

@@ -94,7 +94,7 @@ def _project(tmp_path: Path, methods: tuple[str, ...]) -> dict[str, Any]:
     params["methods"] = {name: params["methods"][name] for name in methods}
     params["train"].update(epochs=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return yaml.safe_load(dag.render(params["methods"]))["stages"]
+    return dag.stage_blocks(params["methods"])
 
 
 def _block(stages: dict[str, Any], name: str) -> dict[str, Any]:

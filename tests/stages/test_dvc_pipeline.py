@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.stages.conftest import REPO, tiny_params
+from tests.stages.conftest import tiny_params
 from tests.stages.dvc_projects import (
     SMALL_METHODS,
     branch,
@@ -32,11 +32,10 @@ SCALARS = ("overall", "many", "medium", "few", "mcc", "nmi", "ece")
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A copy of the code and the repository's dvc.yaml (all eight methods) with tiny params,
-    after one full `dvc repro`."""
-    # tests/stages/test_dag.py keeps the committed dvc.yaml current
-    root = new_project(tmp_path_factory.mktemp("project"), tiny_params(),
-                       dvc_yaml=(REPO / "dvc.yaml").read_text())
+    """A copy of the code and the repository's DAG (all eight methods; test_dag.py checks that
+    the committed files are what `tailbank dag` writes) with tiny params, after one full
+    `dvc repro`."""
+    root = new_project(tmp_path_factory.mktemp("project"), tiny_params())
     output = dvc(root, "repro")
     assert ran_stages(output) == {"prepare", "report"} | branch(*METHODS)
     return root

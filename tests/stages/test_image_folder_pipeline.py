@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.dag import render_params
+from stages.dag import write as write_dag
 from stages.params import parse_params
 from tests.pipeline.data.standins import write_image_folder
 from tests.stages.conftest import REPO, tiny_params
@@ -47,8 +47,7 @@ def test_an_image_folder_runs_through_the_whole_dag(tmp_path: Path) -> None:
     params = _params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     # dvc.yaml for the one method (the repository's lists all eight)
-    (tmp_path / "dvc.yaml").write_text(render_params(
-        parse_params(params, "params.yaml").model_dump(mode="json")))
+    write_dag(parse_params(params, "params.yaml").model_dump(mode="json"), tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     dvc(tmp_path, "init", "-q")
     dvc(tmp_path, "config", "core.analytics", "false")

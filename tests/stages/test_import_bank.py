@@ -205,7 +205,7 @@ def test_imports_get_stage2_blocks_and_a_row_in_the_report() -> None:
 
     params = stage2_params().model_dump(mode="json")
     params["imports"] = {"mine": {"kind": "imported", "source": "f.npz"}}
-    rendered = yaml.safe_load(dag.render_params(params))
+    rendered = dag.view(params["methods"], params["imports"], params["data"]["dataset"])
     stages = rendered["stages"]
     for stage in ("import", "classify", "dlsa", "analyze"):
         assert f"{stage}-mine" in stages

@@ -26,8 +26,8 @@ METHODS = list(load_params(REPO / "params.yaml").model_dump(mode="json")["method
 
 @pytest.fixture(scope="module")
 def rendered() -> dict:
-    return yaml.safe_load(dag.render_params(load_params(REPO / "params.yaml").model_dump(
-        mode="json")))
+    params = load_params(REPO / "params.yaml").model_dump(mode="json")
+    return dag.view(params["methods"], params["imports"], params["data"]["dataset"])
 
 
 def test_the_metrics_are_one_small_file_per_method(rendered) -> None:
@@ -153,7 +153,7 @@ def test_dvc_shows_one_row_per_method_and_a_handful_of_columns(tmp_path: Path) -
     params = tiny_params()
     params["methods"] = {"ce": params["methods"]["ce"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "dvc.yaml").write_text(dag.render(params["methods"]))
+    dag.write(params, tmp_path)
     item = ReportInput(method="ce", classify={"cosine": {
         "overall": 0.8634, "many": 0.95, "medium": 0.9, "few": 0.7, "val_overall": 0.8,
         "ci": {"overall": [0.84, 0.88]}}})
