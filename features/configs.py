@@ -221,9 +221,10 @@ class CascadeConfig(Constrained, error=ConfigError):
             code), else a linear base; "base", the first linear base classifier; "none".
         gate_share: Share of each class's val rows set aside to choose how many filters to
             use (the gate); the rest choose every epoch.
-        gate_alpha: Level of the one-sided sign test a cascade must pass on the gate rows
-            against its base to be kept (`features.dlsa.fit`); 1 keeps the best gate
-            accuracy whatever the evidence.
+        gate_alpha: Family-wise level of the one-sided sign tests (Holm's step-down over
+            the num_filters cascades) a cascade must pass on the gate rows against its base
+            to be kept (`features.dlsa.fit`); 1 keeps the best gate accuracy whatever the
+            evidence.
         seed: Seed of every filter and classifier.
     """
 

@@ -5,8 +5,10 @@ epoch (base classifiers, flows, cluster-aided and remainder classifiers), the *g
 only the number of filters n = 0 .. F each base kind uses. A cascade of n >= 1 filters is a
 candidate only when, on the gate rows, it fixes significantly more of the base's errors than
 it makes: a one-sided sign test (exact binomial, p = 1/2) over the rows where the two disagree,
-at level ``gate_alpha``. Of the base (n = 0) and the candidates, the gate keeps the one with the
-best gate accuracy, the smallest n on ties. So it never picks a cascade that is worse on those
+for each of the F cascades, at family-wise level ``gate_alpha`` (Holm's step-down: F cascades
+tested at alpha each would leave the base on a fluke about F times as often). Of the base
+(n = 0) and the candidates, the gate keeps the one with the best gate accuracy, the smallest n
+on ties. So it never picks a cascade that is worse on those
 rows than the base, and it needs evidence, not a lucky handful of val rows, to leave the base:
 with a few hundred val rows a gain of two or three rows is noise, and held-out accuracy would
 pay for it. ``gate_alpha: 1`` keeps the best accuracy whatever the evidence.
@@ -172,7 +174,8 @@ def choose_gates(
         gate_x: [M, D] the gate rows of val.
         gate_y: int [M] their labels.
         gate_logits: [M, C] their bank logits, or None.
-        alpha: Level of the one-sided sign test a cascade must pass to be a candidate.
+        alpha: Family-wise level of the one-sided sign tests (Holm) a cascade must pass to
+            be a candidate.
     """
     walk = model.cascade.walk(gate_x)
     accuracy, p_values, chosen = {}, {}, {}
@@ -185,10 +188,23 @@ def choose_gates(
             continue
         scores = [float(right.mean()) for right in correct]
         p_values[kind] = [sign_test(right, correct[0]) for right in correct[1:]]
-        candidates = [0] + [n for n in range(1, len(correct)) if p_values[kind][n - 1] < alpha]
+        # alpha 1: no test, the best gate accuracy (the gate before the sign test)
+        passed = range(len(p_values[kind])) if alpha >= 1 else holm_rejected(p_values[kind], alpha)
+        candidates = [0] + [n + 1 for n in passed]
         accuracy[kind] = scores
         chosen[kind] = max(candidates, key=lambda n: (scores[n], -n))
     return GateReport(len(gate_y), accuracy, p_values, chosen)
+
+
+def holm_rejected(p_values: list[float], alpha: float) -> list[int]:
+    """Positions of the hypotheses Holm's step-down procedure rejects at family-wise level
+    ``alpha``: the k-th smallest p (k = 0, 1, ...) is rejected while p < alpha / (m - k)."""
+    rejected = []
+    for rank, index in enumerate(sorted(range(len(p_values)), key=lambda i: p_values[i])):
+        if p_values[index] >= alpha / (len(p_values) - rank):
+            break
+        rejected.append(index)
+    return sorted(rejected)
 
 
 def sign_test(right: np.ndarray, base_right: np.ndarray) -> float:

@@ -21,7 +21,14 @@ from features.dlsa.cascade import (
     routing_threshold,
 )
 from features.dlsa.classifier import ClusterAidedClassifier, LinearMap, head_map
-from features.dlsa.fit import GateReport, choose_gates, fit_dlsa, sign_test, split_val
+from features.dlsa.fit import (
+    GateReport,
+    choose_gates,
+    fit_dlsa,
+    holm_rejected,
+    sign_test,
+    split_val,
+)
 from features.dlsa.io import save_dlsa_model
 from features.dlsa.model import BankProvenance, DLSAModel
 from features.dlsa.report import filter_report
@@ -367,8 +374,7 @@ def test_the_gate_never_chooses_a_cascade_worse_on_its_val_rows(
                          == bank.val_y[gate]).mean()) for n in range(FULL.num_filters + 1)]
         assert report.accuracy[kind] == pytest.approx(scores)
         # the best of the base and the cascades that pass the sign test, fewest filters on ties
-        passed = [0] + [n for n in range(1, len(scores))
-                        if report.p_values[kind][n - 1] < FULL.gate_alpha]
+        passed = [0] + [n + 1 for n in holm_rejected(report.p_values[kind], FULL.gate_alpha)]
         assert chosen == max(passed, key=lambda n: (scores[n], -n))
         assert scores[chosen] >= scores[0]
 
@@ -381,6 +387,14 @@ def test_the_sign_test_is_mcnemars_exact_one_sided_test() -> None:
     three_of_four = np.array([1, 1, 1, 0, 0, 1, 1, 0], bool)  # 3 fixed, 1 broken
     assert sign_test(three_of_four, base) == pytest.approx(5 / 16)  # (4 + 1) / 2^4
     assert sign_test(base, base) == 1.0  # no row where they disagree
+
+
+def test_holm_rejects_in_step_down_order() -> None:
+    """The k-th smallest of m p-values is rejected while p < alpha / (m - k)."""
+    assert holm_rejected([0.02, 0.01, 0.2], 0.05) == [0, 1]  # 0.01 < 0.05/3, 0.02 < 0.05/2
+    assert holm_rejected([0.03, 0.04, 0.2], 0.05) == []  # 0.03 >= 0.05/3 stops it
+    assert holm_rejected([0.2, 0.001, 0.04], 0.05) == [1]  # 0.04 >= 0.05/2
+    assert holm_rejected([0.5], 1.0) == [0] and holm_rejected([], 0.05) == []
 
 
 def test_the_gate_needs_evidence_to_leave_the_base(
