@@ -265,3 +265,25 @@ def test_take_rows_gathers_across_blocks(tmp_path: Path) -> None:
         from_bank = BankRows(bank, "train", window_rows=4)
         np.testing.assert_array_equal(from_bank.take_numpy(rows), x[rows])
         np.testing.assert_array_equal(np.concatenate(list(from_bank.numpy_blocks(4))), x)
+
+
+def test_the_recall_reference_is_the_exact_cosine_neighbours_block_by_block() -> None:
+    """The calibration's reference: every query's k most similar rows over all blocks (ties:
+    the lower id), as a plain argsort of the full similarity matrix; faiss' process-wide BLAS
+    threshold is left as it was."""
+    from features.analysis.cosine import normalized_rows
+    from features.analysis.knn import exact_neighbors
+
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(50, 6)).astype(np.float32)
+    rows[37] = rows[3]  # a tie: the lower id comes first
+    queries = normalized_rows(np.concatenate([rows[3:4], rng.normal(size=(7, 6))]).astype(
+        np.float32))
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    found = exact_neighbors(ArrayRows(rows), queries, k=5, chunk_rows=16)
+    assert faiss.cvar.distance_compute_blas_threshold == threshold
+    sims = queries @ normalized_rows(rows).T
+    expected = np.array([sorted(range(50), key=lambda i: (-round(float(s[i]), 5), i))[:5]
+                         for s in sims])
+    np.testing.assert_array_equal(found, expected)
+    assert found[0][:2].tolist() == [3, 37]
