@@ -45,6 +45,7 @@ def measure(repeats: int = 5) -> dict[str, Any]:
         project = Path(folder)
         shutil.copy(REPO / "params.yaml", project / "params.yaml")
         shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+        shutil.copytree(REPO / "pipelines", project / "pipelines")  # each bank's dvc.yaml
         commands = {"check": [sys.executable, "-m", "stages.cli", "check"],
                     "help": [sys.executable, "-m", "stages.cli", "--help"],
                     "python": [sys.executable, "-c", "pass"]}

@@ -1,4 +1,4 @@
-"""The dvc.yaml blocks of ``imports:``: banks from elsewhere, for `stages.dag.render` to add.
+"""The dvc.yaml blocks of ``imports:``: banks from elsewhere, for `stages.dag.blocks_by_file`.
 
 An entry of kind ``imported`` becomes ``import-<key>`` (``tailbank import-bank``), one of kind
 ``checkpoint`` becomes ``dump-<key>`` (``tailbank dump``, which reads the entry); both write
