@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class StageDecl:
         method_code: whether it runs the method's own code (pretrain, dump).
         function: the module's function that runs it (``run(params, method, seed)``, or
             ``run(params)`` for a stage over all methods).
+        command: the ``tailbank`` command that runs it; default: its name.
     """
 
     name: str
@@ -56,6 +58,25 @@ class StageDecl:
     per_method: bool = True
     method_code: bool = False
     function: str = "run"
+    command: str = ""
+
+    def block(self, method: str, dataset: str | None, *, outs: list[Any],
+              reads: tuple[str, ...] = (), after: tuple[str, ...] = (),
+              method_modules: Iterable[str] = (), plots: list[Any] | None = None,
+              ) -> tuple[str, dict[str, Any]]:
+        """This stage's dvc.yaml block for ``method`` over the seeds, by its name: its command,
+        the files it ``reads`` (then its code, then the files it reads ``after``), its params
+        and what it writes."""
+        seed = SEED_ITEM
+        do: dict[str, Any] = {
+            "cmd": f"tailbank {self.command or self.name} --method {method} --seed {seed}",
+            "deps": [*reads, *code_dependencies(self.module, method_modules), *after],
+            "params": stage_params(self, method, dataset),
+            "outs": outs,
+        }
+        if plots:
+            do["plots"] = plots
+        return stage_name(self.name, method), {"foreach": "${seeds}", "do": do}
 
 
 def section_without(section: str, *left_out: str) -> tuple[str, ...]:
@@ -89,7 +110,8 @@ DECLARED = {stage.name: stage for stage in STAGES}
 # What makes the bank of an entry of ``imports:``, by its kind (`stages.dag_imports`); stage 2
 # then runs on it as on a method's bank.
 IMPORT_STAGES = {
-    "imported": StageDecl("import", "stages.import_bank", ("imports.{method}",)),
+    "imported": StageDecl("import", "stages.import_bank", ("imports.{method}",),
+                          command="import-bank"),
     "checkpoint": StageDecl("dump", "stages.dump", ("data", "dump", "imports.{method}"),
                             function="run_import"),
 }
@@ -236,26 +258,18 @@ def _stage1_blocks(method: str, entry: dict[str, Any], dataset: str | None) -> d
     seed = SEED_ITEM
     splits = str(layout.splits_path("${data.dataset}"))
     teacher = entry.get("teacher")
-    method_code = method_dependencies(entry["kind"])
+    own = method_dependencies(entry["kind"])
     results = layout.pretrain_results(method, seed)
-    return {
-        stage_name("pretrain", method): _per_seed(
-            f"tailbank pretrain --method {method} --seed {seed}",
-            deps=[splits, *code_dependencies("stages.pretrain", method_code),
-                  *([str(layout.model_path(teacher, seed))] if teacher else [])],
-            params=stage_params("pretrain", method, dataset),
-            outs=[str(layout.model_path(method, seed)),
-                  {str(results / "metrics.json"): {"cache": False}}],
-            plots=_curve_plots(method, results),
-        ),
-        stage_name("dump", method): _per_seed(
-            f"tailbank dump --method {method} --seed {seed}",
-            deps=[str(layout.model_path(method, seed)), splits,
-                  *code_dependencies("stages.dump", method_code)],
-            params=stage_params("dump", method, dataset),
-            outs=[str(layout.bank_path(method, seed))],
-        ),
-    }
+    model = str(layout.model_path(method, seed))
+    return dict((
+        DECLARED["pretrain"].block(
+            method, dataset, reads=(splits,), method_modules=own,
+            after=(str(layout.model_path(teacher, seed)),) if teacher else (),
+            outs=[model, {str(results / "metrics.json"): {"cache": False}}],
+            plots=_curve_plots(method, results)),
+        DECLARED["dump"].block(method, dataset, reads=(model, splits), method_modules=own,
+                               outs=[str(layout.bank_path(method, seed))]),
+    ))
 
 
 def _stage2_blocks(method: str, dataset: str | None) -> dict[str, Any]:
@@ -263,50 +277,35 @@ def _stage2_blocks(method: str, dataset: str | None) -> dict[str, Any]:
     from stages import layout
 
     seed = SEED_ITEM
-    blocks: dict[str, Any] = {}
-    bank = str(layout.bank_path(method, seed))
+    bank = (str(layout.bank_path(method, seed)),)
     classify = layout.classify_results(method, seed)
-    blocks[stage_name("classify", method)] = _per_seed(
-        f"tailbank classify --method {method} --seed {seed}",
-        deps=[bank, *code_dependencies("stages.classify")],
-        params=stage_params("classify", method, dataset),
+    dlsa = layout.dlsa_results(method, seed)
+    analyze = layout.analyze_results(method, seed)
+
+    def results(folder: Path, *names: str) -> list[Any]:
+        return [{str(folder / name): {"cache": False}} for name in names]
+
+    return dict((
         # per_class/ holds one table per classifier kind, a plot each under one title: the
         # top-level per_class_accuracy overlays the methods' chosen ones instead
-        outs=[{str(classify / name): {"cache": False}}
-              for name in ("metrics.json", "predictions.npz", "per_class")],
-    )
-    dlsa = layout.dlsa_results(method, seed)
-    blocks[stage_name("dlsa", method)] = _per_seed(
-        f"tailbank dlsa --method {method} --seed {seed}",
-        deps=[bank, *code_dependencies("stages.dlsa")],
-        params=stage_params("dlsa", method, dataset),
-        outs=[str(layout.dlsa_model_dir(method, seed)),
-              *({str(dlsa / name): {"cache": False}}
-                for name in ("metrics.json", "filters.json", "predictions.npz"))],
-        plots=[{str(dlsa / "filters.csv"): {
-            "x": "filter", "y": "separation_accuracy", "template": "bar_horizontal",
-            "title": f"DLSA head/tail separation accuracy per filter, {method} seed {seed} "
-                     "(test)",
-            "cache": False}}],
-    )
-    analyze = layout.analyze_results(method, seed)
-    blocks[stage_name("analyze", method)] = _per_seed(
-        f"tailbank analyze --method {method} --seed {seed}",
-        deps=[bank, *code_dependencies("stages.analyze")],
-        params=stage_params("analyze", method, dataset),
-        outs=[{str(analyze / name): {"cache": False}}
-              for name in ("analysis.json", "confusion.json", "metrics.json", "tsne.csv")],
-        plots=_analysis_plots(method, analyze),
-    )
-    return blocks
-
-
-def _per_seed(cmd: str, *, deps: list[str], params: list[str], outs: list[Any],
-              plots: list[Any] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"cmd": cmd, "deps": deps, "params": params, "outs": outs}
-    if plots:
-        block["plots"] = plots
-    return {"foreach": "${seeds}", "do": block}
+        DECLARED["classify"].block(
+            method, dataset, reads=bank,
+            outs=results(classify, "metrics.json", "predictions.npz", "per_class")),
+        DECLARED["dlsa"].block(
+            method, dataset, reads=bank,
+            outs=[str(layout.dlsa_model_dir(method, seed)),
+                  *results(dlsa, "metrics.json", "filters.json", "predictions.npz")],
+            plots=[{str(dlsa / "filters.csv"): {
+                "x": "filter", "y": "separation_accuracy", "template": "bar_horizontal",
+                "title": f"DLSA head/tail separation accuracy per filter, {method} seed {seed} "
+                         "(test)",
+                "cache": False}}]),
+        DECLARED["analyze"].block(
+            method, dataset, reads=bank,
+            outs=results(analyze, "analysis.json", "confusion.json", "metrics.json",
+                         "tsne.csv"),
+            plots=_analysis_plots(method, analyze)),
+    ))
 
 
 # DVCLive's curves of one pretrain run: its step is the 1-based epoch (stages.pretrain)

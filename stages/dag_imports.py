@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.dag import IMPORT_STAGES, code_dependencies, stage_name, stage_params
+from stages.dag import IMPORT_STAGES
 from stages.imports_section import SEED_PLACEHOLDER
 from stages.layout import SEED_ITEM, bank_path, splits_path
-
-COMMANDS = {"imported": "import-bank", "checkpoint": "dump"}
 
 
 def import_blocks(imports: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
@@ -31,15 +29,10 @@ def import_blocks(imports: dict[str, Any], dataset: str | None = None) -> dict[s
     """
     blocks: dict[str, Any] = {}
     for key, entry in imports.items():
-        seed = SEED_ITEM
-        source = entry["source"].replace(SEED_PLACEHOLDER, seed)
-        stage = IMPORT_STAGES[entry["kind"]]
+        source = entry["source"].replace(SEED_PLACEHOLDER, SEED_ITEM)
         # a checkpoint's features are of data's images, which prepare splits
-        reads = [str(splits_path("${data.dataset}"))] if entry["kind"] == "checkpoint" else []
-        blocks[stage_name(stage.name, key)] = {"foreach": "${seeds}", "do": {
-            "cmd": f"tailbank {COMMANDS[entry['kind']]} --method {key} --seed {seed}",
-            "deps": [source, *reads, *code_dependencies(stage.module)],
-            "params": stage_params(stage, key, dataset),
-            "outs": [str(bank_path(key, seed))],
-        }}
+        splits = (str(splits_path("${data.dataset}")),) if entry["kind"] == "checkpoint" else ()
+        name, block = IMPORT_STAGES[entry["kind"]].block(
+            key, dataset, reads=(source, *splits), outs=[str(bank_path(key, SEED_ITEM))])
+        blocks[name] = block
     return blocks
