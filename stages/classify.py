@@ -27,9 +27,6 @@ from stages.outputs import StageOutputs
 from stages.params import EvalParams, Params
 from stages.progress import StepProgress, log
 
-# The kinds that score the backbone's stored logits rather than the features.
-LOGIT_KINDS = ("head", "logit_adjusted")
-
 
 def run(params: Params, method_name: str, seed: int) -> Path:
     """Train each classifier kind of ``classify.kinds`` on ``banks/<method>/seed<seed>.h5``.
@@ -103,9 +100,8 @@ def fit_and_evaluate(
         The test evaluation, the val accuracy, what val selected (epoch, τ, ...) and the
         predicted class of each test row (int64 [N]).
     """
-    if kind in LOGIT_KINDS and splits["train"].logits is None:
-        raise StageError(f"classifier kind '{kind}' needs the bank's logits, which this bank "
-                         f"lacks; drop '{kind}' from the classifier kinds")
+    # a kind that scores stored logits on a bank without them: the library says which, and
+    # how to fix it (`features.classifiers.estimators.checked_head_logits`)
     fitted = splits.fit(kind, counts, config, progress)
     options = eval_params.model_dump()  # many_above, few_below, ece_bins: evaluate's options
     scores, logits = {}, {}
