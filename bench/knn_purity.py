@@ -29,14 +29,15 @@ CLASSES = 100
 NOISE = 3.0
 
 
-def synthetic(rows: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic(rows: int, dim: int, seed: int, noise: float = NOISE
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Clustered rows: class centres shared by all calls, noise seeded by `seed`."""
     centres = np.random.default_rng(12345).normal(size=(CLASSES, dim))
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLASSES, size=rows)
     # Noise 3x a centre's norm: neighbourhoods overlap and the purity is ~0.57, so the
     # comparison is about neighbour sets that matter, not trivially pure ones.
-    x = centres[labels] + NOISE * rng.normal(size=(rows, dim))
+    x = centres[labels] + noise * rng.normal(size=(rows, dim))
     return x.astype(np.float32), labels
 
 
@@ -96,13 +97,8 @@ def measure_ivf(
         noise: Spread of the rows around their class centres (the exact row's 3.0 gives a
             test purity of about 0.57; 2.0 about the 0.76-0.79 of the default run's banks).
     """
-    global NOISE
-    saved, NOISE = NOISE, noise
-    try:
-        train_x, train_y = synthetic(n_train, dim, seed=0)
-        query_x, query_y = synthetic(n_query, dim, seed=1)
-    finally:
-        NOISE = saved
+    train_x, train_y = synthetic(n_train, dim, seed=0, noise=noise)
+    query_x, query_y = synthetic(n_query, dim, seed=1, noise=noise)
     faiss.omp_set_num_threads(threads)
     with threadpool_limits(limits=threads):
         start = time.perf_counter()
@@ -119,6 +115,7 @@ def measure_ivf(
             "noise": noise, "ivf_s": ivf_s, "sklearn_s": sklearn_s, "ratio": sklearn_s / ivf_s,
             "recall": recall_at_k(ivf.neighbors, exact.neighbors), "nlist": ivf.ivf.nlist,
             "nprobe": ivf.ivf.nprobe, "calibration_recall": ivf.ivf.recall,
+            "calibration_queries": ivf.ivf.queries, "min_recall": config.min_recall,
             "mean_purity": float(exact.purity.mean())}
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tests.stages.dvc_projects import SMALL_PROJECT_GROUP
+
 # The end-to-end tests launch DVC stages as subprocesses: one thread each, like the tests
 # themselves, so that two xdist workers on a 2-core machine do not fight over the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -37,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # The two DVC projects the end-to-end tests share, several minutes each: one per worker first.
-LONGEST_GROUPS = ("tests/stages/test_dvc_pipeline.py", "small_project")
+LONGEST_GROUPS = ("tests/stages/test_dvc_pipeline.py", SMALL_PROJECT_GROUP)
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from stages import dag
@@ -18,6 +19,10 @@ from tests.stages.conftest import REPO, tiny_params
 PER_METHOD = ("pretrain", "dump", "classify", "dlsa", "analyze")
 # a method trained on its own and a teacher with its student: every kind of branch
 SMALL_METHODS = ("ce", "gml_teacher", "gml_student")
+# The xdist group of the tests on the session's `small_project` (tests/stages/conftest.py):
+# one worker builds it and runs them all.
+SMALL_PROJECT_GROUP = "small_project"
+ON_SMALL_PROJECT = pytest.mark.xdist_group(SMALL_PROJECT_GROUP)
 
 
 def dvc(project: Path, *args: str) -> str:

@@ -10,14 +10,10 @@ import pytest
 
 from pipeline.engine import EpochRecord
 from stages.pretrain import CurveLogger
+from tests.stages.interrupts import tree
 
 RECORDS = [EpochRecord(0, 2.5, 0.25, 0.125, 0.1), EpochRecord(1, 1.25, 0.5, 0.375, 0.05),
            EpochRecord(2, 0.75, 0.625, 0.5, 0.0)]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def test_curves_are_the_bytes_dvclive_writes(tmp_path: Path, monkeypatch) -> None:
@@ -35,10 +31,10 @@ def test_curves_are_the_bytes_dvclive_writes(tmp_path: Path, monkeypatch) -> Non
     with CurveLogger(tmp_path / "ours") as curves:
         for record in RECORDS:
             curves.log(record)
-    expected = _files(tmp_path / "live")
+    expected = tree(tmp_path / "live")
     assert set(expected) == {"metrics.json", "plots/metrics/lr.tsv", "plots/metrics/train_acc.tsv",
                              "plots/metrics/train_loss.tsv", "plots/metrics/val_acc.tsv"}
-    assert _files(tmp_path / "ours") == expected
+    assert tree(tmp_path / "ours") == expected
 
 
 def test_curves_leave_a_fresh_git_repository_alone(tmp_path: Path, monkeypatch) -> None:

@@ -18,7 +18,7 @@ from stages.cli import app
 from stages.machine import MACHINE_KEYS
 from stages.params import load_params
 from tests.stages.conftest import REPO, tiny_params
-from tests.stages.dvc_projects import branch, dvc, ran_stages
+from tests.stages.dvc_projects import ON_SMALL_PROJECT, branch, dvc, ran_stages
 
 
 def test_the_committed_dvc_yaml_is_current() -> None:
@@ -113,7 +113,7 @@ def test_check_names_a_tracked_key_the_params_file_leaves_out(tmp_path: Path,
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.xdist_group("small_project")
+@ON_SMALL_PROJECT
 def test_a_second_seed_runs_only_its_own_stages(small_project: Path, tmp_path: Path) -> None:
     """A second seed of a GML teacher and of its student, which learns from the same seed's
     teacher: a copy of the shared project (tests/stages/conftest.py), its plain method left

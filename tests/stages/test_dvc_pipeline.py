@@ -14,6 +14,7 @@ import yaml
 
 from tests.stages.conftest import tiny_params
 from tests.stages.dvc_projects import (
+    ON_SMALL_PROJECT,
     SMALL_METHODS,
     branch,
     dvc,
@@ -132,7 +133,7 @@ def test_forced_rerun_from_scratch_gives_identical_bytes(project):
 # The rerun tests look at which blocks re-run, which is a property of each branch: they share
 # the three-method project of test_dag.py's seed test (tests/stages/conftest.py), which an
 # xdist worker builds beside the eight-method one above.
-SMALL = pytest.mark.xdist_group("small_project")
+SMALL = ON_SMALL_PROJECT
 
 
 @SMALL

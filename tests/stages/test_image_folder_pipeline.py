@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stages.dag import write as write_dag
-from stages.params import parse_params
 from tests.pipeline.data.standins import write_image_folder
-from tests.stages.conftest import REPO, tiny_params
-from tests.stages.dvc_projects import branch, dvc, ran_stages
+from tests.stages.conftest import tiny_params
+from tests.stages.dvc_projects import branch, dvc, new_project, ran_stages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -39,18 +34,9 @@ def _params() -> dict:
 
 
 def test_an_image_folder_runs_through_the_whole_dag(tmp_path: Path) -> None:
-    for package in ("core", "pipeline", "features", "stages"):
-        shutil.copytree(REPO / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    new_project(tmp_path, _params())  # the DAG of the one method (the repository's has eight)
     write_image_folder(tmp_path / "data/photos/train", TRAIN_COUNTS, grey=("cat",))
     write_image_folder(tmp_path / "data/photos/test", TEST_COUNTS, seed=1)
-    params = _params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    # dvc.yaml for the one method (the repository's lists all eight)
-    write_dag(parse_params(params, "params.yaml").model_dump(mode="json"), tmp_path)
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    dvc(tmp_path, "init", "-q")
-    dvc(tmp_path, "config", "core.analytics", "false")
 
     assert ran_stages(dvc(tmp_path, "repro")) == {"prepare", "report"} | branch("ce")
 
