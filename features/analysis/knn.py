@@ -292,8 +292,7 @@ def _trained_ivf(
     index.cp.niter = _IVF_KMEANS_ITERATIONS
     sample = seeded_rows(num_rows, _IVF_TRAIN_PER_LIST * nlist, config.seed)
     index.train(normalized_rows(rows.take_numpy(sample)))
-    index.nprobe = min(config.nprobe, nlist)
-    return index
+    return index  # `_calibrated` sets its nprobe
 
 
 def _calibrated(index: faiss.IndexIVFFlat, index_rows: FeatureRows, queries: _Queries,

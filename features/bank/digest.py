@@ -30,8 +30,6 @@ order of the sum, the machine or the numpy build.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 DIGEST_DTYPE = np.dtype("<u8")
@@ -50,12 +48,19 @@ def _splitmix64(counter: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-@lru_cache(maxsize=16)
+# c_k depends on k alone, so one array serves every block length: its prefix of the longest
+# block seen (a chunk's words), grown when a longer block comes
+_known_weights = np.empty(0, np.uint64)
+
+
 def _weights(words: int) -> np.ndarray:
-    """The odd weights c_0 .. c_{words-1}; cached, since a bank has few chunk sizes."""
-    weights = _splitmix64(np.arange(words, dtype=np.uint64)) | np.uint64(1)
-    weights.setflags(write=False)
-    return weights
+    """The odd weights c_0 .. c_{words-1} (read-only)."""
+    global _known_weights
+    if len(_known_weights) < words:
+        grown = _splitmix64(np.arange(words, dtype=np.uint64)) | np.uint64(1)
+        grown.setflags(write=False)
+        _known_weights = grown
+    return _known_weights[:words]
 
 
 def block_digest(block: np.ndarray) -> int:
