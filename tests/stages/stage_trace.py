@@ -5,7 +5,8 @@ entry point than ``run``), run in a project folder (its params.yaml, splits, mod
 writes OUT: a JSON object with ``modules`` (the files of
 tailbank's packages that are in ``sys.modules`` after the run) and ``params`` (the dotted params
 keys the stage read, traced on the loaded `Params` object). The stage runs in a fresh
-interpreter so that ``sys.modules`` holds what it, and only it, needed.
+interpreter, or a fresh fork of a warm server (``command``; the fork drops every module of
+tailbank's packages), so that ``sys.modules`` holds what it, and only it, needed.
 """
 
 from __future__ import annotations
@@ -168,5 +169,10 @@ def main(argv: list[str]) -> None:
                                      "leaves": sorted(leaf_keys(params.model_dump()))}))
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """`main` with this process's arguments (what a warm server runs: `stages.warm`)."""
     main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    command()

@@ -1,14 +1,12 @@
 """dvc.yaml says what each stage's code really uses: every stage is run on tiny params in a
-fresh interpreter, and what it imported (``sys.modules``) and the params keys it read (traced)
+fresh fork of a warm server (tailbank's own modules imported afresh), and what it imported (``sys.modules``) and the params keys it read (traced)
 must match its dvc.yaml block. Machine-only keys (roots, workers, devices, the memory budget)
 change no result, so they are no stage's params."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ import yaml
 
 from stages import dag
 from stages.machine import MACHINE_KEYS
-from tests.stages.conftest import REPO, tiny_params
+from tests.stages import warm_servers
+from tests.stages.conftest import tiny_params
 
 METHODS = ("ce", "paco", "gml_teacher", "gml_student")  # a plain, a multi-view, a teacher pair
 SEED = 0
@@ -82,10 +81,10 @@ def test_the_comparisons_catch_a_missing_file_and_a_missing_key() -> None:
 
 def _trace(project: Path, stage: str, *args: str) -> dict[str, Any]:
     out = project / f"trace-{stage}-{'-'.join(args)}.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "tests.stages.stage_trace", str(out), stage,
-                           *args], cwd=project, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    server = Path(warm_servers.shared_socket("tests.stages.stage_trace:command"))
+    client = warm_servers.client(server, str(out), stage, *args, cwd=project)
+    _, stderr = client.communicate()
+    assert client.returncode == 0, stderr[-3000:]
     return json.loads(out.read_text())
 
 
@@ -106,18 +105,18 @@ def _block(stages: dict[str, Any], name: str) -> dict[str, Any]:
 def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, dict]]:
     """Each stage run once, in DAG order: its trace and its dvc.yaml block, by stage name."""
     project = tmp_path_factory.mktemp("dag_code")
+    trace = functools.partial(_trace, project)
     stages = _project(project, METHODS)
-    runs: dict[str, tuple[dict, dict]] = {
-        "prepare": (_trace(project, "prepare"), _block(stages, "prepare"))}
+    runs: dict[str, tuple[dict, dict]] = {"prepare": (trace("prepare"), _block(stages, "prepare"))}
     for method in METHODS:
         for stage in ("pretrain", "dump"):
             name = dag.stage_name(stage, method)
-            runs[name] = (_trace(project, stage, method, str(SEED)), _block(stages, name))
+            runs[name] = (trace(stage, method, str(SEED)), _block(stages, name))
     for stage in ("classify", "dlsa", "analyze"):
         name = dag.stage_name(stage, "ce")
-        runs[name] = (_trace(project, stage, "ce", str(SEED)), _block(stages, name))
+        runs[name] = (trace(stage, "ce", str(SEED)), _block(stages, name))
     stages = _project(project, ("ce",))  # the report of the one method scored downstream
-    runs["report"] = (_trace(project, "report"), _block(stages, "report"))
+    runs["report"] = (trace("report"), _block(stages, "report"))
     return runs
 
 

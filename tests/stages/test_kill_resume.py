@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from features.bank import Bank
+from tests.stages import warm_servers
 from tests.stages.conftest import tiny_params
 from tests.stages.test_dlsa_stage import write_bank
 
@@ -27,9 +28,11 @@ pytestmark = pytest.mark.slow
 
 
 def tailbank(project: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=project,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    """Run a command to its end, warm (`warm_servers`); the killed ones start cold, so that
+    SIGKILL hits the very process that writes."""
+    done = warm_servers.client(Path(warm_servers.shared_socket()), *args, cwd=project)
+    _, stderr = done.communicate()
+    assert done.returncode == 0, stderr
 
 
 def kill_when(project: Path, ready: Callable[[], bool], *args: str, delay: float = 0.3) -> None:

@@ -1,0 +1,191 @@
+"""The warm server (`stages.warm`, `tailbank warm`): a command run through it behaves as a
+cold one: arguments, directory, environment, streams, exit status, signals, bytes written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stages import warm
+from tests.stages import warm_servers
+from tests.stages.conftest import REPO
+from tests.stages.dvc_projects import new_project, small_params
+
+pytestmark = pytest.mark.skipif(not warm.supported(), reason="a warm start needs Linux")
+
+@pytest.fixture
+def server_socket(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "s.sock"
+    server = warm_servers.start(path, "tests.stages.warm_targets:main",
+                                preload=("stages.errors", "tests.stages.warm_env"))
+    yield path
+    server.terminate()
+    assert server.wait(timeout=30) == 0
+    assert not path.exists()  # the server removes its socket
+
+
+def test_a_warm_command_sees_its_clients_arguments_directory_environment_and_streams(
+        server_socket: Path, tmp_path: Path) -> None:
+    process = warm_servers.client(server_socket, "echo", "3", cwd=tmp_path, env={"PROBE": "x y"},
+                     stdin=subprocess.PIPE)
+    out, err = process.communicate("hello", timeout=60)
+    seen = json.loads(out)
+    assert process.returncode == 3
+    assert seen["argv"] == ["tailbank", "echo", "3"]
+    assert seen["cwd"] == str(tmp_path)
+    assert seen["probe"] == "x y"
+    assert seen["stdin"] == "hello"
+    assert seen["umask"] == warm.current_umask()
+    # the server imported stages.errors; the command imports tailbank's code afresh
+    assert seen["own_modules"] == []
+    assert err == "to stderr\n"
+    assert seen["set_by_import"] == "set-by-import"  # as a cold import would have set it
+
+
+def test_a_variable_an_import_sets_may_come_from_the_client_at_that_value(
+        server_socket: Path) -> None:
+    same = warm_servers.client(server_socket, "echo", "0",
+                               env={"OMP_TAILBANK_TEST": "set-by-import"})
+    other = warm_servers.client(server_socket, "echo", "0", env={"OMP_TAILBANK_TEST": "mine"})
+    assert same.wait(timeout=60) == 0
+    assert other.wait(timeout=60) == warm_servers.COLD
+    assert "OMP_TAILBANK_TEST differ" in other.stderr.read()
+
+
+def test_only_its_user_may_connect(server_socket: Path) -> None:
+    assert server_socket.stat().st_mode & 0o777 == 0o600
+
+
+def test_sigterm_to_the_client_reaches_the_command(server_socket: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    process = warm_servers.client(server_socket, "await_sigterm", str(pid_file))
+    _await_file(pid_file)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert (process.returncode, out) == (7, "terminated\n")
+
+
+def test_a_killed_client_takes_its_command_with_it(server_socket: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    process = warm_servers.client(server_socket, "await_sigterm", str(pid_file))
+    _await_file(pid_file)
+    command = int(pid_file.read_text())
+    process.kill()
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while _alive(command):
+        assert time.monotonic() < deadline, "the command outlived its killed client"
+        time.sleep(0.05)
+
+
+def test_a_command_killed_by_a_signal_kills_its_client_the_same_way(
+        server_socket: Path) -> None:
+    process = warm_servers.client(server_socket, "die_by", str(int(signal.SIGKILL)))
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_a_client_with_another_import_time_environment_runs_cold(server_socket: Path) -> None:
+    threads = str(int(os.environ.get("OMP_NUM_THREADS", "1")) + 1)
+    process = warm_servers.client(server_socket, "echo", "0", env={"OMP_NUM_THREADS": threads})
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == warm_servers.COLD
+    assert err.strip() == (
+        "tailbank: running cold: OMP_NUM_THREADS differ between this command and the warm "
+        "server (they act at import time); start the server with the same environment")
+
+
+def test_without_a_server_a_command_runs_cold_and_says_where_it_looked(tmp_path: Path) -> None:
+    process = warm_servers.client(tmp_path / "none.sock", "echo", "0")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == warm_servers.COLD
+    assert err.strip() == (f"tailbank: running cold: no warm server at "
+                           f"TAILBANK_WARM={tmp_path / 'none.sock'} (No such file or directory)")
+
+
+def test_a_second_server_on_a_live_socket_is_one_line(server_socket: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "stages.warm", str(server_socket)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"tailbank: error: {server_socket}: a warm server is already listening there; use it "
+        f"(TAILBANK_WARM={server_socket}) or choose another --socket")
+
+
+def test_a_socket_path_too_long_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / ("s" * 120)
+    done = subprocess.run(["tailbank", "warm", "--socket", str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"tailbank: error: {path}: a Unix socket path must be under "
+                                   "100 bytes; choose a shorter --socket")
+
+
+def test_the_preload_covers_every_third_party_import_of_the_stages() -> None:
+    stages = ["prepare", "pretrain", "dump", "import_bank", "classify", "dlsa", "analyze",
+              "report", "cli"]
+    staged = _third_party_imports(*(f"stages.{name}" for name in stages))
+    preloaded = _third_party_imports(*warm.PRELOAD)
+    assert staged <= preloaded, f"add to stages.warm.PRELOAD: {sorted(staged - preloaded)}"
+
+
+def test_warm_stages_write_the_bytes_of_cold_ones(tmp_path: Path) -> None:
+    params = small_params()
+    params["methods"] = {"ce": params["methods"]["ce"]}
+    commands = ["tailbank prepare", "tailbank pretrain -m ce", "tailbank dump -m ce",
+                "tailbank classify -m ce"]
+    digests = []
+    for mode in ("cold", "warm"):
+        project = new_project(tmp_path / mode, params)
+        script = " && ".join(commands)
+        argv = (["sh", "-c", script] if mode == "cold"
+                else ["tailbank", "warm", "sh", "-c", f"{script} && echo $TAILBANK_WARM"])
+        env = {key: value for key, value in os.environ.items() if key != warm.SOCKET_ENV}
+        done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "running cold" not in done.stderr
+        digests.append(_tree_digests(project, ("data", "models", "banks", "results")))
+        if mode == "warm":  # the command saw the server, which is gone after it
+            assert not Path(done.stdout.splitlines()[-1]).exists()
+    assert digests[0] == digests[1]
+    assert {path.split("/")[0] for path in digests[0]} == {"data", "models", "banks", "results"}
+
+
+def _third_party_imports(*modules: str) -> set[str]:
+    """Top-level third-party packages a fresh interpreter holds after importing ``modules``."""
+    code = ("import sys\n" + "".join(f"import {name}\n" for name in modules) +
+            "print('\\n'.join(sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, check=True)
+    own = set(warm.OWN_PACKAGES) | set(sys.stdlib_module_names)
+    return {name.split(".")[0] for name in done.stdout.split()} - own - {"__main__", "_distutils_hack"}
+
+
+def _tree_digests(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for folder in folders for path in sorted((root / folder).rglob("*"))
+            if path.is_file()}
+
+
+def _await_file(path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):  # gone while being read
+        return False
+    return state != "Z"
