@@ -130,11 +130,13 @@ def test_a_socket_path_too_long_is_one_line(tmp_path: Path) -> None:
                                    "100 bytes; choose a shorter --socket")
 
 
-def test_the_preload_covers_every_third_party_import_of_the_stages() -> None:
+def test_the_preload_covers_every_third_party_import_of_the_stages_and_leaves_cuda_alone(
+        ) -> None:
     stages = ["prepare", "pretrain", "dump", "import_bank", "classify", "dlsa", "analyze",
               "report", "cli"]
-    staged = _third_party_imports(*(f"stages.{name}" for name in stages))
-    preloaded = _third_party_imports(*warm.PRELOAD)
+    staged, _ = _third_party_imports(*(f"stages.{name}" for name in stages))
+    preloaded, cuda_calls = _third_party_imports(*warm.PRELOAD, record_cuda=True)
+    assert cuda_calls == []  # a fork cannot use CUDA initialised before it
     assert staged <= preloaded, f"add to stages.warm.PRELOAD: {sorted(staged - preloaded)}"
 
 
@@ -160,14 +162,36 @@ def test_warm_stages_write_the_bytes_of_cold_ones(tmp_path: Path) -> None:
     assert {path.split("/")[0] for path in digests[0]} == {"data", "models", "banks", "results"}
 
 
-def _third_party_imports(*modules: str) -> set[str]:
-    """Top-level third-party packages a fresh interpreter holds after importing ``modules``."""
-    code = ("import sys\n" + "".join(f"import {name}\n" for name in modules) +
-            "print('\\n'.join(sys.modules))")
+# Run in a fresh interpreter: import torch, record every call that would initialise CUDA (the
+# device count asks the driver), import the modules, print what is loaded and the calls.
+IMPORTS_PROBE = """
+import json, sys
+calls = []
+if RECORD_CUDA:
+    import torch
+    def recording(name, function):
+        def record(*args, **kwargs):
+            calls.append(name)
+            return function(*args, **kwargs)
+        return record
+    torch._C._cuda_getDeviceCount = recording("device count", torch._C._cuda_getDeviceCount)
+    torch.cuda._lazy_init = recording("lazy init", torch.cuda._lazy_init)
+for name in MODULES:
+    __import__(name)
+print(json.dumps({"modules": list(sys.modules), "cuda calls": calls}))
+"""
+
+
+def _third_party_imports(*modules: str, record_cuda: bool = False) -> tuple[set[str], list[str]]:
+    """The top-level third-party packages a fresh interpreter holds after importing
+    ``modules``, and (with ``record_cuda``) the calls among those imports that would
+    initialise CUDA."""
+    code = f"RECORD_CUDA = {record_cuda}\nMODULES = {list(modules)!r}\n" + IMPORTS_PROBE
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, check=True)
-    own = set(warm.OWN_PACKAGES) | set(sys.stdlib_module_names)
-    return {name.split(".")[0] for name in done.stdout.split()} - own - {"__main__", "_distutils_hack"}
+    seen = json.loads(done.stdout)
+    own = set(warm.OWN_PACKAGES) | set(sys.stdlib_module_names) | {"__main__", "_distutils_hack"}
+    return {name.split(".")[0] for name in seen["modules"]} - own, seen["cuda calls"]
 
 
 def _tree_digests(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
