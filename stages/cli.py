@@ -587,7 +587,7 @@ WarmCommandArgument = typer.Argument(
     "stopped.")
 WarmSocketOption = typer.Option(
     None, "--socket", help="The server's Unix socket (default: a fresh one with a command, "
-    "else tailbank-warm-<uid>.sock in the temp folder).")
+    "else warm.sock in $XDG_RUNTIME_DIR or a private tailbank-<uid> folder of the temp folder).")
 WarmIdleOption = typer.Option(3600.0, "--idle", help="Stop after this many idle seconds.")
 
 

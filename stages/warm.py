@@ -12,11 +12,15 @@ so the command imports the code on disk now, takes over the client's state and r
 
 What stays the same as a cold start:
 - the exit status, or the signal that killed the command (the client kills itself with it);
-- SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the client are passed to the command, so its
-  interrupt handlers run; a client killed outright (SIGKILL) takes the command with it;
-- the bytes written: the forked child runs the same code on the same libraries, and a client
-  whose import-time environment differs from the server's (thread counts, CUDA and torch
-  variables, locale, Python flags: ``import_time_env``) is refused and runs cold, saying why.
+- SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the client are passed to the command (Ctrl-C's
+  SIGINT and SIGQUIT to its whole process group, as a terminal would), so its interrupt
+  handlers run; a signal the client ignores (``nohup``) the command ignores too; a client
+  killed outright (SIGKILL) takes the command with it;
+- the bytes written: the forked child runs the same code on the same libraries. A client is
+  refused, and runs cold saying why, when its import-time environment differs from the
+  server's (thread counts, CUDA and torch variables, locale, Python flags:
+  ``import_time_env``) or its ``sys.path`` finds another copy of a preloaded library.
+  matplotlib is not preloaded: it reads ``matplotlibrc`` from the working folder at import.
 
 The server never initialises CUDA (only importing torch, which does not), so a child can use
 the GPU as a cold process would: CUDA cannot be used in a child forked after its
@@ -29,42 +33,52 @@ third-party import.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import json
 import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 SOCKET_ENV = "TAILBANK_WARM"
-PROTOCOL = 1
+PROTOCOL = 2
 # tailbank's own packages: a child imports them afresh, so code edited while the server runs
 # is the code that runs
 OWN_PACKAGES = ("core", "features", "pipeline", "stages")
 # What the stages import from third parties: the server imports these once.
-# tests/stages/test_warm.py checks that it covers every stage's third-party imports.
+# tests/stages/test_warm.py checks that it covers every stage's third-party imports but
+# NOT_PRELOADED.
 PRELOAD = (
-    "numpy", "scipy.special", "scipy.stats", "yaml", "pydantic", "typer", "h5py", "faiss",
-    "torch", "torch._dynamo", "torch.distributed", "torchvision", "nflows",
-    "sklearn.linear_model", "sklearn.manifold", "sklearn.metrics", "matplotlib",
-    "matplotlib.figure", "dvclive", "annotated_types",
+    "numpy", "scipy.special", "scipy.stats", "yaml", "pydantic", "annotated_types", "typer",
+    "h5py", "faiss", "torch", "torch._dynamo", "torch.distributed", "torchvision", "nflows",
+    "sklearn.linear_model", "sklearn.manifold", "sklearn.metrics", "dvclive",
 )
+# Left to each command: matplotlib reads its settings (matplotlibrc in the working folder,
+# MPLCONFIGDIR, the home folder) when it is imported.
+NOT_PRELOADED = ("matplotlib",)
 # Environment variables that libraries read while they are imported (thread pools, CUDA and
 # torch switches, locale for stdio, Python's own flags): a client must match the server on
 # them, or the forked command could differ from a cold one.
 IMPORT_TIME_PREFIXES = (
     "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "BLIS_", "VECLIB_", "NUMEXPR_", "CUDA_",
-    "CUBLAS_", "CUDNN_", "NCCL_", "NVIDIA_", "TORCH", "PYTORCH_", "LD_", "PYTHON", "MPL",
-    "MATPLOTLIB", "FAISS_", "SKLEARN_", "SCIPY_", "HDF5_", "LANG", "LC_",
+    "CUBLAS_", "CUDNN_", "NCCL_", "NVIDIA_", "TORCH", "PYTORCH_", "LD_", "PYTHON", "FAISS_",
+    "SKLEARN_", "SCIPY_", "HDF5_", "LANG", "LC_",
 )
-# PYTHONPATH only shapes sys.path at start; the client's sys.path itself is sent
+# PYTHONPATH only shapes sys.path at start; the client's sys.path itself is checked
 NOT_IMPORT_TIME = ("PYTHONPATH",)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# what a terminal sends to a whole process group
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGQUIT)
 _HEADER = struct.Struct(">I")
+_CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 
 class WarmError(Exception):
@@ -84,6 +98,12 @@ def supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
 
 
+def peer_uid(conn: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket."""
+    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CREDENTIALS.size)
+    return _CREDENTIALS.unpack(credentials)[1]
+
+
 # ---------------------------------------------------------------------------- wire format
 def send_message(sock: socket.socket, message: Mapping[str, Any],
                  fds: Sequence[int] = ()) -> None:
@@ -98,17 +118,29 @@ def send_message(sock: socket.socket, message: Mapping[str, Any],
 
 
 def receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict | None, list[int]]:
-    """The next message and the descriptors that came with it; ``(None, [])`` at end of
-    stream."""
-    if max_fds:
-        head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
-    else:
-        head, fds = sock.recv(_HEADER.size), []
-    head += _receive_exactly(sock, _HEADER.size - len(head)) if head else b""
-    if len(head) < _HEADER.size:
-        return None, list(fds)
-    body = _receive_exactly(sock, _HEADER.unpack(head)[0])
-    return json.loads(body), list(fds)
+    """The next message (a JSON object) and the descriptors that came with it; ``(None, [])``
+    at end of stream. Descriptors that came with a broken message are closed."""
+    fds: list[int] = []
+    try:
+        if max_fds:
+            head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
+            fds = list(fds)
+        else:
+            head = sock.recv(_HEADER.size)
+        head += _receive_exactly(sock, _HEADER.size - len(head)) if head else b""
+        if len(head) < _HEADER.size:
+            raise ValueError("end of stream")
+        body = _receive_exactly(sock, _HEADER.unpack(head)[0])
+        message = json.loads(body)
+        if not isinstance(message, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError):
+        _close_all(fds)
+        return None, []
+    except BaseException:
+        _close_all(fds)
+        raise
+    return message, fds
 
 
 def _receive_exactly(sock: socket.socket, count: int) -> bytes:
@@ -121,6 +153,14 @@ def _receive_exactly(sock: socket.socket, count: int) -> bytes:
         chunks.append(chunk)
         count -= len(chunk)
     return b"".join(chunks)
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------- client
@@ -137,6 +177,12 @@ def interpreter() -> str:
     return f"{os.path.realpath(sys.executable)} in {sys.prefix}"
 
 
+def ignored_signals() -> list[int]:
+    """The forwarded signals this process ignores (``nohup``, a shell's background job)."""
+    return [int(number) for number in FORWARDED_SIGNALS
+            if signal.getsignal(number) is signal.SIG_IGN]
+
+
 def client_request(argv: Sequence[str]) -> dict[str, Any]:
     """What a child needs to become this process: its command line and its state."""
     return {
@@ -147,6 +193,7 @@ def client_request(argv: Sequence[str]) -> dict[str, Any]:
         "env": dict(os.environ),
         "path": list(sys.path),
         "umask": current_umask(),
+        "ignored": ignored_signals(),
     }
 
 
@@ -162,13 +209,26 @@ def delegate(socket_path: str, argv: Sequence[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(socket_path)
-        send_message(conn, client_request(argv), fds=(0, 1, 2))
+        owner = peer_uid(conn)
+        if owner != os.getuid():  # never hand our environment and streams to another user
+            conn.close()
+            return _cold(f"the warm server at {SOCKET_ENV}={socket_path} runs as user {owner}, "
+                         "not as you")
+        request = client_request(argv)
+        send_message(conn, request, fds=(0, 1, 2))
+        started = _next_reply(conn)
     except OSError as error:
         conn.close()
         return _cold(f"no warm server at {SOCKET_ENV}={socket_path} ({error.strerror or error})")
-    previous = {number: signal.signal(number, _forwarder(conn)) for number in FORWARDED_SIGNALS}
+    if started is None or "started" not in started:
+        conn.close()
+        return _cold(started["cold"] if started else
+                     f"the warm server at {SOCKET_ENV}={socket_path} stopped before starting "
+                     "the command")
+    forwarded = [number for number in FORWARDED_SIGNALS if number not in request["ignored"]]
+    previous = {number: signal.signal(number, _forwarder(conn)) for number in forwarded}
     try:
-        reply = _await_reply(conn)
+        reply = _next_reply(conn)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -176,8 +236,6 @@ def delegate(socket_path: str, argv: Sequence[str]) -> int | None:
     if reply is None:
         print("tailbank: the warm server stopped before the command ended", file=sys.stderr)
         return 1
-    if "cold" in reply:
-        return _cold(reply["cold"])
     if "signal" in reply:
         if reply["signal"] not in (signal.SIGKILL, signal.SIGSTOP):  # those have no handler
             signal.signal(reply["signal"], signal.SIG_DFL)
@@ -197,9 +255,9 @@ def _forwarder(conn: socket.socket):
     return forward
 
 
-def _await_reply(conn: socket.socket) -> dict | None:
-    """The server's answer: the command's status, or why it must run cold (None if the server
-    went away). A forwarded signal interrupts the wait only for its handler (PEP 475)."""
+def _next_reply(conn: socket.socket) -> dict | None:
+    """The server's next message (None if it went away). A forwarded signal interrupts the
+    wait only for its handler (PEP 475)."""
     try:
         reply, _ = receive_message(conn)
     except OSError:
@@ -213,47 +271,129 @@ def _cold(reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------- server
+@dataclass
+class _Server:
+    """What the serving loop and each fork need to know."""
+
+    listener: socket.socket
+    target: str
+    env_before_imports: dict[str, str]  # the import-time variables a client must match
+    set_by_imports: dict[str, str]  # variables the preloaded imports added to the environment
+    origins: dict[str, str | None]  # where each preloaded top-level package was loaded from
+    stdio: tuple[tuple[str, str], ...]  # (encoding, errors) of stdin, stdout, stderr
+    running: dict[int, socket.socket] = field(default_factory=dict)
+    own: list[socket.socket] = field(default_factory=list)  # the wake-up pair
+
+
 def serve(socket_path: str, idle_seconds: float = 3600.0, target: str = "stages.cli:app",
           preload: Iterable[str] = PRELOAD) -> None:
     """Listen on ``socket_path`` and run each client's command in a forked child.
 
     Args:
         socket_path: the Unix socket to create (an existing live server there is an error; a
-            stale file is replaced).
+            stale socket is replaced; any other file is refused).
         idle_seconds: stop after this long with no command running and none arriving.
         target: ``module:attribute`` of the callable a child runs (the Typer app).
         preload: the modules imported before the first command.
     """
     if not supported():
         raise WarmError("tailbank warm needs Linux (fork and descriptor passing)")
-    listener = _listen(socket_path)
+    stdio = tuple((getattr(stream, "encoding", None) or "utf-8",
+                   getattr(stream, "errors", None) or "strict")
+                  for stream in (sys.stdin, sys.stdout, sys.stderr))
+    listener, inode = _listen(socket_path)
     before = dict(os.environ)
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, _stop_importing)
     try:
+        preload = tuple(preload)
         for name in preload:
             importlib.import_module(name)
-        # some imports set variables (torch's inductor cache folder, OpenMP's fork switch):
-        # a cold command would have them too, unless its own environment sets them
-        set_by_imports = {key: value for key, value in os.environ.items() if key not in before}
-        _serve_forever(listener, idle_seconds, target, import_time_env(before), set_by_imports)
+        tops = dict.fromkeys(name.split(".")[0] for name in preload)
+        server = _Server(
+            listener, target, import_time_env(before),
+            # some imports set variables (torch's inductor cache folder, OpenMP's fork
+            # switch): a cold command would have them too, unless its own environment sets them
+            {key: value for key, value in os.environ.items() if key not in before},
+            {top: sys.modules[top].__spec__.origin for top in tops}, stdio)
+        _serve_forever(server, idle_seconds)
+    except _Stopped:
+        pass  # stopped while importing: nothing started yet
     finally:
-        listener.close()
-        try:
-            os.unlink(socket_path)
-        except FileNotFoundError:
-            pass
+        _stop_listening(listener, socket_path, inode)
+
+
+class _Stopped(BaseException):
+    """A stop signal while the server was still importing."""
+
+
+def _stop_importing(_number: int, _frame: object) -> None:
+    raise _Stopped
 
 
 def check_socket_path(socket_path: str) -> None:
-    """Refuse a path the kernel cannot bind (``sun_path`` holds 108 bytes)."""
-    if len(os.fsencode(socket_path)) > 100:
-        raise WarmError(f"{socket_path}: a Unix socket path must be under 100 bytes; "
+    """Refuse a path the kernel cannot bind (``sun_path`` holds 108 bytes, and the socket is
+    bound under a temporary name a few bytes longer)."""
+    if len(os.fsencode(socket_path)) > 90:
+        raise WarmError(f"{socket_path}: a Unix socket path must be under 90 bytes; "
                         "choose a shorter --socket")
 
 
-def _listen(socket_path: str) -> socket.socket:
-    """A listening socket at ``socket_path``, bound before the slow imports so that early
-    clients wait in the backlog instead of running cold."""
+def default_socket() -> str:
+    """This user's socket in a folder only this user can enter: ``$XDG_RUNTIME_DIR`` when set,
+    else ``tailbank-<uid>`` in the temp folder (created 0700; refused if another owns it)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = runtime if runtime else os.path.join(tempfile.gettempdir(), f"tailbank-{os.getuid()}")
+    if not runtime:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise WarmError(f"{folder}: not a private folder of yours; pass --socket in one")
+    return os.path.join(folder, "warm.sock")
+
+
+def _listen(socket_path: str) -> tuple[socket.socket, int]:
+    """A listening socket that appears at ``socket_path`` only once it listens (bound under a
+    temporary name, then renamed), before the slow imports, so that early clients wait in
+    the backlog instead of running cold; and the inode of its file."""
     check_socket_path(socket_path)
+    _refuse_occupied(socket_path)
+    temporary = os.path.join(os.path.dirname(socket_path) or ".",
+                             f".{os.path.basename(socket_path)}.{os.getpid()}")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # only this user may connect: a client chooses sys.path and the environment, that is,
+        # what code runs as the server's user
+        previous_mask = os.umask(0o177)
+        try:
+            listener.bind(temporary)
+        finally:
+            os.umask(previous_mask)
+        listener.listen(64)
+        inode = os.lstat(temporary).st_ino
+        os.rename(temporary, socket_path)
+    except OSError as error:
+        listener.close()
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise WarmError(f"{socket_path}: cannot listen there ({error.strerror}); "
+                        "choose another --socket") from None
+    return listener, inode
+
+
+def _refuse_occupied(socket_path: str) -> None:
+    """Nothing may be at ``socket_path`` but a dead socket (which goes)."""
+    try:
+        info = os.lstat(socket_path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise WarmError(f"{socket_path}: exists and is not a socket; choose another --socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(socket_path)
@@ -266,53 +406,56 @@ def _listen(socket_path: str) -> socket.socket:
         probe.close()
     try:
         os.unlink(socket_path)
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        # only this user may connect: a client chooses sys.path and the environment, that is,
-        # what code runs as the server's user
-        previous_mask = os.umask(0o177)
-        try:
-            listener.bind(socket_path)
-        finally:
-            os.umask(previous_mask)
     except OSError as error:
-        listener.close()
-        raise WarmError(f"{socket_path}: cannot listen there ({error.strerror}); "
-                        "choose another --socket") from None
-    listener.listen(64)
-    return listener
+        raise WarmError(f"{socket_path}: a stale socket that cannot be removed "
+                        f"({error.strerror}); choose another --socket") from None
 
 
-def _serve_forever(listener: socket.socket, idle_seconds: float, target: str,
-                   server_env: dict[str, str], set_by_imports: dict[str, str]) -> None:
+def _stop_listening(listener: socket.socket, socket_path: str, inode: int) -> None:
+    """Remove the socket first (new clients then run cold at once; a socket another server
+    put there since stays), then refuse the clients already waiting in the backlog, so that
+    they run cold too."""
+    try:
+        if os.lstat(socket_path).st_ino == inode:
+            os.unlink(socket_path)
+    except OSError:
+        pass
+    listener.setblocking(False)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            break
+        _refuse(conn, [], "the warm server is stopping")
+    listener.close()
+
+
+def _serve_forever(server: _Server, idle_seconds: float) -> None:
     """Accept clients and reap children until idle for ``idle_seconds`` or told to stop."""
     wake_read, wake_write = socket.socketpair()
     wake_read.setblocking(False)
     wake_write.setblocking(False)
+    server.own = [wake_read, wake_write]
     stop = threading.Event()
     signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the wakeup fd
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, lambda *_: stop.set())
-    running: dict[int, socket.socket] = {}
     try:
         while not stop.is_set():
-            ready, _, _ = select.select([listener, wake_read], [], [], idle_seconds)
+            ready, _, _ = select.select([server.listener, wake_read], [], [], idle_seconds)
             if wake_read in ready:
                 _drain(wake_read)
-            _reap(running)
-            if listener in ready:
-                _accept(listener, running, server_env, target, (wake_read, wake_write),
-                        set_by_imports)
-            elif not ready and not running:
+            _reap(server.running)
+            if server.listener in ready:
+                _accept(server)
+            elif not ready and not server.running:
                 break  # idle
     finally:
         signal.set_wakeup_fd(-1)
         wake_read.close()
         wake_write.close()
-        _reap(running, block=True)  # a command already running ends and its client hears how
+        _reap(server.running, block=True)  # a running command ends and its client hears how
 
 
 def _drain(sock: socket.socket) -> None:
@@ -346,48 +489,50 @@ def _reap(running: dict[int, socket.socket], block: bool = False) -> None:
         conn.close()
 
 
-def _accept(listener: socket.socket, running: dict[int, socket.socket],
-            server_env: dict[str, str], target: str, own: Sequence[socket.socket],
-            set_by_imports: dict[str, str]) -> None:
-    """Read one client's request; refuse it (cold) or fork its command."""
-    conn, _ = listener.accept()
-    if _peer_uid(conn) != os.getuid():
-        conn.close()  # another user's process (the socket's mode already keeps them out)
-        return
-    conn.settimeout(10.0)
+def _accept(server: _Server) -> None:
+    """Read one client's request; refuse it (cold) or fork its command. A bad client, or a
+    fork that fails, costs that client a cold start and never the server."""
     try:
+        conn, _ = server.listener.accept()
+    except OSError:
+        return  # e.g. out of descriptors: the client waits or times out, the server goes on
+    fds: list[int] = []
+    try:
+        if peer_uid(conn) != os.getuid():
+            conn.close()  # another user's process (the socket's mode already keeps them out)
+            return
+        conn.settimeout(10.0)
         request, fds = receive_message(conn, max_fds=3)
-    except (OSError, ValueError):
-        conn.close()
+        refusal = _refusal(server, request, fds)
+        if refusal:
+            _refuse(conn, fds, refusal)
+            return
+        conn.settimeout(None)
+        pid = os.fork()
+    except Exception as error:  # noqa: BLE001 - one client's trouble must not stop the server
+        _refuse(conn, fds, f"the warm server could not start the command ({error})")
         return
-    refusal = _refusal(request, fds, server_env, set_by_imports)
-    if refusal:
-        for fd in fds:
-            os.close(fd)
-        try:
-            send_message(conn, {"cold": refusal})
-        except OSError:
-            pass
-        conn.close()
-        return
-    conn.settimeout(None)
-    pid = os.fork()
     if pid == 0:
-        request["env"] = {**set_by_imports, **request["env"]}
-        _run_child(conn, request, fds, target, [listener, *own, *running.values()])
-    for fd in fds:
-        os.close(fd)
-    running[pid] = conn
+        request["env"] = {**server.set_by_imports, **request["env"]}
+        _run_child(conn, request, fds, server)
+    _close_all(fds)
+    server.running[pid] = conn
+    try:
+        send_message(conn, {"started": pid})
+    except OSError:
+        pass  # the client is gone; so is the child, by its watcher
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    """The user id of the process at the other end (``SO_PEERCRED``: pid, uid, gid)."""
-    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", credentials)[1]
+def _refuse(conn: socket.socket, fds: Sequence[int], reason: str) -> None:
+    _close_all(fds)
+    try:
+        send_message(conn, {"cold": reason})
+    except OSError:
+        pass
+    conn.close()
 
 
-def _refusal(request: dict | None, fds: list[int], server_env: dict[str, str],
-             set_by_imports: dict[str, str]) -> str:
+def _refusal(server: _Server, request: dict | None, fds: list[int]) -> str:
     """Why this request cannot run warm ("" when it can)."""
     if request is None or len(fds) != 3:
         return "the client's request was incomplete"
@@ -398,25 +543,30 @@ def _refusal(request: dict | None, fds: list[int], server_env: dict[str, str],
                 f"{request.get('interpreter')}; start the server from the same environment")
     # a variable an import sets anyway, at the value it sets, changes nothing
     client_env = {key: value for key, value in import_time_env(request.get("env", {})).items()
-                  if set_by_imports.get(key) != value}
-    if client_env != server_env:
-        differing = sorted(set(client_env.items()) ^ set(server_env.items()))
+                  if server.set_by_imports.get(key) != value}
+    if client_env != server.env_before_imports:
+        differing = sorted(set(client_env.items()) ^ set(server.env_before_imports.items()))
         names = ", ".join(dict.fromkeys(key for key, _ in differing))
         return (f"{names} differ between this command and the warm server (they act at import "
                 "time); start the server with the same environment")
+    for top, origin in server.origins.items():
+        spec = importlib.machinery.PathFinder.find_spec(top, request.get("path", []))
+        found = spec.origin if spec is not None else None
+        if found != origin:
+            return (f"this command's sys.path finds {top} at {found}, the warm server's at "
+                    f"{origin}; start the server with the same PYTHONPATH")
     return ""
 
 
 # ---------------------------------------------------------------------------- child
-def _run_child(conn: socket.socket, request: dict, fds: list[int], target: str,
-               server_sockets: Sequence[socket.socket]) -> NoReturn:
-    """Become the client's command: its descriptors, directory, environment, path, signals;
-    run ``target``; exit with its status. Never returns into the server's loop."""
+def _run_child(conn: socket.socket, request: dict, fds: list[int], server: _Server) -> NoReturn:
+    """Become the client's command: its session, descriptors, directory, environment, path,
+    signals; run the target; exit with its status. Never returns into the server's loop."""
     code = 1
     try:
-        _become_client(request, fds, server_sockets)
+        _become_client(request, fds, server)
         threading.Thread(target=_watch_client, args=(conn,), daemon=True).start()
-        code = _call(target)
+        code = _call(server.target)
     except BaseException:  # noqa: BLE001 - whatever happens, the child must not go back
         import traceback
 
@@ -425,21 +575,30 @@ def _run_child(conn: socket.socket, request: dict, fds: list[int], target: str,
         _finish(code)
 
 
-def _become_client(request: dict, fds: list[int], server_sockets: Sequence[socket.socket]) -> None:
+def _become_client(request: dict, fds: list[int], server: _Server) -> None:
+    # its own session: the server's terminal signals do not reach it, the client's are
+    # forwarded (GROUP_SIGNALS to this group, as a terminal would send them)
+    os.setsid()
     signal.set_wakeup_fd(-1)
-    for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(number, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sock in server_sockets:
+    ignored = set(request.get("ignored", []))
+    for number in (signal.SIGCHLD, *FORWARDED_SIGNALS):
+        if number in ignored:
+            signal.signal(number, signal.SIG_IGN)
+        elif number == signal.SIGINT:
+            signal.signal(number, signal.default_int_handler)
+        else:
+            signal.signal(number, signal.SIG_DFL)
+    for sock in [server.listener, *server.own, *server.running.values()]:
         sock.close()
     for target_fd, fd in enumerate(fds):
         os.dup2(fd, target_fd)
         os.close(fd)
-    _reopen_stdio()
     os.chdir(request["cwd"])
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
+    _reopen_stdio(server.stdio)
+    tempfile.tempdir = None  # found again from this environment's TMPDIR
     sys.argv = list(request["argv"])
     sys.path[:] = request["path"]
     for name in [name for name in sys.modules if name.split(".")[0] in OWN_PACKAGES]:
@@ -447,20 +606,22 @@ def _become_client(request: dict, fds: list[int], server_sockets: Sequence[socke
     importlib.invalidate_caches()
 
 
-def _reopen_stdio() -> None:
-    """Text streams over the client's descriptors, buffered as Python buffers a fresh
-    process's: line-buffered on a terminal (stdout) and always (stderr)."""
+def _reopen_stdio(stdio: tuple[tuple[str, str], ...]) -> None:
+    """Text streams over the client's descriptors, encoded and buffered as Python does for a
+    fresh process: stdout line-buffered on a terminal, stderr always, both written through
+    under PYTHONUNBUFFERED."""
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    errors = getattr(sys.stdout, "errors", None) or "strict"
-    sys.stdin = sys.__stdin__ = open(0, encoding=encoding, closefd=False)  # noqa: SIM115
+    (in_encoding, in_errors), (out_encoding, out_errors), (err_encoding, _) = stdio
+    sys.stdin = sys.__stdin__ = open(  # noqa: SIM115
+        0, encoding=in_encoding, errors=in_errors, closefd=False)
     sys.stdout = sys.__stdout__ = open(  # noqa: SIM115
-        1, "w", encoding=encoding, errors=errors, closefd=False,
-        buffering=1 if os.isatty(1) or unbuffered else -1,
-    )
+        1, "w", encoding=out_encoding, errors=out_errors, closefd=False,
+        buffering=1 if os.isatty(1) or unbuffered else -1)
     sys.stderr = sys.__stderr__ = open(  # noqa: SIM115
-        2, "w", encoding=encoding, errors="backslashreplace", closefd=False, buffering=1
-    )
+        2, "w", encoding=err_encoding, errors="backslashreplace", closefd=False, buffering=1)
+    if unbuffered:
+        sys.stdout.reconfigure(write_through=True)
+        sys.stderr.reconfigure(write_through=True)
 
 
 def _watch_client(conn: socket.socket) -> None:
@@ -472,7 +633,11 @@ def _watch_client(conn: socket.socket) -> None:
             message = None
         if message is None:
             os.kill(os.getpid(), signal.SIGKILL)
-        os.kill(os.getpid(), int(message["signal"]))
+        number = int(message["signal"])
+        if number in GROUP_SIGNALS:
+            os.killpg(os.getpid(), number)  # this child leads its own group (setsid)
+        else:
+            os.kill(os.getpid(), number)
 
 
 def _call(target: str) -> int:

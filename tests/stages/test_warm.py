@@ -35,8 +35,12 @@ def server_socket(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_warm_command_sees_its_clients_arguments_directory_environment_and_streams(
         server_socket: Path, tmp_path: Path) -> None:
-    process = warm_servers.client(server_socket, "echo", "3", cwd=tmp_path, env={"PROBE": "x y"},
-                     stdin=subprocess.PIPE)
+    extra = tmp_path / "on_the_path"
+    extra.mkdir()
+    process = warm_servers.client(
+        server_socket, "echo", "3", cwd=tmp_path, stdin=subprocess.PIPE,
+        env={"PROBE": "x y", "PYTHONPATH": os.pathsep.join([str(REPO), str(extra)])},
+        preexec_fn=lambda: os.umask(0o027))
     out, err = process.communicate("hello", timeout=60)
     seen = json.loads(out)
     assert process.returncode == 3
@@ -44,7 +48,9 @@ def test_a_warm_command_sees_its_clients_arguments_directory_environment_and_str
     assert seen["cwd"] == str(tmp_path)
     assert seen["probe"] == "x y"
     assert seen["stdin"] == "hello"
-    assert seen["umask"] == warm.current_umask()
+    assert seen["umask"] == 0o027
+    assert str(extra) in seen["path"]
+    assert seen["session_leader"]  # the server's terminal signals do not reach it
     # the server imported stages.errors; the command imports tailbank's code afresh
     assert seen["own_modules"] == []
     assert err == "to stderr\n"
@@ -65,19 +71,36 @@ def test_only_its_user_may_connect(server_socket: Path) -> None:
     assert server_socket.stat().st_mode & 0o777 == 0o600
 
 
-def test_sigterm_to_the_client_reaches_the_command(server_socket: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_client_reaches_the_command(server_socket: Path, tmp_path: Path,
+                                                    number: int) -> None:
     pid_file = tmp_path / "pid"
-    process = warm_servers.client(server_socket, "await_sigterm", str(pid_file))
-    _await_file(pid_file)
-    process.send_signal(signal.SIGTERM)
+    process = warm_servers.client(server_socket, "await_signal", str(pid_file))
+    _await_file(pid_file, process)
+    process.send_signal(number)
     out, _ = process.communicate(timeout=60)
-    assert (process.returncode, out) == (7, "terminated\n")
+    assert (process.returncode, out) == (7, f"{signal.Signals(number).name}\n")
+
+
+def test_a_signal_the_client_ignores_the_command_ignores(server_socket: Path,
+                                                         tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    process = warm_servers.client(
+        server_socket, "await_signal", str(pid_file),
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))  # as nohup does
+    _await_file(pid_file, process)
+    process.send_signal(signal.SIGTERM)  # ignored by the client, so not passed on
+    time.sleep(0.5)
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert (process.returncode, out) == (7, "SIGINT\n")
 
 
 def test_a_killed_client_takes_its_command_with_it(server_socket: Path, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
-    process = warm_servers.client(server_socket, "await_sigterm", str(pid_file))
-    _await_file(pid_file)
+    process = warm_servers.client(server_socket, "await_signal", str(pid_file))
+    _await_file(pid_file, process)
     command = int(pid_file.read_text())
     process.kill()
     process.communicate(timeout=60)
@@ -87,11 +110,12 @@ def test_a_killed_client_takes_its_command_with_it(server_socket: Path, tmp_path
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGTERM])
 def test_a_command_killed_by_a_signal_kills_its_client_the_same_way(
-        server_socket: Path) -> None:
-    process = warm_servers.client(server_socket, "die_by", str(int(signal.SIGKILL)))
+        server_socket: Path, number: int) -> None:
+    process = warm_servers.client(server_socket, "die_by", str(int(number)))
     process.communicate(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -number
 
 
 def test_a_client_with_another_import_time_environment_runs_cold(server_socket: Path) -> None:
@@ -127,17 +151,47 @@ def test_a_socket_path_too_long_is_one_line(tmp_path: Path) -> None:
                           text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"tailbank: error: {path}: a Unix socket path must be under "
-                                   "100 bytes; choose a shorter --socket")
+                                   "90 bytes; choose a shorter --socket")
 
 
-def test_the_preload_covers_every_third_party_import_of_the_stages_and_leaves_cuda_alone(
-        ) -> None:
+def test_a_file_at_the_socket_path_is_kept_and_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("kept")
+    done = subprocess.run([sys.executable, "-m", "stages.warm", str(path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"tailbank: error: {path}: exists and is not a socket; "
+                                   "choose another --socket")
+    assert path.read_text() == "kept"
+
+
+def test_a_client_queued_while_the_server_stops_runs_cold(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = warm_servers.start(path, "tests.stages.warm_targets:main",
+                                preload=("tests.stages.warm_slow",))
+    process = warm_servers.client(path, "echo", "0")  # waits in the backlog: still importing
+    time.sleep(0.5)
+    server.terminate()
+    server.wait(timeout=60)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == warm_servers.COLD
+    assert err.startswith("tailbank: running cold: ")
+    assert not path.exists()
+
+
+def test_the_preload_covers_the_stages_imports_and_leaves_cuda_and_threads_alone() -> None:
     stages = ["prepare", "pretrain", "dump", "import_bank", "classify", "dlsa", "analyze",
               "report", "cli"]
-    staged, _ = _third_party_imports(*(f"stages.{name}" for name in stages))
-    preloaded, cuda_calls = _third_party_imports(*warm.PRELOAD, record_cuda=True)
+    staged, _, _ = _imports(*(f"stages.{name}" for name in stages))
+    preloaded, cuda_calls, threads = _imports(*warm.PRELOAD, record_cuda=True)
     assert cuda_calls == []  # a fork cannot use CUDA initialised before it
-    assert staged <= preloaded, f"add to stages.warm.PRELOAD: {sorted(staged - preloaded)}"
+    assert threads == 1  # a fork copies only the forking thread, and any lock another held
+    assert not preloaded & set(warm.NOT_PRELOADED), "a preloaded module imports one left out"
+    # what the report's plotting brings besides what is preloaded
+    plotting, _, _ = _imports("matplotlib.figure", "matplotlib.backends.backend_agg")
+    left_out = plotting - preloaded
+    assert staged - left_out <= preloaded, (
+        f"add to stages.warm.PRELOAD: {sorted(staged - left_out - preloaded)}")
 
 
 def test_warm_stages_write_the_bytes_of_cold_ones(tmp_path: Path) -> None:
@@ -162,10 +216,18 @@ def test_warm_stages_write_the_bytes_of_cold_ones(tmp_path: Path) -> None:
     assert {path.split("/")[0] for path in digests[0]} == {"data", "models", "banks", "results"}
 
 
+def test_tailbank_warm_ends_as_its_command_did(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != warm.SOCKET_ENV}
+    done = subprocess.run(["tailbank", "warm", "sh", "-c", "kill -TERM $$"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGTERM, done.stderr
+
+
 # Run in a fresh interpreter: import torch, record every call that would initialise CUDA (the
-# device count asks the driver), import the modules, print what is loaded and the calls.
+# device count asks the driver), import the modules, print what is loaded, the calls and the
+# threads.
 IMPORTS_PROBE = """
-import json, sys
+import json, sys, threading
 calls = []
 if RECORD_CUDA:
     import torch
@@ -178,20 +240,22 @@ if RECORD_CUDA:
     torch.cuda._lazy_init = recording("lazy init", torch.cuda._lazy_init)
 for name in MODULES:
     __import__(name)
-print(json.dumps({"modules": list(sys.modules), "cuda calls": calls}))
+print(json.dumps({"modules": list(sys.modules), "cuda calls": calls,
+                  "threads": threading.active_count()}))
 """
 
 
-def _third_party_imports(*modules: str, record_cuda: bool = False) -> tuple[set[str], list[str]]:
+def _imports(*modules: str, record_cuda: bool = False) -> tuple[set[str], list[str], int]:
     """The top-level third-party packages a fresh interpreter holds after importing
-    ``modules``, and (with ``record_cuda``) the calls among those imports that would
-    initialise CUDA."""
+    ``modules``, the calls among those imports that would initialise CUDA (with
+    ``record_cuda``) and the threads running after them."""
     code = f"RECORD_CUDA = {record_cuda}\nMODULES = {list(modules)!r}\n" + IMPORTS_PROBE
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, check=True)
     seen = json.loads(done.stdout)
     own = set(warm.OWN_PACKAGES) | set(sys.stdlib_module_names) | {"__main__", "_distutils_hack"}
-    return {name.split(".")[0] for name in seen["modules"]} - own, seen["cuda calls"]
+    packages = {name.split(".")[0] for name in seen["modules"]} - own
+    return packages, seen["cuda calls"], seen["threads"]
 
 
 def _tree_digests(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
@@ -200,9 +264,12 @@ def _tree_digests(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
             if path.is_file()}
 
 
-def _await_file(path: Path) -> None:
+def _await_file(path: Path, process: subprocess.Popen) -> None:
+    """Wait until the command has written ``path``; fail with its output if it ends first."""
     deadline = time.monotonic() + 60
     while not path.exists() or not path.read_text():
+        if process.poll() is not None:
+            pytest.fail(f"the command ended first: {process.communicate()}")
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
 
@@ -213,3 +280,4 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):  # gone while being read
         return False
     return state != "Z"
+

@@ -22,6 +22,8 @@ def echo(code: str) -> None:
         "set_by_import": os.environ.get("OMP_TAILBANK_TEST"),
         "stdin": sys.stdin.read(),
         "umask": _umask(),
+        "path": sys.path,
+        "session_leader": os.getsid(0) == os.getpid(),
         "own_modules": sorted(name for name in sys.modules
                               if name.split(".")[0] in OWN_PACKAGES),
     }))
@@ -29,20 +31,23 @@ def echo(code: str) -> None:
     sys.exit(int(code))
 
 
-def await_sigterm(pid_file: str) -> None:
-    """Write the pid, then wait for SIGTERM; exit 7 saying so (0 if it never comes)."""
+def await_signal(pid_file: str) -> None:
+    """Write the pid, then wait for SIGTERM or SIGINT; exit 7 naming it (0 if none comes)."""
 
-    def terminated(*_: object) -> None:
-        print("terminated", flush=True)
+    def stop(number: int, _frame: object) -> None:
+        print(signal.Signals(number).name, flush=True)
         sys.exit(7)
 
-    signal.signal(signal.SIGTERM, terminated)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(60)
 
 
 def die_by(signal_number: str) -> None:
-    """Kill this command with a signal."""
+    """Kill this command with a signal (its default action)."""
+    if int(signal_number) != signal.SIGKILL:  # SIGKILL has no handler to reset
+        signal.signal(int(signal_number), signal.SIG_DFL)
     os.kill(os.getpid(), int(signal_number))
 
 
@@ -54,4 +59,4 @@ def _umask() -> int:
 
 def main() -> None:
     """Dispatch on ``sys.argv[1]``."""
-    {"echo": echo, "await_sigterm": await_sigterm, "die_by": die_by}[sys.argv[1]](*sys.argv[2:])
+    {"echo": echo, "await_signal": await_signal, "die_by": die_by}[sys.argv[1]](*sys.argv[2:])
