@@ -35,7 +35,7 @@ def run(command: Sequence[str], socket_path: Path | None, idle_seconds: float) -
             return
     except WarmError as error:
         raise StageError(str(error)) from None
-    with tempfile.TemporaryDirectory(prefix="tailbank-warm-") as folder:
+    with tempfile.TemporaryDirectory(prefix="tailbank-warm-", dir=short_temp_root()) as folder:
         path = socket_path or Path(folder) / "server.sock"
         server = subprocess.Popen([sys.executable, "-m", "stages.warm", str(path),
                                    str(idle_seconds)])
@@ -49,6 +49,14 @@ def run(command: Sequence[str], socket_path: Path | None, idle_seconds: float) -
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     sys.exit(code)
+
+
+def short_temp_root() -> str | None:
+    """Where a temporary socket's folder goes: the temp folder, or /tmp when the temp folder's
+    path is too long for a Unix socket path (`check_socket_path`)."""
+    if len(os.fsencode(tempfile.gettempdir())) > 50 and os.path.isdir("/tmp"):
+        return "/tmp"
+    return None
 
 
 def _run_command(command: Sequence[str], env: dict[str, str]) -> int:

@@ -23,14 +23,15 @@ from tests.stages.dvc_projects import new_project, small_params
 pytestmark = pytest.mark.skipif(not warm.supported(), reason="a warm start needs Linux")
 
 @pytest.fixture
-def server_socket(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "s.sock"
+def server_socket() -> Iterator[Path]:
+    path = warm_servers.socket_path()
     server = warm_servers.start(path, "tests.stages.warm_targets:main",
                                 preload=("stages.errors", "tests.stages.warm_env"))
     yield path
     server.terminate()
     assert server.wait(timeout=30) == 0
     assert not path.exists()  # the server removes its socket
+    path.parent.rmdir()
 
 
 def test_a_warm_command_sees_its_clients_arguments_directory_environment_and_streams(
@@ -128,12 +129,14 @@ def test_a_client_with_another_import_time_environment_runs_cold(server_socket: 
         "server (they act at import time); start the server with the same environment")
 
 
-def test_without_a_server_a_command_runs_cold_and_says_where_it_looked(tmp_path: Path) -> None:
+def test_without_a_server_a_command_runs_cold_and_says_where_it_looked() -> None:
+    tmp_path = warm_servers.socket_path().parent
     process = warm_servers.client(tmp_path / "none.sock", "echo", "0")
     _, err = process.communicate(timeout=60)
     assert process.returncode == warm_servers.COLD
     assert err.strip() == (f"tailbank: running cold: no warm server at "
                            f"TAILBANK_WARM={tmp_path / 'none.sock'} (No such file or directory)")
+    tmp_path.rmdir()
 
 
 def test_a_second_server_on_a_live_socket_is_one_line(server_socket: Path) -> None:
@@ -154,8 +157,8 @@ def test_a_socket_path_too_long_is_one_line(tmp_path: Path) -> None:
                                    "90 bytes; choose a shorter --socket")
 
 
-def test_a_file_at_the_socket_path_is_kept_and_refused(tmp_path: Path) -> None:
-    path = tmp_path / "params.yaml"
+def test_a_file_at_the_socket_path_is_kept_and_refused() -> None:
+    path = warm_servers.socket_path().parent / "params.yaml"
     path.write_text("kept")
     done = subprocess.run([sys.executable, "-m", "stages.warm", str(path)],
                           capture_output=True, text=True, cwd=REPO)
@@ -163,10 +166,12 @@ def test_a_file_at_the_socket_path_is_kept_and_refused(tmp_path: Path) -> None:
     assert done.stderr.strip() == (f"tailbank: error: {path}: exists and is not a socket; "
                                    "choose another --socket")
     assert path.read_text() == "kept"
+    path.unlink()
+    path.parent.rmdir()
 
 
-def test_a_client_queued_while_the_server_stops_runs_cold(tmp_path: Path) -> None:
-    path = tmp_path / "s.sock"
+def test_a_client_queued_while_the_server_stops_runs_cold() -> None:
+    path = warm_servers.socket_path()
     server = warm_servers.start(path, "tests.stages.warm_targets:main",
                                 preload=("tests.stages.warm_slow",))
     process = warm_servers.client(path, "echo", "0")  # waits in the backlog: still importing
@@ -177,6 +182,7 @@ def test_a_client_queued_while_the_server_stops_runs_cold(tmp_path: Path) -> Non
     assert process.returncode == warm_servers.COLD
     assert err.startswith("tailbank: running cold: ")
     assert not path.exists()
+    path.parent.rmdir()
 
 
 def test_the_preload_covers_the_stages_imports_and_leaves_cuda_and_threads_alone() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stages.warm import PRELOAD
+from stages.warm_command import short_temp_root
 from tests.stages.conftest import REPO
 
 # A client that exits 99 where `stages.warm.delegate` says the command must run cold.
@@ -20,6 +21,11 @@ CLIENT = ("import sys; from stages.warm import delegate; "
           "code = delegate(sys.argv[1], ['tailbank', *sys.argv[2:]]); "
           "sys.exit(99 if code is None else code)")
 COLD = 99
+
+
+def socket_path() -> Path:
+    """A socket path in a fresh folder, short enough for a Unix socket wherever TMPDIR is."""
+    return Path(tempfile.mkdtemp(prefix="tbw-", dir=short_temp_root())) / "s.sock"
 
 
 def start(path: Path, target: str, preload: Sequence[str] = PRELOAD,
@@ -54,7 +60,7 @@ def shared_socket(target: str = "stages.cli:app") -> str:
     the bytes a cold one does (tests/stages/test_warm.py checks both, and the cold start).
     """
     if target not in _SERVERS:
-        path = Path(tempfile.mkdtemp(prefix="tb-warm-")) / "server.sock"
+        path = socket_path()
         server = start(path, target)
         atexit.register(_stop, server, path)
         _SERVERS[target] = str(path)
