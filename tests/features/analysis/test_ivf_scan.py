@@ -61,3 +61,18 @@ def test_equal_scores_rank_the_lower_row_id_first() -> None:
     index = ivf_index(rows, nlist=4)
     _, ids = ivf_scan.search(index, rows[7:8], 4, nprobe=4)
     assert ids.tolist() == [[7, 40, 90, 150]]
+
+
+def test_queries_taken_in_small_batches_find_the_same_neighbours() -> None:
+    index = ivf_index(clustered(1000, 6), nlist=10)
+    queries = clustered(97, 7)
+    whole = ivf_scan.search(index, queries, 5, nprobe=10)
+    batched = ivf_scan.search(index, queries, 5, nprobe=10, max_candidates=5 * 10 * 7)
+    np.testing.assert_array_equal(batched[1], whole[1])
+    # a matrix product of another shape may round the last bit differently (faiss's own
+    # BLAS-based flat search does the same); the same batches give the same bits
+    np.testing.assert_allclose(batched[0], whole[0], rtol=1e-6)
+    again = ivf_scan.search(index, queries, 5, nprobe=10, max_candidates=5 * 10 * 7)
+    np.testing.assert_array_equal(again[0], batched[0])
+    empty = ivf_scan.search(index, queries[:0], 5, nprobe=2)
+    assert empty[0].shape == empty[1].shape == (0, 5)
