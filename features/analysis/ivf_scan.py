@@ -76,14 +76,13 @@ def _search_batch(index: faiss.IndexIVFFlat, queries: np.ndarray, k: int,
     # one slot of k candidates per (query, visited list), query-major: slot q * nprobe + j
     scores = np.full((n * nprobe, k), -np.inf, np.float32)
     ids = np.full((n * nprobe, k), -1, np.int64)
-    slots = np.argsort(assigned.ravel(), kind="stable")
+    slots = np.argsort(assigned.ravel(), kind="stable")  # the slots grouped by list
     lists = assigned.ravel()[slots]
-    bounds = np.flatnonzero(np.diff(lists)) + 1
-    for group in np.split(slots, bounds):
-        list_no = int(assigned.ravel()[group[0]])
+    starts = np.flatnonzero(np.diff(lists)) + 1
+    for group, list_no in zip(np.split(slots, starts), lists[np.r_[0, starts]], strict=False):
         if list_no < 0:
             continue
-        rows, row_ids = list_rows(index, list_no)
+        rows, row_ids = list_rows(index, int(list_no))
         if len(rows) == 0:
             continue
         sims = queries[group // nprobe] @ rows.T  # [queries of this list, rows of it]
@@ -97,8 +96,8 @@ def _top_k(sims: np.ndarray, row_ids: np.ndarray, k: int) -> tuple[np.ndarray, n
     """Each row's k largest scores (unordered) and their ids; all of them if fewer."""
     if sims.shape[1] <= k:
         return sims, np.broadcast_to(row_ids, sims.shape)
-    # k + ties at the cut could matter for the lower-id rule only between lists, where the
-    # merge orders them; within a list, argpartition keeps k of the tied ones
+    # rows tied at the k-th score of one list: argpartition keeps some k of them (the same
+    # ones for the same input); the lower-id rule then orders the kept candidates
     picked = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     return np.take_along_axis(sims, picked, axis=1), row_ids[picked]
 
