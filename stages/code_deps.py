@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,43 @@ def import_closure(modules: list[str], skip: Any = lambda name: False) -> set[st
     return seen
 
 
+# An import statement at any indentation, a parenthesised name list spanning lines included.
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import[ \t]*(?:\([^)]*\)|[^\n]*)|import[ \t]+[^\n]*)",
+    re.MULTILINE)
+
+
+def import_statements(source: str) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of a module's source, nested ones too, in order.
+
+    Only the lines that look like imports are parsed (each alone): `tailbank check` renders
+    every stage's dependencies, and parsing whole modules was most of its time. A line that
+    only looks like one (prose in a docstring) would be taken too; tests/stages/
+    test_code_deps.py checks that this gives exactly what parsing the whole module gives, for
+    every module of the packages.
+    """
+    found: list[ast.Import | ast.ImportFrom] = []
+    for match in _IMPORT.finditer(source):
+        try:
+            tree = ast.parse(match.group(0).strip())
+        except SyntaxError:
+            continue
+        found += [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return found
+
+
+def import_statements_parsed(source: str) -> list[ast.Import | ast.ImportFrom]:
+    """The same as `import_statements`, from the whole module's syntax tree (the reference)."""
+    return [node for node in _statements(ast.parse(source).body)
+            if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
 @functools.cache
 def _imports(module: str) -> frozenset[str]:
     path = REPO / _module_file(module)
-    tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in _statements(tree.body):
+    for node in import_statements(path.read_text()):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -148,6 +179,7 @@ def _lazy_exports(package: str) -> dict[str, str]:
     return {}
 
 
+@functools.cache  # asked thousands of times per render, of a few hundred names
 def _is_ours(name: str) -> bool:
     if name.split(".")[0] not in PACKAGES:
         return False
@@ -155,6 +187,7 @@ def _is_ours(name: str) -> bool:
     return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
 
 
+@functools.cache
 def _module_file(name: str) -> str:
     base = Path(name.replace(".", "/"))
     return str(base / "__init__.py") if (REPO / base / "__init__.py").is_file() else str(

@@ -143,3 +143,10 @@ def test_a_second_seed_runs_only_its_own_stages(small_project: Path, tmp_path: P
     assert "2 seed(s) (0, 1)" in done.stdout and "95% CI (seeds)" in done.stdout
     page = (root / "reports/summary.md").read_text()
     assert "2 training seeds (0, 1)" in page and "1 degree of freedom" in page
+
+
+def test_libyaml_and_python_emitters_write_the_same_dvc_yaml(monkeypatch) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    fast = dag.render_files(params["methods"], params.get("imports"))
+    monkeypatch.setattr(dag, "YAML_DUMPER", yaml.SafeDumper)
+    assert dag.render_files(params["methods"], params.get("imports")) == fast
