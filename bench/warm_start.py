@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dvc_noop  # noqa: E402
 
 from stages.warm import SOCKET_ENV  # noqa: E402
+from stages.warm_command import await_listening  # noqa: E402
 
 
 def output_digests(root: Path) -> dict[str, str]:
@@ -37,13 +38,6 @@ def output_digests(root: Path) -> dict[str, str]:
         for stage in yaml.safe_load(lock.read_text())["stages"].values():
             digests.update({out["path"]: out["md5"] for out in stage.get("outs", [])})
     return digests
-
-
-def _await_socket(server: subprocess.Popen, path: Path) -> None:
-    while not path.exists():
-        if server.poll() is not None:
-            raise SystemExit("the warm server stopped at start")
-        time.sleep(0.02)
 
 
 def measure(methods: list[str], repeats: int = 2) -> dict[str, Any]:
@@ -56,7 +50,7 @@ def measure(methods: list[str], repeats: int = 2) -> dict[str, Any]:
         path = root / "warm.sock"
         start = time.perf_counter()
         server = subprocess.Popen([sys.executable, "-m", "stages.warm", str(path), "3600"])
-        _await_socket(server, path)
+        await_listening(server, path)
         # the server's imports: the first warm command waits for them
         subprocess.run(["tailbank", "--version"], env={**os.environ, SOCKET_ENV: str(path)},
                        check=True, capture_output=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ def _code_dependencies(module: str, method_modules: frozenset[str]) -> tuple[str
     return tuple(_folded(files))
 
 
-def method_dependencies(kind: str) -> set[str]:
+@functools.cache  # the same per kind: asked for each of a kind's methods and every render
+def method_dependencies(kind: str) -> frozenset[str]:
     """The modules of `pipeline.methods` that method ``kind`` runs: its own module, what it
     imports from the package, and the shared interface."""
     from pipeline.methods.kinds import METHOD_KINDS
@@ -57,7 +58,7 @@ def method_dependencies(kind: str) -> set[str]:
     closure = import_closure(
         [own], skip=lambda name: not name.startswith(METHODS_PACKAGE + ".")
         or name in SHARED_METHOD_MODULES)
-    return closure | set(SHARED_METHOD_MODULES)
+    return frozenset(closure | set(SHARED_METHOD_MODULES))
 
 
 def _is_method_module(name: str) -> bool:
@@ -111,12 +112,6 @@ def import_statements(source: str) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def import_statements_parsed(source: str) -> list[ast.Import | ast.ImportFrom]:
-    """The same as `import_statements`, from the whole module's syntax tree (the reference)."""
-    return [node for node in _statements(ast.parse(source).body)
-            if isinstance(node, (ast.Import, ast.ImportFrom))]
-
-
 @functools.cache
 def _imports(module: str) -> frozenset[str]:
     path = REPO / _module_file(module)
@@ -146,17 +141,6 @@ def _imports(module: str) -> frozenset[str]:
                 resolved.add(parent)
                 parent = parent.rpartition(".")[0]
     return frozenset(resolved)
-
-
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every statement, nested ones too (imports are statements; skipping the expressions
-    makes reading the sources several times faster than ast.walk)."""
-    for node in body:
-        yield node
-        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
-            inner = getattr(node, field, None)
-            if isinstance(inner, list):
-                yield from _statements(inner)
 
 
 @functools.cache

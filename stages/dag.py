@@ -226,7 +226,12 @@ def view(methods: dict[str, Any], imports: dict[str, Any] | None = None,
     """The whole DAG as one mapping, ``stages`` (every block by name, `stage_blocks`) and the
     root's ``plots``: what the files say together, without their ``vars`` and ``wdir``."""
     return {"stages": stage_blocks(methods, imports, dataset),
-            "plots": overlay_plots(list(methods), [*methods, *(imports or {})])}
+            "plots": _root_plots(methods, imports)}
+
+
+def _root_plots(methods: dict[str, Any], imports: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The root dvc.yaml's top-level plots: every method's and import's bank overlaid."""
+    return overlay_plots(list(methods), [*methods, *(imports or {})])
 
 
 def render_files(methods: dict[str, Any], imports: dict[str, Any] | None = None,
@@ -238,8 +243,8 @@ def render_files(methods: dict[str, Any], imports: dict[str, Any] | None = None,
     texts = {}
     for path, blocks in files.items():
         if path == ROOT_FILE:
-            document: dict[str, Any] = {"stages": blocks, "plots": overlay_plots(
-                list(methods), [*methods, *(imports or {})])}
+            document: dict[str, Any] = {"stages": blocks,
+                                        "plots": _root_plots(methods, imports)}
         else:
             up = "/".join(".." for _ in Path(path).parent.parts)
             document = {"vars": [f"{up}/params.yaml"], "stages": {

@@ -40,7 +40,7 @@ def run(command: Sequence[str], socket_path: Path | None, idle_seconds: float) -
         server = subprocess.Popen([sys.executable, "-m", "stages.warm", str(path),
                                    str(idle_seconds)])
         try:
-            _await_listening(server, path)
+            await_listening(server, path)
             code = _run_command(command, {**os.environ, SOCKET_ENV: str(path)})
         finally:
             server.terminate()
@@ -79,8 +79,9 @@ def _run_command(command: Sequence[str], env: dict[str, str]) -> int:
             signal.signal(number, handler)
 
 
-def _await_listening(server: subprocess.Popen, path: Path) -> None:
-    """Return once ``server`` accepts connections at ``path`` (it appears there listening)."""
+def await_listening(server: subprocess.Popen, path: Path) -> None:
+    """Return once ``server`` (a `stages.warm.serve` process) accepts connections at ``path``:
+    its socket appears there only once it listens."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.stages.dvc_projects import SMALL_PROJECT_GROUP
-
 # The end-to-end tests launch DVC stages as subprocesses: one thread each, like the tests
 # themselves, so that two xdist workers on a 2-core machine do not fight over the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -38,6 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=start)
 
 
+# The xdist group of the tests on the session's `small_project` (tests/stages/conftest.py):
+# one worker builds it and runs them all (`tests.stages.dvc_projects.ON_SMALL_PROJECT`).
+SMALL_PROJECT_GROUP = "small_project"
 # The two DVC projects the end-to-end tests share, several minutes each: one per worker first.
 LONGEST_GROUPS = ("tests/stages/test_dvc_pipeline.py", SMALL_PROJECT_GROUP)
 

@@ -89,7 +89,7 @@ def _search_batch(index: faiss.IndexIVFFlat, queries: np.ndarray, k: int,
         best = _top_k(sims, row_ids, k)
         scores[group, : best[0].shape[1]] = best[0]
         ids[group, : best[1].shape[1]] = best[1]
-    return _merge(scores.reshape(n, nprobe * k), ids.reshape(n, nprobe * k), k)
+    return best_k(scores.reshape(n, nprobe * k), ids.reshape(n, nprobe * k), k)
 
 
 def _top_k(sims: np.ndarray, row_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,8 +102,8 @@ def _top_k(sims: np.ndarray, row_ids: np.ndarray, k: int) -> tuple[np.ndarray, n
     return np.take_along_axis(sims, picked, axis=1), row_ids[picked]
 
 
-def _merge(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's k best candidates: largest score first, the lower id on equal scores,
-    padding (-1) last."""
+def best_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k best candidates [n, m] -> [n, k]: largest score first, the lower id on
+    equal scores, padding (id -1) last."""
     order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -scores), axis=1)[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)

@@ -310,9 +310,8 @@ def _calibrated(index: faiss.IndexIVFFlat, index_rows: FeatureRows, queries: _Qu
                 config: KnnConfig) -> IvfSearch:
     """Sets the fewest lists (from `config.nprobe`, doubling) whose recall@k on a seeded
     sample of the queries reaches `config.min_recall`. The reference is the exact search of
-    that sample (sample x N, not queries x N) as one matrix product per block of index rows:
-    the IVF index with every list visited gives the same neighbours at a tenth of the speed
-    (a dot product per row and query instead of BLAS)."""
+    that sample (sample x N, not queries x N), one matrix product per block of index rows,
+    independent of the index under test."""
     sample = seeded_rows(len(queries.labels), config.recall_queries, config.seed)
     rows = normalized_rows(queries.rows.take_numpy(sample))
     wanted = config.k + 1 if queries.exclude_self else config.k
@@ -347,11 +346,9 @@ def exact_neighbors(index_rows: FeatureRows, queries: np.ndarray, k: int,
         with _blas_distances():
             sims, ids = faiss.knn(queries, normalized_rows(block), min(k, len(block)),
                                   metric=faiss.METRIC_INNER_PRODUCT)
-        sims = np.concatenate([best_sims, sims], axis=1)
-        ids = np.concatenate([best_ids, ids.astype(np.int64) + start], axis=1)
-        order = np.lexsort((ids, -sims), axis=1)[:, :k]
-        best_sims = np.take_along_axis(sims, order, axis=1)
-        best_ids = np.take_along_axis(ids, order, axis=1)
+        best_sims, best_ids = ivf_scan.best_k(
+            np.concatenate([best_sims, sims], axis=1),
+            np.concatenate([best_ids, ids.astype(np.int64) + start], axis=1), k)
         start += len(block)
     return best_ids
 

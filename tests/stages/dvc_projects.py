@@ -15,15 +15,13 @@ import yaml
 
 from stages import dag
 from stages.warm import SOCKET_ENV
+from tests.conftest import SMALL_PROJECT_GROUP
 from tests.stages import warm_servers
 from tests.stages.conftest import REPO, tiny_params
 
 PER_METHOD = ("pretrain", "dump", "classify", "dlsa", "analyze")
 # a method trained on its own and a teacher with its student: every kind of branch
 SMALL_METHODS = ("ce", "gml_teacher", "gml_student")
-# The xdist group of the tests on the session's `small_project` (tests/stages/conftest.py):
-# one worker builds it and runs them all.
-SMALL_PROJECT_GROUP = "small_project"
 ON_SMALL_PROJECT = pytest.mark.xdist_group(SMALL_PROJECT_GROUP)
 
 

@@ -133,10 +133,9 @@ def test_forced_rerun_from_scratch_gives_identical_bytes(project):
 # The rerun tests look at which blocks re-run, which is a property of each branch: they share
 # the three-method project of test_dag.py's seed test (tests/stages/conftest.py), which an
 # xdist worker builds beside the eight-method one above.
-SMALL = ON_SMALL_PROJECT
 
 
-@SMALL
+@ON_SMALL_PROJECT
 def test_classifier_param_reruns_only_classify(small_project):
     """classify.kinds is read by classify alone (dlsa fits dlsa.base_kinds with classify's
     recipe: tests/stages/test_dag_code.py checks that dlsa declares and reads that recipe)."""
@@ -145,13 +144,13 @@ def test_classifier_param_reruns_only_classify(small_project):
         *SMALL_METHODS, stages=("classify",)) | {"report"}
 
 
-@SMALL
+@ON_SMALL_PROJECT
 def test_method_param_reruns_only_its_branch(small_project):
     edit_params(small_project, lambda p: p["methods"]["ce"].update(train={"epochs": 2}))
     assert ran_stages(dvc(small_project, "repro")) == branch("ce") | {"report"}
 
 
-@SMALL
+@ON_SMALL_PROJECT
 def test_teacher_change_reruns_its_student(small_project):
     edit_params(small_project, lambda p: p["methods"]["gml_teacher"].update(
         train={"epochs": 2}))

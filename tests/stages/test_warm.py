@@ -3,7 +3,6 @@ cold one: arguments, directory, environment, streams, exit status, signals, byte
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stages import warm
-from tests.stages import warm_servers
+from tests.stages import interrupts, warm_servers
 from tests.stages.conftest import REPO
 from tests.stages.dvc_projects import new_project, small_params
 
@@ -215,7 +214,9 @@ def test_warm_stages_write_the_bytes_of_cold_ones(tmp_path: Path) -> None:
         done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "running cold" not in done.stderr
-        digests.append(_tree_digests(project, ("data", "models", "banks", "results")))
+        digests.append({f"{folder}/{name}": digest
+                        for folder in ("data", "models", "banks", "results")
+                        for name, digest in interrupts.tree(project / folder).items()})
         if mode == "warm":  # the command saw the server, which is gone after it
             assert not Path(done.stdout.splitlines()[-1]).exists()
     assert digests[0] == digests[1]
@@ -262,12 +263,6 @@ def _imports(*modules: str, record_cuda: bool = False) -> tuple[set[str], list[s
     own = set(warm.OWN_PACKAGES) | set(sys.stdlib_module_names) | {"__main__", "_distutils_hack"}
     packages = {name.split(".")[0] for name in seen["modules"]} - own
     return packages, seen["cuda calls"], seen["threads"]
-
-
-def _tree_digests(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for folder in folders for path in sorted((root / folder).rglob("*"))
-            if path.is_file()}
 
 
 def _await_file(path: Path, process: subprocess.Popen) -> None:

@@ -8,12 +8,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from stages.warm import PRELOAD
-from stages.warm_command import short_temp_root
+from stages.warm_command import await_listening, short_temp_root
 from tests.stages.conftest import REPO
 
 # A client that exits 99 where `stages.warm.delegate` says the command must run cold.
@@ -36,10 +35,7 @@ def start(path: Path, target: str, preload: Sequence[str] = PRELOAD,
             f"target={target!r}, preload={tuple(preload)!r})")
     server = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.monotonic() + 60
-    while not path.exists():
-        assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
+    await_listening(server, path)
     return server
 
 
