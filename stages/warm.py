@@ -58,8 +58,8 @@ OWN_PACKAGES = ("core", "features", "pipeline", "stages")
 # NOT_PRELOADED.
 PRELOAD = (
     "numpy", "scipy.special", "scipy.stats", "yaml", "pydantic", "annotated_types", "typer",
-    "h5py", "faiss", "torch", "torch._dynamo", "torch.distributed", "torchvision", "nflows",
-    "sklearn.linear_model", "sklearn.manifold", "sklearn.metrics", "dvclive",
+    "h5py", "xxhash", "faiss", "torch", "torch._dynamo", "torch.distributed", "torchvision",
+    "nflows", "sklearn.linear_model", "sklearn.manifold", "sklearn.metrics", "dvclive",
 )
 # Left to each command: matplotlib reads its settings (matplotlibrc in the working folder,
 # MPLCONFIGDIR, the home folder) when it is imported.

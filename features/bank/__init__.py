@@ -1,4 +1,4 @@
-"""Feature banks (HDF5, schema version 2) and the rows stage 2 reads from them.
+"""Feature banks (HDF5, schema version 3) and the rows stage 2 reads from them.
 
 - `schema`: the layout, the attributes (`BankMeta`) and their checks; the size estimate.
 - `writer`: `BankWriter`, the streaming writer that renames a complete bank into place.

@@ -1,16 +1,25 @@
-"""Whole-chunk writes and verified reads of a bank's row datasets (schema version 2).
+"""Whole-chunk writes and verified reads of a bank's row datasets (schema version 3).
 
 A row dataset is chunked along its rows and has no HDF5 filter; its integrity is the digest
-of each chunk (`features.bank.digest`). Both directions move whole chunks with HDF5's direct
-chunk calls (`H5Dwrite_chunk` / `H5Dread_chunk`): one call per chunk, no chunk cache and no
-filter pipeline, so a chunk goes between the file and the caller's array in one copy and is
-digested while it is still in the CPU cache.
+of each chunk (`features.bank.digest`). Both directions move whole chunks, one call per
+chunk, with no chunk cache and no filter pipeline, so a chunk goes between the file and the
+caller's array in one copy and is digested while it is still in the CPU cache.
+
+Writes use HDF5's direct chunk write (`H5Dwrite_chunk`). Reads look up every chunk's file
+offset once per dataset (`ChunkSource`, one walk of HDF5's chunk index) and then read each
+chunk with one `preadv` on HDF5's own file descriptor. `H5Dread_chunk` would do the same
+copy but looks the chunk up in the index on every call, about 12 us a chunk, which took a
+read of 200 MB from 0.80 to 0.72 of `np.load`. Where `preadv` or the plain POSIX file driver
+is missing, reads fall back to `H5Dread_chunk`. A wrong offset cannot slip through: the bytes
+read are checked against the chunk's digest either way.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
@@ -72,12 +81,70 @@ class ChunkWriter:
         self._written = first + valid
 
 
+@dataclass(frozen=True)
+class ChunkSource:
+    """Where the chunks of one row dataset lie in its file, to read them without HDF5.
+
+    Attributes:
+        descriptor: HDF5's own descriptor of the open file (read with `preadv`, which leaves
+            its position alone).
+        offsets: int64 [chunks], the file offset of each chunk; -1 where the index has no
+            chunk or one of another size (a damaged file: its read fails).
+        chunk_bytes: Bytes of one whole chunk.
+    """
+
+    descriptor: int
+    offsets: np.ndarray
+    chunk_bytes: int
+
+    @classmethod
+    def of(cls, dataset: h5py.Dataset) -> ChunkSource | None:
+        """The source of a chunked row dataset, or None where reads must go through HDF5
+        (no `os.preadv` on this platform, or a file driver other than the POSIX one)."""
+        if not hasattr(os, "preadv") or dataset.file.driver != "sec2":
+            return None
+        total, *row_shape = dataset.shape
+        rows = int(dataset.chunks[0])
+        chunk_bytes = rows * math.prod(row_shape) * dataset.dtype.itemsize
+        offsets = np.full(math.ceil(total / rows), -1, dtype=np.int64)
+
+        def place(info: h5py.h5d.StoreInfo) -> None:
+            chunk = info.chunk_offset[0] // rows
+            if info.size == chunk_bytes and chunk < len(offsets):
+                offsets[chunk] = info.byte_offset
+
+        if hasattr(dataset.id, "chunk_iter"):  # one walk of the index (HDF5 >= 1.12.3)
+            dataset.id.chunk_iter(place)
+        else:
+            for position in range(dataset.id.get_num_chunks()):
+                place(dataset.id.get_chunk_info(position))
+        return cls(dataset.file.id.get_vfd_handle(), offsets, chunk_bytes)
+
+    def read(self, chunk: int, into: np.ndarray) -> bool:
+        """Reads whole chunk `chunk` into `into` (uint8 [chunk_bytes], contiguous).
+
+        Returns:
+            Whether every byte was read: False for a chunk the index lacks or a file cut short.
+        """
+        offset = int(self.offsets[chunk])
+        if offset < 0:
+            return False
+        done = 0
+        while done < self.chunk_bytes:  # preadv may return less than asked; 0 is the end
+            got = os.preadv(self.descriptor, [into[done:]], offset + done)
+            if got <= 0:
+                return False
+            done += got
+        return True
+
+
 def read_verified(
     dataset: h5py.Dataset,
     digests: np.ndarray,
     start: int,
     stop: int,
     refuse: Callable[[int, int], FeaturesError],
+    source: ChunkSource | None = None,
 ) -> np.ndarray:
     """Rows [start, stop) of a row dataset, every chunk they touch checked against its digest.
 
@@ -91,6 +158,8 @@ def read_verified(
         start: First row, >= 0.
         stop: One past the last row; clipped to the dataset's length.
         refuse: Makes the error for a chunk (first row, last row) that fails its digest.
+        source: The dataset's chunk offsets, to read chunks with `preadv`; None reads them
+            with `H5Dread_chunk`.
 
     Returns:
         [stop - start, ...] rows.
@@ -115,8 +184,11 @@ def read_verified(
             if scratch is None:
                 scratch = np.empty((rows, *row_shape), dtype=dtype)
             target = scratch
-        offset = (first,) + (0,) * len(row_shape)
-        dataset_id.read_direct_chunk(offset, out=target.reshape(-1).view(np.uint8))
+        into = target.reshape(-1).view(np.uint8)
+        if source is None:
+            dataset_id.read_direct_chunk((first,) + (0,) * len(row_shape), out=into)
+        elif not source.read(chunk, into):
+            raise refuse(first, first + valid - 1)
         if block_digest(target[:valid]) != expected[chunk - chunks.start]:
             raise refuse(first, first + valid - 1)
         if target is scratch:

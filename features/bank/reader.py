@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from core.splits import SPLITS
-from features.bank.chunkio import read_verified
+from features.bank.chunkio import ChunkSource, read_verified
 from features.bank.chunks import GATHER_CHUNKS, chunk_runs, default_rows, position_vector
 from features.bank.verify import read_meta, validate_splits
 from features.errors import FeaturesError
@@ -55,6 +55,8 @@ class Bank:
         self.meta = self._guard(lambda: read_meta(path, file))
         self.splits = tuple(split for split in SPLITS if split in file)
         self._digests: dict[tuple[str, str], np.ndarray] = {}
+        # each dataset's chunk offsets, looked up on its first read
+        self._sources: dict[tuple[str, str], ChunkSource | None] = {}
 
     @classmethod
     def open(cls, path: str | Path) -> Bank:
@@ -105,6 +107,7 @@ class Bank:
 
     def close(self) -> None:
         """Closes the file; further reads raise FeaturesError."""
+        self._sources.clear()  # their descriptor is the file's, closed here
         with contextlib.suppress(Exception):
             self._file.close()
 
@@ -246,7 +249,13 @@ class Bank:
                 "and re-run `tailbank dump`"
             )
 
-        return self._guard(lambda: read_verified(dataset, digests, start, stop, refuse))
+        def read() -> np.ndarray:
+            if (split, field) not in self._sources:
+                self._sources[split, field] = ChunkSource.of(dataset)
+            source = self._sources[split, field]
+            return read_verified(dataset, digests, start, stop, refuse, source)
+
+        return self._guard(read)
 
     def _group(self, split: str) -> h5py.Group:
         if split not in self.splits:

@@ -46,19 +46,19 @@ def read_meta(path: Path, file: h5py.File) -> BankMeta:
     attrs = file.attrs
     if "schema_version" not in attrs:
         raise FeaturesError(f"{path}: not a tailbank bank (no schema_version attribute)")
-    version = _int_attr(path, file, "schema_version")
+    version = _int_attr(path, attrs, "schema_version")
     if version != SCHEMA_VERSION:
-        # Version 1 (Fletcher-32 chunks, no digests) is not read: dump rewrites a bank in
-        # seconds, and one read path keeps every read verified the same way.
+        # Versions 1 (Fletcher-32 chunks, no digests) and 2 (a slower digest) are not read:
+        # dump rewrites a bank, and one read path keeps every read verified the same way.
         raise FeaturesError(
             f"{path}: schema_version {version} but this tailbank reads {SCHEMA_VERSION} "
-            "(per-chunk digests); re-run `tailbank dump` (or `tailbank import-bank`) to "
+            "(per-chunk XXH3 digests); re-run `tailbank dump` (or `tailbank import-bank`) to "
             "rewrite the bank"
         )
-    values = {name: _string_attr(path, file, name) for name in STRING_ATTRS}
-    values |= {name: _int_attr(path, file, name) for name in INT_ATTRS}
+    values = {name: _string_attr(path, attrs, name) for name in STRING_ATTRS}
+    values |= {name: _int_attr(path, attrs, name) for name in INT_ATTRS}
     # a bank of features or a network from elsewhere says where they came from
-    values |= {name: _string_attr(path, file, name) for name in OPTIONAL_STRING_ATTRS
+    values |= {name: _string_attr(path, attrs, name) for name in OPTIONAL_STRING_ATTRS
                if name in attrs}
     meta = BankMeta(
         class_counts=_class_counts(path, file, values["num_classes"]),
@@ -69,29 +69,31 @@ def read_meta(path: Path, file: h5py.File) -> BankMeta:
     return meta
 
 
-def _string_attr(path: Path, file: h5py.File, name: str) -> str:
+# The helpers take the file's attribute manager, fetched once: each `file.attrs` opens the
+# root group again, which was most of the time `Bank.open` took.
+def _string_attr(path: Path, attrs: h5py.AttributeManager, name: str) -> str:
     # Checked before reading: a variable-length string would be read from the global
     # heap, whose damage HDF5 cannot detect.
-    if not _attr_type_is(path, file, name, is_fixed_utf8):
+    if not _attr_type_is(path, attrs, name, is_fixed_utf8):
         raise FeaturesError(
             f"{path}: attribute {name!r} is not a fixed-length UTF-8 string; re-dump"
         )
-    return bytes(file.attrs[name]).decode("utf-8")
+    return bytes(attrs[name]).decode("utf-8")
 
 
-def _int_attr(path: Path, file: h5py.File, name: str) -> int:
-    if not _attr_type_is(path, file, name, lambda dtype: dtype.kind in "iu"):
+def _int_attr(path: Path, attrs: h5py.AttributeManager, name: str) -> int:
+    if not _attr_type_is(path, attrs, name, lambda dtype: dtype.kind in "iu"):
         raise FeaturesError(f"{path}: attribute {name!r} is not an integer; re-dump")
-    return int(file.attrs[name])
+    return int(attrs[name])
 
 
 def _attr_type_is(
-    path: Path, file: h5py.File, name: str, accepts: Callable[[np.dtype], bool]
+    path: Path, attrs: h5py.AttributeManager, name: str, accepts: Callable[[np.dtype], bool]
 ) -> bool:
     """Whether scalar attribute `name`, which must exist, has a dtype that `accepts`."""
-    if name not in file.attrs:
+    if name not in attrs:
         raise FeaturesError(f"{path}: attribute {name!r} is missing; re-dump the bank")
-    attribute = file.attrs.get_id(name)
+    attribute = attrs.get_id(name)
     return attribute.shape == () and accepts(attribute.dtype)
 
 

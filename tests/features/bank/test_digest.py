@@ -11,26 +11,49 @@ import numpy as np
 import pytest
 
 from features.bank import Bank, BankMeta, BankWriter
-from features.bank.digest import LENGTH_WEIGHT, _weights, block_digest
+from features.bank.chunkio import ChunkSource
+from features.bank.digest import block_digest
 from features.errors import FeaturesError
 
 ROWS, DIM, CLASSES = 200, 16, 5
 CHUNK_ROWS = 64  # 4 KiB chunks of 16 float32: chunks at rows 0, 64, 128 and a partial 192
 
 
-def reference_digest(data: bytes) -> int:
-    """The digest as the module docstring defines it, in plain Python integers."""
-    padded = data + b"\0" * (-len(data) % 8)
-    words = [int.from_bytes(padded[i : i + 8], "little") for i in range(0, len(padded), 8)]
-    weights = _weights(len(words)) if words else []
-    total = len(data) * LENGTH_WEIGHT + sum(w * int(c) for w, c in zip(words, weights, strict=True))
-    return total % 2**64
+def xorshift_bytes(size: int) -> bytes:
+    """The input of LLVM's XXH3 unit test (xorshift64 from 1, the low byte of each state)."""
+    state, out = 1, bytearray()
+    for _ in range(size):
+        state ^= (state << 13) & 0xFFFFFFFFFFFFFFFF
+        state ^= state >> 7
+        state ^= (state << 17) & 0xFFFFFFFFFFFFFFFF
+        out.append(state & 0xFF)
+    return bytes(out)
 
 
-@pytest.mark.parametrize("size", [0, 1, 7, 8, 12, 1000, 4096])
+# XXH3_64bits (seed 0) of the first n bytes of `xorshift_bytes`, as published with LLVM's
+# implementation (llvm/unittests/Support/xxhashTest.cpp). The lengths reach each of XXH3's
+# paths: empty, 1-3, 4-8, 9-16, 17-128, 129-240 bytes, and long inputs over 1 and 2 blocks.
+XXH3_VECTORS = {
+    0: 0x2D06800538D394C2, 1: 0xD0D496E05C553485, 3: 0x6EA2D59ACA5C3778,
+    4: 0xBF65290914E80242, 7: 0x9DA8B60540644F5A, 8: 0xABC1413DA6CD0209, 9: 0x8BC89400BFED51F6,
+    16: 0x7E46916754D7C9B8, 17: 0xED4BE912BA5F836D, 128: 0x06A146EE9A2DA378,
+    129: 0xBC7138129BF065DA, 403: 0xCEFEB3FFA532AD8C, 2048: 0x330CE110CBB79EAE,
+    2049: 0x3BA6AFA0249FEF9A, 2243: 0x0979F786A24EDDE7,
+}
+
+
+@pytest.mark.parametrize("size", sorted(XXH3_VECTORS))
 def test_digest_matches_its_definition(size: int) -> None:
-    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
-    assert block_digest(data) == reference_digest(data.tobytes())
+    data = np.frombuffer(xorshift_bytes(size), dtype=np.uint8)
+    assert block_digest(data) == XXH3_VECTORS[size]
+
+
+def test_digest_reads_any_dtype_as_its_bytes_in_row_order() -> None:
+    block = np.random.default_rng(2).standard_normal((7, 3)).astype(np.float32)
+    as_bytes = np.frombuffer(block.tobytes(), dtype=np.uint8)
+    assert block_digest(block) == block_digest(as_bytes)
+    # a strided view is digested as the bytes of its rows, in order
+    assert block_digest(block[::2]) == block_digest(np.ascontiguousarray(block[::2]))
 
 
 def test_every_single_bit_flip_changes_the_digest() -> None:
@@ -137,11 +160,80 @@ def assert_refused(path: Path, read: Callable[[Bank], object], dataset: str) -> 
     assert f"{path}:{dataset}" in message and "re-run `tailbank dump`" in message
 
 
+@pytest.fixture(params=["preadv", "hdf5"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Reads through `ChunkSource` (preadv at the indexed offsets) or, as on a platform
+    without preadv, through HDF5's direct chunk read."""
+    if request.param == "hdf5":
+        monkeypatch.setattr(ChunkSource, "of", classmethod(lambda cls, dataset: None))
+    return str(request.param)
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_both_read_paths_return_the_written_rows(
+    bank_path: Path, read_path: str, read: str
+) -> None:
+    with Bank.open(bank_path) as bank:
+        got = READS[read](bank)
+    features = rows_data()["features"]
+    expected = {
+        "whole": features,
+        "window inside the chunk": features[70:71],
+        "window across chunks": features[30:100],
+        "blocks": [features[start : start + 50] for start in range(0, ROWS, 50)],
+        "gather": features[[150, 99, 3]],
+    }[read]
+    for got_block, expected_block in zip(
+        got if read == "blocks" else [got], expected if read == "blocks" else [expected],
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got_block, expected_block)
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 @pytest.mark.parametrize("read", sorted(READS))
-def test_damaged_feature_chunk_is_refused(bank_path: Path, damage: str, read: str) -> None:
+def test_damaged_feature_chunk_is_refused(
+    bank_path: Path, read_path: str, damage: str, read: str
+) -> None:
     DAMAGE[damage](bank_path)
     assert_refused(bank_path, READS[read], "train/features")
+
+
+def test_chunk_source_has_the_offset_of_every_chunk(bank_path: Path) -> None:
+    with h5py.File(bank_path, "r") as file:
+        source = ChunkSource.of(file["train/features"])
+        assert source is not None and source.chunk_bytes == CHUNK_ROWS * ROW_BYTES
+        assert source.descriptor == file.id.get_vfd_handle()
+    assert source.offsets.tolist() == [
+        chunk_offset(bank_path, "features", first) for first in range(0, ROWS, CHUNK_ROWS)
+    ]
+
+
+def test_chunk_source_reports_a_chunk_it_cannot_read_whole(bank_path: Path) -> None:
+    size = bank_path.stat().st_size
+    with h5py.File(bank_path, "r") as file:
+        source = ChunkSource.of(file["train/features"])
+        assert source is not None
+        into = np.empty(source.chunk_bytes, np.uint8)
+        assert source.read(1, into)
+        # no chunk in the index, and a chunk that would run past the end of the file
+        missing = ChunkSource(source.descriptor, np.array([-1, size - 10]), source.chunk_bytes)
+        assert not missing.read(0, into) and not missing.read(1, into)
+
+
+def test_a_chunk_missing_from_the_index_is_refused(
+    bank_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = ChunkSource.of
+
+    def without_chunk_2(cls: type[ChunkSource], dataset: h5py.Dataset) -> ChunkSource | None:
+        source = made(dataset)
+        if source is not None and dataset.name == "/train/features":
+            source.offsets[2] = -1
+        return source
+
+    monkeypatch.setattr(ChunkSource, "of", classmethod(without_chunk_2))
+    assert_refused(bank_path, lambda bank: bank.features("train"), "train/features")
 
 
 def test_windows_away_from_the_damage_still_read(bank_path: Path) -> None:
@@ -181,9 +273,20 @@ def test_missing_digest_table_is_refused(bank_path: Path) -> None:
 
 
 def test_a_schema_1_bank_is_refused_with_the_way_out(bank_path: Path) -> None:
+    assert_older_schema_refused(bank_path, 1)
+
+
+def test_a_schema_2_bank_is_refused_with_the_way_out(bank_path: Path) -> None:
+    # schema 2 had the same layout with another digest: its tables would all mismatch
+    assert_older_schema_refused(bank_path, 2)
+
+
+def assert_older_schema_refused(bank_path: Path, version: int) -> None:
     with h5py.File(bank_path, "r+") as file:
-        file.attrs["schema_version"] = np.int64(1)
-    with pytest.raises(FeaturesError, match=r"schema_version 1 .* re-run `tailbank dump`"):
+        file.attrs["schema_version"] = np.int64(version)
+    with pytest.raises(
+        FeaturesError, match=rf"schema_version {version} but .* reads 3 .* re-run `tailbank dump`"
+    ):
         Bank.open(bank_path)
 
 
