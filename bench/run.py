@@ -279,8 +279,8 @@ def bank_rows(args: argparse.Namespace) -> list[Row]:
             f"{r['read_ratio']:.2f}",
             ">= 0.7",
             verdict(r["read_ratio"] >= 0.7),
-            setup + ", page cache warm, every chunk verified against its digest while read, "
-            "Bank.open (validation) not timed",
+            setup + ", page cache warm, every chunk verified against its XXH3 digest while "
+            "read (schema 3), Bank.open (validation) not timed",
         ),
         Row(
             "bank read incl. Bank.open validation",
@@ -391,7 +391,8 @@ def machine() -> str:
         memory = f", {total_kb / 2**20:.0f} GiB RAM"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     libraries = ", ".join(
-        f"{name} {version(name)}" for name in ("h5py", "faiss-cpu", "nflows", "scikit-learn", "dvc")
+        f"{name} {version(name)}"
+        for name in ("h5py", "xxhash", "faiss-cpu", "nflows", "scikit-learn", "dvc")
     )
     return (
         f"{cpu}, {cores} cores{memory}, {gpu}; {platform.system()} {platform.release()}; "
@@ -407,13 +408,15 @@ def table(rows: list[Row]) -> str:
     )
 
 
-def report(rows: list[Row], args: argparse.Namespace) -> str:
-    """The generated block of RESULTS.md: table, setups and the machine."""
+def report(rows: list[Row], args: argparse.Namespace, load_before: float) -> str:
+    """The generated block of RESULTS.md: table, setups, the machine and its load (the
+    1-minute load average before and after the rows: anything else running shows there)."""
     setups = "".join(f"- **{r.name}**: {r.setup}\n" for r in rows)
     return (
         f"{table(rows)}\n"
         f"Measured on: {machine()}. torch threads {args.threads}"
-        f"{' (quick sizes)' if args.quick else ''}; the machine was shared with other jobs.\n\n"
+        f"{' (quick sizes)' if args.quick else ''}; 1-minute load average "
+        f"{load_before:.2f} before the rows, {os.getloadavg()[0]:.2f} after.\n\n"
         f"Setups:\n\n{setups}"
     )
 
@@ -461,11 +464,12 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rows: list[Row] = []
     for name in names:
         print(f"running row {name} ...", file=sys.stderr, flush=True)
         rows += profiled(name, args, args.top) if args.profile else MEASURES[name](args)
-    block = report(rows, args)
+    block = report(rows, args, load_before)
     print(block)
     if args.write:
         write_results(block)
