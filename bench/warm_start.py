@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dvc_noop  # noqa: E402
 
 from stages.warm import SOCKET_ENV  # noqa: E402
-from stages.warm_command import await_listening  # noqa: E402
+from stages.warm.command import await_listening  # noqa: E402
 
 
 def output_digests(root: Path) -> dict[str, str]:

@@ -605,9 +605,9 @@ def warm(
     `tailbank warm dvc repro` runs dvc repro with a warm server and stops it after. Alone, it
     serves until Ctrl-C or --idle; commands started with TAILBANK_WARM=<socket> use it. Each
     command runs in a fresh fork, importing tailbank's code as it is on disk, with the same
-    output bytes, exit status and signals as a cold start (see stages/warm.py). Linux only.
+    output bytes, exit status and signals as a cold start (see the stages.warm package). Linux only.
     """
-    from stages import warm_command
+    from stages.warm import command as warm_command
 
     _run(debug, lambda: warm_command.run(command or [], socket_path, idle))
 

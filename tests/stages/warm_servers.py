@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stages.warm import PRELOAD
-from stages.warm_command import await_listening, short_temp_root
+from stages.warm.command import await_listening, short_temp_root
 from tests.stages.conftest import REPO
 
 # A client that exits 99 where `stages.warm.delegate` says the command must run cold.
