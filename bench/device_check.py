@@ -1,7 +1,9 @@
 """Every method end to end on one device: train, dump a bank, fit classifiers, evaluate.
 
 Runs the libraries directly (no DVC), so it works on a GPU machine that has torch, h5py and
-scikit-learn but not the whole of tailbank's dependencies. For each method it reports seconds
+scikit-learn but not the whole of tailbank's dependencies. Banks need the `xxhash` wheel
+(their chunk digest, schema 3) besides those that `../shared/device/get_wheels.sh` fetches:
+add `xxhash==4.1.0` to its download line. For each method it reports seconds
 per training epoch, dump throughput, and test accuracy overall / many / medium / few of the
 backbone's own head and of a balanced-softmax linear probe on its bank.
 

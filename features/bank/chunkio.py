@@ -107,17 +107,10 @@ class ChunkSource:
         rows = int(dataset.chunks[0])
         chunk_bytes = rows * math.prod(row_shape) * dataset.dtype.itemsize
         offsets = np.full(math.ceil(total / rows), -1, dtype=np.int64)
-
-        def place(info: h5py.h5d.StoreInfo) -> None:
+        for info in stored_chunks(dataset.id):
             chunk = info.chunk_offset[0] // rows
             if info.size == chunk_bytes and chunk < len(offsets):
                 offsets[chunk] = info.byte_offset
-
-        if hasattr(dataset.id, "chunk_iter"):  # one walk of the index (HDF5 >= 1.12.3)
-            dataset.id.chunk_iter(place)
-        else:
-            for position in range(dataset.id.get_num_chunks()):
-                place(dataset.id.get_chunk_info(position))
         return cls(dataset.file.id.get_vfd_handle(), offsets, chunk_bytes)
 
     def read(self, chunk: int, into: np.ndarray) -> bool:
@@ -136,6 +129,21 @@ class ChunkSource:
                 return False
             done += got
         return True
+
+
+def stored_chunks(dataset_id: h5py.h5d.DatasetID) -> list[h5py.h5d.StoreInfo]:
+    """Every chunk HDF5's index holds for a dataset: one walk of the index where HDF5 has
+    `H5Dchunk_iter` (1.12.3 and later), else one lookup per chunk."""
+    if hasattr(dataset_id, "chunk_iter"):
+        found: list[h5py.h5d.StoreInfo] = []
+        dataset_id.chunk_iter(found.append)
+        return found
+    return stored_chunks_one_by_one(dataset_id)
+
+
+def stored_chunks_one_by_one(dataset_id: h5py.h5d.DatasetID) -> list[h5py.h5d.StoreInfo]:
+    """`stored_chunks` for an HDF5 without `H5Dchunk_iter`: about 55 us a chunk."""
+    return [dataset_id.get_chunk_info(position) for position in range(dataset_id.get_num_chunks())]
 
 
 def read_verified(

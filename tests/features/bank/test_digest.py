@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from features.bank import Bank, BankMeta, BankWriter
-from features.bank.chunkio import ChunkSource
+from features.bank.chunkio import ChunkSource, stored_chunks, stored_chunks_one_by_one
 from features.bank.digest import block_digest
 from features.errors import FeaturesError
 
@@ -207,6 +207,22 @@ def test_chunk_source_has_the_offset_of_every_chunk(bank_path: Path) -> None:
     assert source.offsets.tolist() == [
         chunk_offset(bank_path, "features", first) for first in range(0, ROWS, CHUNK_ROWS)
     ]
+
+
+def test_the_index_walk_and_the_lookups_one_by_one_agree(bank_path: Path) -> None:
+    with h5py.File(bank_path, "r") as file:
+        for field in ("features", "labels", "index"):
+            dataset_id = file[f"train/{field}"].id
+            walked = [(i.chunk_offset, i.byte_offset, i.size) for i in stored_chunks(dataset_id)]
+            looked_up = [(i.chunk_offset, i.byte_offset, i.size)
+                         for i in stored_chunks_one_by_one(dataset_id)]
+            assert walked == looked_up and len(walked) == dataset_id.get_num_chunks()
+
+
+def test_a_file_not_on_the_posix_driver_is_read_through_hdf5(bank_path: Path) -> None:
+    # the in-memory driver: the descriptor would not be the file's
+    with h5py.File(bank_path, "r", driver="core") as file:
+        assert ChunkSource.of(file["train/features"]) is None
 
 
 def test_chunk_source_reports_a_chunk_it_cannot_read_whole(bank_path: Path) -> None:
