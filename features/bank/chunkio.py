@@ -10,8 +10,9 @@ offset once per dataset (`ChunkSource`, one walk of HDF5's chunk index) and then
 chunk with one `preadv` on HDF5's own file descriptor. `H5Dread_chunk` would do the same
 copy but looks the chunk up in the index on every call, about 12 us a chunk, which took a
 read of 200 MB from 0.80 to 0.72 of `np.load`. Where `preadv` or the plain POSIX file driver
-is missing, reads fall back to `H5Dread_chunk`. A wrong offset cannot slip through: the bytes
-read are checked against the chunk's digest either way.
+is missing, reads go through `H5Dread_chunk`. A wrong offset cannot slip through: the bytes
+read are checked against the chunk's digest, and a chunk that fails is read once more through
+`H5Dread_chunk` before it is refused, so only the file's own bytes can fail a read.
 """
 
 from __future__ import annotations
@@ -81,15 +82,15 @@ class ChunkWriter:
         self._written = first + valid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChunkSource:
     """Where the chunks of one row dataset lie in its file, to read them without HDF5.
 
     Attributes:
         descriptor: HDF5's own descriptor of the open file (read with `preadv`, which leaves
             its position alone).
-        offsets: int64 [chunks], the file offset of each chunk; -1 where the index has no
-            chunk or one of another size (a damaged file: its read fails).
+        offsets: int64 [chunks] (read-only), the file offset of each chunk; -1 where the
+            index has no chunk or one of another size (such a chunk is read through HDF5).
         chunk_bytes: Bytes of one whole chunk.
     """
 
@@ -99,9 +100,11 @@ class ChunkSource:
 
     @classmethod
     def of(cls, dataset: h5py.Dataset) -> ChunkSource | None:
-        """The source of a chunked row dataset, or None where reads must go through HDF5
-        (no `os.preadv` on this platform, or a file driver other than the POSIX one)."""
-        if not hasattr(os, "preadv") or dataset.file.driver != "sec2":
+        """The source of a chunked row dataset, or None where reads must go through HDF5:
+        no `os.preadv` on this platform, a file driver other than the POSIX one, or a file
+        with a user block (HDF5 before 1.14.4 gives chunk addresses without it)."""
+        file = dataset.file
+        if not hasattr(os, "preadv") or file.driver != "sec2" or file.userblock_size:
             return None
         total, *row_shape = dataset.shape
         rows = int(dataset.chunks[0])
@@ -111,7 +114,8 @@ class ChunkSource:
             chunk = info.chunk_offset[0] // rows
             if info.size == chunk_bytes and chunk < len(offsets):
                 offsets[chunk] = info.byte_offset
-        return cls(dataset.file.id.get_vfd_handle(), offsets, chunk_bytes)
+        offsets.setflags(write=False)
+        return cls(file.id.get_vfd_handle(), offsets, chunk_bytes)
 
     def read(self, chunk: int, into: np.ndarray) -> bool:
         """Reads whole chunk `chunk` into `into` (uint8 [chunk_bytes], contiguous).
@@ -193,12 +197,13 @@ def read_verified(
                 scratch = np.empty((rows, *row_shape), dtype=dtype)
             target = scratch
         into = target.reshape(-1).view(np.uint8)
-        if source is None:
+        digest = expected[chunk - chunks.start]
+        if source is None or not source.read(chunk, into) or block_digest(target[:valid]) != digest:
+            # no source, or its read failed: through HDF5 before refusing, so an offset gone
+            # stale (the index moved, the descriptor was closed) is never taken for damage
             dataset_id.read_direct_chunk((first,) + (0,) * len(row_shape), out=into)
-        elif not source.read(chunk, into):
-            raise refuse(first, first + valid - 1)
-        if block_digest(target[:valid]) != expected[chunk - chunks.start]:
-            raise refuse(first, first + valid - 1)
+            if block_digest(target[:valid]) != digest:
+                raise refuse(first, first + valid - 1)
         if target is scratch:
             low, high = max(start, first), min(stop, first + valid)
             out[low - start : high - start] = scratch[low - first : high - first]

@@ -29,7 +29,6 @@ initialisation. Linux only: it needs ``fork`` and ``SCM_RIGHTS``.
 The package, one concern a module, imports nothing outside the standard library: the client
 side runs before any third-party import.
 
-
 - `protocol`: the names, the import-time environment rules and the wire format both sides use;
 - `client`: `delegate`, the client side (`stages.entry` calls it);
 - `server`: `serve`, the listening loop and the checks of each request;

@@ -274,9 +274,12 @@ def _accept(server: _Server) -> None:
         _refuse(conn, fds, f"the warm server could not start the command ({error})")
         return
     if pid == 0:
-        request["env"] = {**server.set_by_imports, **request["env"]}
-        run_child(conn, request, fds, server.target, server.stdio,
-                  [server.listener, *server.own, *server.running.values()])
+        try:
+            request["env"] = {**server.set_by_imports, **request["env"]}
+            run_child(conn, request, fds, server.target, server.stdio,
+                      [server.listener, *server.own, *server.running.values()])
+        finally:
+            os._exit(1)  # reached only if the child failed before running: never serve twice
     close_all(fds)
     server.running[pid] = conn
     try:
