@@ -26,8 +26,8 @@ ON_SMALL_PROJECT = pytest.mark.xdist_group(SMALL_PROJECT_GROUP)
 
 
 def dvc(project: Path, *args: str) -> str:
-    """Run a dvc command in the project (its stages warm: `warm_servers.shared_socket`); fail the test with its
-    output when it fails."""
+    """Run a dvc command in the project (its stages warm: `warm_servers.shared_socket`); fail
+    the test with its output when it fails."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", SOCKET_ENV: warm_servers.shared_socket()}
     done = subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True

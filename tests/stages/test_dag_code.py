@@ -1,7 +1,8 @@
 """dvc.yaml says what each stage's code really uses: every stage is run on tiny params in a
-fresh fork of a warm server (tailbank's own modules imported afresh), and what it imported (``sys.modules``) and the params keys it read (traced)
-must match its dvc.yaml block. Machine-only keys (roots, workers, devices, the memory budget)
-change no result, so they are no stage's params."""
+fresh fork of a warm server (tailbank's own modules imported afresh), and what it imported
+(``sys.modules``) and the params keys it read (traced) must match its dvc.yaml block.
+Machine-only keys (roots, workers, devices, the memory budget) change no result, so they are
+no stage's params."""
 
 from __future__ import annotations
 
@@ -81,10 +82,9 @@ def test_the_comparisons_catch_a_missing_file_and_a_missing_key() -> None:
 
 def _trace(project: Path, stage: str, *args: str) -> dict[str, Any]:
     out = project / f"trace-{stage}-{'-'.join(args)}.json"
-    server = Path(warm_servers.shared_socket("tests.stages.stage_trace:command"))
-    client = warm_servers.client(server, str(out), stage, *args, cwd=project)
-    _, stderr = client.communicate()
-    assert client.returncode == 0, stderr[-3000:]
+    code, stderr = warm_servers.run_to_end("tests.stages.stage_trace:command", str(out), stage,
+                                           *args, cwd=project)
+    assert code == 0, stderr[-3000:]
     return json.loads(out.read_text())
 
 

@@ -30,13 +30,13 @@ pytestmark = pytest.mark.slow
 def tailbank(project: Path, *args: str) -> None:
     """Run a command to its end, warm (`warm_servers`); the killed ones start cold, so that
     SIGKILL hits the very process that writes."""
-    done = warm_servers.client(Path(warm_servers.shared_socket()), *args, cwd=project)
-    _, stderr = done.communicate()
-    assert done.returncode == 0, stderr
+    code, stderr = warm_servers.run_to_end("stages.cli:app", *args, cwd=project)
+    assert code == 0, stderr
 
 
 def kill_when(project: Path, ready: Callable[[], bool], *args: str, delay: float = 0.3) -> None:
-    """Start ``tailbank args``, SIGKILL it ``delay`` s after ``ready()`` holds; it must not end first."""
+    """Start ``tailbank args``, SIGKILL it ``delay`` s after ``ready()`` holds; it must not end
+    first."""
     process = subprocess.Popen([sys.executable, "-m", "stages.cli", *args], cwd=project,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -63,6 +63,14 @@ def shared_socket(target: str = "stages.cli:app") -> str:
     return _SERVERS[target]
 
 
+def run_to_end(target: str, *args: str, cwd: Path) -> tuple[int, str]:
+    """``args`` run in ``cwd`` through this process's server for ``target`` (`shared_socket`):
+    the exit status and stderr."""
+    process = client(Path(shared_socket(target)), *args, cwd=cwd)
+    _, stderr = process.communicate()
+    return process.returncode, stderr
+
+
 _SERVERS: dict[str, str] = {}
 
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+# stages.warm.OWN_PACKAGES, written again: importing it would put modules of `stages` in
+# sys.modules, which is what `echo` reports
 OWN_PACKAGES = ("core", "features", "pipeline", "stages")
 
 
